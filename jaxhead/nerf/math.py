@@ -17,11 +17,11 @@ COSINE_EPS = 1e-8
 def safe_norm(x: jax.Array, axis: int = -1, keepdims: bool = False, eps: float = 0.0) -> jax.Array:
     """Euclidean norm ``max(‖x‖, eps)`` with a finite gradient everywhere, including ``x = 0``.
 
-    ``sqrt`` has an infinite derivative at 0, so the squared norm is clamped below by a tiny
-    positive value before the square root: the gradient at ``x = 0`` is then exactly 0 instead of
-    NaN. The sum of squares is computed on ``x`` divided by ``stop_gradient(max|x|)`` so that
-    vectors with entries ~1e20 do not overflow to ``inf`` in float32; the norm is positively
-    homogeneous, so the rescaling changes neither the value nor the gradient.
+    ``sqrt`` has an infinite derivative at 0, so a zero vector takes a separate branch whose
+    value and gradient are exactly 0 (instead of NaN). The sum of squares is computed on ``x``
+    divided by ``stop_gradient(max|x|)`` so that entries ~1e30 do not overflow, nor entries
+    ~1e-30 underflow, in float32; the norm is positively homogeneous, so the rescaling changes
+    neither the value nor the gradient.
 
     Args:
       x: ``[..., D, ...]`` array.
@@ -33,11 +33,12 @@ def safe_norm(x: jax.Array, axis: int = -1, keepdims: bool = False, eps: float =
       ``x.shape`` without ``axis`` (or with it of size 1 when ``keepdims``).
     """
     x = jnp.asarray(x)
-    tiny = jnp.finfo(jnp.result_type(x, jnp.float32)).tiny
-    scale = jax.lax.stop_gradient(jnp.maximum(jnp.max(jnp.abs(x), axis=axis, keepdims=True), tiny))
+    scale = _rescaling_constant(x, axis)
     scaled = x / scale
     squared = jnp.sum(scaled * scaled, axis=axis, keepdims=True)
-    norm = scale * jnp.sqrt(jnp.maximum(squared, tiny))
+    # Double `where`: the untaken sqrt branch never sees 0, so its gradient cannot be NaN.
+    nonzero = squared > 0
+    norm = jnp.where(nonzero, scale * jnp.sqrt(jnp.where(nonzero, squared, 1.0)), 0.0)
     norm = jnp.maximum(norm, eps)
     return norm if keepdims else jnp.squeeze(norm, axis=axis)
 
@@ -62,14 +63,19 @@ def cosine_similarity(a: jax.Array, b: jax.Array, eps: float = COSINE_EPS) -> ja
     """
     a = jnp.asarray(a)
     b = jnp.asarray(b)
-    a = a / _stop_max_abs(a)
-    b = b / _stop_max_abs(b)
+    a = a / _rescaling_constant(a, -1)
+    b = b / _rescaling_constant(b, -1)
     dot = jnp.sum(a * b, axis=-1)
     denom = safe_norm(a, eps=eps) * safe_norm(b, eps=eps)
     return jnp.clip(dot / denom, -1.0, 1.0)
 
 
-def _stop_max_abs(x: jax.Array) -> jax.Array:
-    """``stop_gradient(max(max|x|, tiny))`` over the last axis, keeping it: a rescaling constant."""
+def _rescaling_constant(x: jax.Array, axis: int) -> jax.Array:
+    """``stop_gradient(max|x|)`` along ``axis`` (kept), or 1 where that is 0 or subnormal.
+
+    Dividing by it brings the largest entry to 1. Zero and subnormal vectors are left unscaled:
+    dividing by a subnormal would overflow, and so would the gradient of dividing by ``tiny``.
+    """
     tiny = jnp.finfo(jnp.result_type(x, jnp.float32)).tiny
-    return jax.lax.stop_gradient(jnp.maximum(jnp.max(jnp.abs(x), axis=-1, keepdims=True), tiny))
+    largest = jnp.max(jnp.abs(x), axis=axis, keepdims=True)
+    return jax.lax.stop_gradient(jnp.where(largest >= tiny, largest, 1.0))
