@@ -15,6 +15,7 @@ wording stays uniform across readers::
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 
 __all__ = [
     "CorruptFileError",
@@ -85,14 +86,20 @@ class FrameCountError(DatasetError):
 
 
 class MissingFramesError(DatasetError):
-    """Some frames listed in the transforms lack a per-frame file (image, landmarks, ...)."""
+    """Some frames listed in the transforms lack a per-frame file (image, landmarks, ...).
 
-    def __init__(self, path: str | os.PathLike, kind: str, missing_ids: list[int], total: int):
-        shown = ", ".join(str(i) for i in missing_ids[:10])
-        more = f" and {len(missing_ids) - 10} more" if len(missing_ids) > 10 else ""
+    `missing` maps what is missing (e.g. "landmarks ori_imgs/<img_id>.lms") to the frame ids.
+    """
+
+    def __init__(self, path: str | os.PathLike, missing: Mapping[str, Sequence[int]], total: int):
+        parts = []
+        for kind, ids in missing.items():
+            shown = ", ".join(str(i) for i in ids[:10])
+            more = f" and {len(ids) - 10} more" if len(ids) > 10 else ""
+            parts.append(f"{len(ids)} of {total} frames have no {kind} (img_id {shown}{more})")
         super().__init__(
             path,
-            f"{len(missing_ids)} of {total} frames have no {kind} (img_id {shown}{more}).",
+            "; ".join(parts) + ".",
             "re-run the preprocessing for those frames, or pass missing_frames='drop' to train "
             "on the remaining frames (ids stay the json's img_id; nothing shifts).",
         )
