@@ -1,0 +1,225 @@
+"""The one training loop every stage uses.
+
+A stage provides a :class:`Task` (pure ``init_fn`` and ``train_step``, a resumable data iterator,
+optional evaluation and sample writing); :func:`train` does the rest in the order of big_vision's
+trainer: mesh -> workdir -> model/opt -> shard -> update step -> checkpoint -> loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import pathlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol
+
+import jax
+import ml_collections
+import numpy as np
+
+from jaxhead.train import sharding as sharding_lib
+from jaxhead.train.checkpoint import Checkpointer
+from jaxhead.train.distributed import maybe_initialize
+from jaxhead.train.mesh import make_mesh
+from jaxhead.train.metrics import MetricsWriter
+from jaxhead.train.workdir import prepare_workdir, write_json_atomic
+
+PyTree = Any
+log = logging.getLogger(__name__)
+
+
+class NonFiniteError(FloatingPointError):
+    """A training metric became NaN or infinite."""
+
+
+class DataIterator(Protocol):
+    """A resumable iterator of host batches (grain's ``DatasetIterator`` is one)."""
+
+    def __next__(self) -> PyTree: ...
+
+    def get_state(self) -> dict: ...
+
+    def set_state(self, state: dict) -> None: ...
+
+
+@dataclasses.dataclass
+class Task:
+    """Everything stage-specific that the shared loop needs.
+
+    Attributes:
+      init_fn: ``() -> state``, pure and traceable: evaluated with ``jax.eval_shape`` for the
+        shardings, then run under ``jax.jit(out_shardings=...)`` so parameters are created where
+        they live.
+      train_step: ``(state, batch) -> (state, metrics)``, pure; ``metrics`` is a flat dict of
+        scalars that includes ``loss``.
+      data: resumable iterator of host batches (local part of the global batch on each process).
+      evaluate: optional ``state -> dict`` run once at the end; written to ``eval.json``.
+      write_samples: optional ``(state, step, samples_dir) -> None`` run every
+        ``config.train.sample_every`` steps on the primary process (images, plots).
+      state_sharding: strategy name for :func:`jaxhead.train.sharding.state_shardings`.
+    """
+
+    init_fn: Callable[[], PyTree]
+    train_step: Callable[[PyTree, PyTree], tuple[PyTree, Mapping[str, jax.Array]]]
+    data: DataIterator | Iterator
+    evaluate: Callable[[PyTree], dict] | None = None
+    write_samples: Callable[[PyTree, int, pathlib.Path], None] | None = None
+    state_sharding: str = "replicate"
+
+
+def train_config(**overrides) -> ml_collections.ConfigDict:
+    """The default ``config.train`` block shared by every stage."""
+    config = ml_collections.ConfigDict(
+        {
+            "steps": 1000,
+            "log_every": 50,
+            "checkpoint_every": 500,
+            "sample_every": 0,  # 0: only at the end
+            "keep_checkpoints": 3,
+            "progress": True,
+            "async_checkpoints": True,
+        }
+    )
+    config.update(overrides)
+    return config
+
+
+def _first_non_finite(records: list[tuple[int, dict]]) -> tuple[int, str] | None:
+    for step, metrics in records:
+        for name, value in metrics.items():
+            if not np.all(np.isfinite(np.asarray(value))):
+                return step, name
+    return None
+
+
+def train(
+    config: ml_collections.ConfigDict,
+    workdir: str | pathlib.Path,
+    build_task: Callable[[ml_collections.ConfigDict, jax.sharding.Mesh], Task],
+) -> PyTree:
+    """Trains (or resumes) a stage in ``workdir``; returns the final train state.
+
+    Args:
+      config: the resolved stage config; uses ``config.train``, ``config.mesh`` and, when
+        present, ``config.distributed``.
+      workdir: the run folder (see :mod:`jaxhead.train.workdir`).
+      build_task: ``(config, mesh) -> Task``; called after the mesh exists.
+
+    Raises:
+      NonFiniteError: a metric became NaN/inf; the last good checkpoint is kept on disk.
+      jaxhead.train.workdir.WorkdirConflictError: the workdir holds a different run.
+    """
+    # --- distributed & mesh -------------------------------------------------------------------
+    maybe_initialize(config.get("distributed"))
+    mesh = make_mesh(config.get("mesh"))
+    primary = jax.process_index() == 0
+    workdir = pathlib.Path(workdir)
+
+    # --- workdir -----------------------------------------------------------------------------
+    prepare_workdir(workdir, config, write=primary)
+    tcfg = config.train
+    total = int(tcfg.steps)
+
+    # --- model, optimiser, data --------------------------------------------------------------
+    task = build_task(config, mesh)
+    abstract = jax.eval_shape(task.init_fn)
+    state_sh = sharding_lib.state_shardings(abstract, mesh, task.state_sharding)
+    batch_sh = sharding_lib.batch_sharding(mesh)
+    repl = sharding_lib.replicated(mesh)
+
+    # --- init or resume ----------------------------------------------------------------------
+    ckpt = Checkpointer(
+        workdir / "checkpoints",
+        max_to_keep=int(tcfg.keep_checkpoints),
+        async_save=bool(tcfg.get("async_checkpoints", True)),
+    )
+    start = ckpt.latest_step()
+    if start is None:
+        state = jax.jit(task.init_fn, out_shardings=state_sh)()
+        start = 0
+    else:
+        state, data_state = ckpt.restore(abstract, state_sh)
+        if hasattr(task.data, "set_state") and data_state:
+            task.data.set_state(data_state)
+        log.info("resumed %s from step %d", workdir, start)
+        if primary:
+            print(f"Resuming {workdir} from checkpoint step {start}.", flush=True)
+
+    # --- update step -------------------------------------------------------------------------
+    step_fn = jax.jit(
+        task.train_step,
+        in_shardings=(state_sh, batch_sh),
+        out_shardings=(state_sh, repl),
+        donate_argnums=(0,),
+    )
+
+    # --- loop --------------------------------------------------------------------------------
+    log_every = max(int(tcfg.log_every), 1)
+    ckpt_every = max(int(tcfg.checkpoint_every), 1)
+    sample_every = int(tcfg.sample_every)
+    writer = MetricsWriter(
+        workdir,
+        total_steps=total,
+        start_step=start,
+        enabled=primary,
+        progress=bool(tcfg.progress),
+        desc=workdir.name,
+    )
+    pending: list[tuple[int, Mapping[str, jax.Array]]] = []
+    try:
+        for step in range(start + 1, total + 1):
+            batch = sharding_lib.shard_batch(next(task.data), mesh)
+            with jax.transfer_guard("disallow"):
+                state, metrics = step_fn(state, batch)
+            pending.append((step, metrics))
+            writer.advance()
+            is_ckpt = step % ckpt_every == 0 or step == total
+            if step % log_every == 0 or is_ckpt:
+                host = jax.device_get(pending)
+                pending = []
+                bad = _first_non_finite(host)
+                if bad is not None:
+                    last = ckpt.latest_step()
+                    raise NonFiniteError(
+                        f"non-finite '{bad[1]}' at step {bad[0]} (steps {host[0][0]}-{step} "
+                        f"checked); training stopped. The last good checkpoint (step {last}) is "
+                        f"kept in {ckpt.directory}; lower the learning rate or check the data "
+                        "for NaN, then re-run the same command to resume from it."
+                    )
+                if step % log_every == 0 or step == total:
+                    writer.write(step, host[-1][1])
+            if is_ckpt:
+                data_state = task.data.get_state() if hasattr(task.data, "get_state") else {}
+                ckpt.save(step, state, data_state)
+            if sample_every and step % sample_every == 0 and task.write_samples and primary:
+                task.write_samples(state, step, workdir / "samples")
+    finally:
+        ckpt.wait()
+        writer.close()
+
+    # --- final samples and evaluation --------------------------------------------------------
+    eval_path = workdir / "eval.json"
+    if task.write_samples and primary and start < total:
+        task.write_samples(state, total, workdir / "samples")
+    if task.evaluate is not None and (start < total or not eval_path.exists()):
+        results = task.evaluate(state)
+        if primary:
+            results = {"step": total, **results}
+            write_json_atomic(eval_path, _jsonable(results))
+    ckpt.close()
+    return state
+
+
+def _jsonable(tree: Any) -> Any:
+    if isinstance(tree, Mapping):
+        return {str(k): _jsonable(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_jsonable(v) for v in tree]
+    if isinstance(tree, (str, bool)) or tree is None:
+        return tree
+    value = np.asarray(tree)
+    if value.ndim == 0:
+        item = value.item()
+        return None if isinstance(item, float) and not math.isfinite(item) else item
+    return value.tolist()
