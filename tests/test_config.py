@@ -1,0 +1,27 @@
+"""Config scaffolding: variant parsing, shared blocks, locking."""
+
+import pytest
+
+from jaxhead.train.config import base_config, parse_arg
+
+
+def test_parse_arg_flags_and_typed_values():
+    arg = parse_arg("smoke,res=64,lr=0.5,name=x", smoke=False, res=128, lr=1.0, name="y")
+    assert arg.smoke is True and arg.res == 64 and arg.lr == 0.5 and arg.name == "x"
+    assert parse_arg(None, smoke=False).smoke is False
+
+
+def test_parse_arg_rejects_unknown_variant():
+    with pytest.raises(ValueError, match="unknown config variant 'smok'.*smoke"):
+        parse_arg("smok", smoke=False)
+
+
+def test_base_config_blocks_and_lock():
+    config = base_config(seed=3, steps=7)
+    assert config.seed == 3 and config.train.steps == 7
+    assert {"train", "optim", "mesh", "distributed"} <= set(config.keys())
+    config.lock()
+    with pytest.raises(AttributeError):
+        config.no_such_key = 1
+    config.train.steps = 9  # existing fields stay overridable
+    assert config.train.steps == 9
