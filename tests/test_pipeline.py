@@ -226,3 +226,39 @@ def test_malformed_frames_stop_the_pipeline_with_the_frame_index():
     arrays["audio"] = arrays["audio"].astype(np.float64)
     with pytest.raises(DatasetError, match="in-memory frame 0.*audio.*float64"):
         InMemoryFrameSource(arrays)
+
+
+def test_batches_shard_over_an_8_device_data_axis():
+    sharding = pytest.importorskip("jaxhead.train.sharding")
+    import jax
+    from jax.sharding import AxisType, PartitionSpec
+
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
+    source = InMemoryFrameSource(make_arrays([9, 9]))
+    pipeline = make_pipeline(source, batch_size=8, seed=0, data_axis_size=mesh.shape["data"])
+    host = next(pipeline)
+    placed = sharding.shard_batch(host, mesh, data_axis="data")
+    assert placed.keys() == host.keys()
+    for key, value in placed.items():
+        assert value.shape == host[key].shape
+        assert value.sharding.spec == PartitionSpec("data")
+        shards = sorted(value.addressable_shards, key=lambda s: s.index[0].start)
+        assert [s.data.shape[0] for s in shards] == [1] * 8
+        np.testing.assert_array_equal(np.asarray(value), host[key], err_msg=key)
+
+
+class MixedSizeSource(InMemoryFrameSource):
+    """A source whose odd frames are larger: each frame is valid, a batch of them is not."""
+
+    def __getitem__(self, i):
+        example = super().__getitem__(i)
+        if i % 2:
+            example["image"] = np.zeros((10, 12, 3), np.float32)
+            example["mask"] = np.zeros((10, 12, 1), np.float32)
+        return example
+
+
+def test_frames_of_different_sizes_in_one_batch_are_reported():
+    pipeline = make_pipeline(MixedSizeSource(make_arrays([6])), batch_size=2, seed=0)
+    with pytest.raises(DatasetError, match="disagree on 'image': \\[.*\\] vs \\[.*\\]"):
+        next(pipeline)

@@ -28,6 +28,7 @@ equal length so that every process yields the same number of batches.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
@@ -167,7 +168,7 @@ def pair_indices(source: FrameSource) -> np.ndarray:
 
 
 class _LoadExample(grain.transforms.Map):
-    """Item (a frame index, or a pair of them) -> example (pairs stacked on a new axis 0)."""
+    """Item (a frame index, or a pair of them) -> tuple of its frames (see `_stack_batch`)."""
 
     def __init__(self, source: FrameSource, pairs: bool, validate: bool):
         self.source = source
@@ -180,9 +181,9 @@ class _LoadExample(grain.transforms.Map):
             validate_example(example, where=f"frame {i}")
         return example
 
-    def map(self, element):
+    def map(self, element) -> tuple[dict[str, np.ndarray], ...]:
         if not self.pairs:
-            return self._frame(int(element))
+            return (self._frame(int(element)),)
         first, second = (self._frame(int(i)) for i in element)
         for key in ("identity", "sequence"):
             if first[key] != second[key]:
@@ -192,7 +193,33 @@ class _LoadExample(grain.transforms.Map):
                     f"{int(first[key])} and {int(second[key])}.",
                     "next_index must stay inside one sequence.",
                 )
-        return {key: np.stack([first[key], second[key]], axis=0) for key in first}
+        return first, second
+
+
+def _stack_batch(examples: list[tuple[dict[str, np.ndarray], ...]], pairs: bool):
+    """Stacks examples into [B, 2, ...] (pairs) or [B, ...] arrays with ONE copy per frame.
+
+    Frames arrive unstacked so that full-resolution images are copied once, straight into the
+    batch, rather than once into a pair and again into the batch.
+    """
+    batch = {}
+    for key in examples[0][0]:
+        first = examples[0][0][key]
+        leading = (len(examples), 2) if pairs else (len(examples),)
+        out = np.empty(leading + first.shape, first.dtype)
+        for b, frames in enumerate(examples):
+            for t, frame in enumerate(frames):
+                value = frame[key]
+                if value.shape != first.shape:
+                    raise DatasetError(
+                        None,
+                        f"frames of one batch disagree on {key!r}: {list(value.shape)} vs "
+                        f"{list(first.shape)}.",
+                        "make every frame of a source the same size (e.g. one image_size).",
+                    )
+                out[(b, t) if pairs else b] = value
+        batch[key] = out
+    return batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,7 +351,9 @@ def make_pipeline(
     dataset = dataset.map(_LoadExample(source, pairs=pairs, validate=validate))
     read_options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
     iter_dataset = dataset.to_iter_dataset(read_options).batch(
-        local_batch_size, drop_remainder=True
+        local_batch_size,
+        drop_remainder=True,
+        batch_fn=functools.partial(_stack_batch, pairs=pairs),
     )
     fingerprint = _Fingerprint(
         num_items=len(items),
