@@ -280,7 +280,7 @@ def make_pipeline(
     shuffle: bool = True,
     pairs: bool = True,
     num_epochs: int | None = None,
-    prefetch: int = 64,
+    prefetch: int | None = None,
     num_threads: int = 4,
     data_axis_size: int = 1,
     shard: grain.sharding.ShardOptions | None = None,
@@ -297,7 +297,8 @@ def make_pipeline(
       pairs: each example is (frame j-1, frame j) of one sequence stacked on axis 0, so batch
         arrays are [B, 2, ...] (velocity loss, paper 000 eq. 7); False: single frames, [B, ...].
       num_epochs: passes over the data; None repeats forever.
-      prefetch: examples read ahead (grain's per-process prefetch buffer).
+      prefetch: examples read ahead (grain's per-process prefetch buffer); default: two
+        batches. Each example holds its full-resolution images, so this bounds host memory.
       num_threads: threads reading examples in parallel (grain ReadOptions); 0 reads inline.
       data_axis_size: size of the mesh's data axis the batch is sharded over; `batch_size`
         must be divisible by it.
@@ -349,6 +350,8 @@ def make_pipeline(
         # Shuffle before repeat: each epoch is a fresh permutation and epochs never mix.
         dataset = dataset.repeat(num_epochs)
     dataset = dataset.map(_LoadExample(source, pairs=pairs, validate=validate))
+    if prefetch is None:
+        prefetch = 2 * local_batch_size
     read_options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
     iter_dataset = dataset.to_iter_dataset(read_options).batch(
         local_batch_size,
