@@ -465,8 +465,8 @@ def animate(topology: HeadTopology, template: np.ndarray, expression: np.ndarray
     sign = np.where(topology.below_mouth, -1.0, 0.8)
     out[..., 1] += 0.003 * jaw * sign * d_mouth
     # Lip rounding: narrow toward the mouth's centre line and protrude.
-    w_rnd = _bump(t, p, _THETA_MOUTH, 0.0, 9.0, 24.0) * (topology.part != 1)
-    out[..., 0] *= 1.0 - 0.3 * rnd * w_rnd
+    w_rnd = _bump(t, p, _THETA_MOUTH, 0.0, 9.0, 30.0) * (topology.part != 1)
+    out[..., 0] *= 1.0 - 0.45 * rnd * w_rnd
     out[..., 2] += 0.007 * rnd * w_rnd
     # Eyelids: open by default; blink brings the upper lid (5 mm) and lower lid (1.5 mm) together.
     eye_c = _eye_centre_phi(p)
