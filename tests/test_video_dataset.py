@@ -161,6 +161,10 @@ def test_missing_landmarks_are_reported_or_dropped_without_shifting_ids(fixture)
         np.testing.assert_array_equal(
             example["audio"], reference_window(fixture.audio["aud_ds.npy"], img_id, 8)
         )
+    with pytest.raises(KeyError, match="img_id 5 is not a frame of this dataset \\(dropped: no "):
+        dataset.index_of(5)
+    with pytest.raises(KeyError, match="img_id 11 .*not in transforms_train.json"):
+        dataset.index_of(11)
     # A dropped frame ends a sequence: no pair jumps over it.
     nexts = {int(i): dataset.next_index(dataset.index_of(i)) for i in dataset.img_ids}
     assert nexts == {3: 1, 4: None, 6: 3, 7: 4, 8: None, 10: None}
@@ -326,3 +330,12 @@ def test_real_adnerf_transforms_parse_without_images(shared_data):
     assert transforms.face_rects.shape == (728, 4)
     assert (transforms.face_rects[:, 2:] > transforms.face_rects[:, :2]).all()  # x1 > x0, y1 > y0
     assert (transforms.face_rects >= 0).all() and (transforms.face_rects <= 450).all()
+
+
+def test_background_is_read_at_the_loaded_size(fixture):
+    background = video.VideoDataset(fixture.root, image_size=(16, 20)).background()
+    assert background.shape == (16, 20, 3) and background.dtype == np.float32
+    np.testing.assert_allclose(background, 250 / 255, atol=2 / 255)
+    (fixture.root / "bc.jpg").unlink()
+    with pytest.raises(MissingFileError, match="bc.jpg: file not found"):
+        video.VideoDataset(fixture.root).background()

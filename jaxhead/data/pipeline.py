@@ -189,7 +189,7 @@ class _LoadExample(grain.transforms.Map):
             if first[key] != second[key]:
                 raise DatasetError(
                     None,
-                    f"next_index paired frames {list(element)} across {key}s "
+                    f"next_index paired frames {[int(i) for i in element]} across {key}s "
                     f"{int(first[key])} and {int(second[key])}.",
                     "next_index must stay inside one sequence.",
                 )

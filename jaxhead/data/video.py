@@ -520,6 +520,13 @@ class VideoDataset:
 
     def index_of(self, img_id: int) -> int:
         """The source index of the frame with this img_id (KeyError when absent or dropped)."""
+        if img_id not in self._index_of:
+            why = (
+                f"dropped: no {', '.join(self.dropped[img_id])}"
+                if img_id in self.dropped
+                else (f"not in {self.transforms.path.name}")
+            )
+            raise KeyError(f"img_id {img_id} is not a frame of this dataset ({why})")
         return self._index_of[img_id]
 
     def next_index(self, i: int) -> int | None:
