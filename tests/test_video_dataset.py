@@ -190,6 +190,7 @@ def test_loading_at_another_resolution_scales_the_camera_and_landmarks(fixture):
     np.testing.assert_allclose(
         example["landmarks"], fixture.landmarks[fixture.train_ids[0]] * [1.5, 2], rtol=1e-6
     )
+    np.testing.assert_allclose(dataset.face_rects[0], [10 * 1.5, 0, 30 * 1.5, 16 * 2])
     with pytest.raises(ValueError, match="not divisible by lr_factor 3.*30 x 39"):
         video.VideoDataset(fixture.root, lr_factor=3)
 

@@ -518,6 +518,12 @@ class VideoDataset:
     def __len__(self) -> int:
         return len(self.rows)
 
+    @property
+    def face_rects(self) -> np.ndarray | None:
+        """[len, 4] float32 (x0, y0, x1, y1) face boxes of the kept frames at the loaded size."""
+        rects = self.transforms.face_rects
+        return None if rects is None else rects[self.rows] * np.tile(self.scale, 2)
+
     def index_of(self, img_id: int) -> int:
         """The source index of the frame with this img_id (KeyError when absent or dropped)."""
         if img_id not in self._index_of:
@@ -551,7 +557,7 @@ class VideoDataset:
             "image_lr": cv2.resize(image, lr_size, interpolation=cv2.INTER_AREA),
             "mask": mask,
             "mask_lr": cv2.resize(mask[..., 0], lr_size, interpolation=cv2.INTER_AREA)[..., None],
-            "intrinsics": self.intrinsics,
+            "intrinsics": self.intrinsics.copy(),
             "c2w": t.c2w[row],
             "audio": audio_window(self.audio_features, int(t.aud_ids[row]), self.audio_window),
             "landmarks": read_landmarks(paths["landmarks"]) * self.scale,
