@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxhead.audio import checkpoints, hubert
+from jaxhead.audio import checkpoints, features, hubert
 
 TINY = dict(
     hidden_size=32,
@@ -150,7 +150,7 @@ def _numpy_checkpoint(folder, layout="large", num_hidden_layers=2, seed=0):
     state = {}
     for path, variable in nnx.to_flat_state(nnx.state(model)):
         key = checkpoints._hf_key(path)
-        value = np.asarray(variable.value)
+        value = np.asarray(variable.get_value())
         value = (
             value.T if value.ndim == 2 else value.transpose(2, 1, 0) if value.ndim == 3 else value
         )
@@ -169,3 +169,123 @@ def _numpy_checkpoint(folder, layout="large", num_hidden_layers=2, seed=0):
     hf_config["num_hidden_layers"] = num_hidden_layers
     (folder / "config.json").write_text(json.dumps(hf_config))
     return model
+
+
+def test_load_hubert_without_torch_and_clear_errors(tmp_path):
+    model = _numpy_checkpoint(tmp_path / "ckpt", layout="base")
+    loaded = checkpoints.load_hubert(tmp_path / "ckpt")
+    audio = jax.numpy.asarray(np.random.default_rng(0).standard_normal((1, 900)), jax.numpy.float32)
+    np.testing.assert_allclose(loaded(audio)[0], model(audio)[0], atol=1e-5)
+    assert not checkpoints.input_normalization(tmp_path / "ckpt")  # base layout: raw audio
+
+    with pytest.raises(
+        checkpoints.CheckpointError, match="(?s)does not exist.*hubert-large-ls960-ft"
+    ):
+        checkpoints.load_hubert(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(checkpoints.CheckpointError, match="no config.json"):
+        checkpoints.load_hubert(tmp_path / "empty")
+    # A config with one layer more than the weights: the missing keys are named.
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    config["num_hidden_layers"] = 3
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(checkpoints.CheckpointError, match=r"missing keys \['encoder.layers.2"):
+        checkpoints.load_hubert(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "model.safetensors").unlink()
+    with pytest.raises(checkpoints.CheckpointError, match="neither model.safetensors"):
+        checkpoints.load_hubert(tmp_path / "ckpt")
+
+
+@pytest.mark.parametrize("num_samples", [400, 401, 719, 720, 16_000, 80_214, 320_080])
+def test_output_length_formula(num_samples):
+    standard = hubert.HubertConfig()
+    expected = (num_samples - 80) // 320
+    assert standard.num_output_steps(num_samples) == features.hubert_num_steps(num_samples)
+    assert features.hubert_num_steps(num_samples) == expected
+
+
+def test_chunked_equals_unchunked(tmp_path):
+    # No transformer layers: every output step depends on a finite neighbourhood (conv stack +
+    # 16-step positional conv), so with enough context the chunked result is exactly the
+    # unchunked one, and without context it differs only near the seams.
+    model = _numpy_checkpoint(tmp_path / "ckpt", layout="large", num_hidden_layers=0)
+    model = checkpoints.load_hubert(tmp_path / "ckpt")
+    audio = np.random.default_rng(4).standard_normal(4013).astype(np.float32)
+    total = model.config.num_output_steps(audio.shape[0])  # (4013 - 45) // 40 + 1 = 100 steps
+    assert total == 100
+    whole = features.hubert_steps(model, audio, chunk_seconds=10.0)
+    # 400 steps per second for this conv stack (stride 40): chunks of 24 steps.
+    chunked = features.hubert_steps(model, audio, chunk_seconds=0.06, context_seconds=0.025)
+    assert chunked.shape == whole.shape == (total, 32)
+    np.testing.assert_allclose(chunked, whole, atol=1e-4)
+
+    no_context = features.hubert_steps(model, audio, chunk_seconds=0.06, context_seconds=0.0)
+    seams = np.arange(24, total, 24)
+    away = np.min(np.abs(np.arange(total)[:, None] - seams[None, :]), axis=1) >= 8
+    np.testing.assert_allclose(no_context[away], whole[away], atol=1e-4)
+    assert not np.allclose(no_context[~away], whole[~away], atol=1e-4)
+
+
+def test_chunked_attention_model_keeps_exact_length(tmp_path):
+    _numpy_checkpoint(tmp_path / "ckpt", layout="base", num_hidden_layers=2)
+    model = checkpoints.load_hubert(tmp_path / "ckpt")
+    audio = np.random.default_rng(5).standard_normal(3333).astype(np.float32)
+    steps = features.hubert_steps(model, audio, chunk_seconds=0.05, context_seconds=0.02)
+    assert steps.shape == (model.config.num_output_steps(3333), 32)
+    assert np.all(np.isfinite(steps))
+
+
+def test_frame_pairs_and_both_file_layouts(tmp_path):
+    steps = np.arange(7 * 3, dtype=np.float32).reshape(7, 3)  # odd T = 7 at 50 Hz
+    pairs = features.frame_pairs(steps, fps=25)
+    assert pairs.shape == (4, 2, 3)  # ER-NeRF: pad the odd step with the last one, then pair
+    np.testing.assert_array_equal(pairs[:3].reshape(-1, 3), steps[:6])
+    np.testing.assert_array_equal(pairs[3], steps[[6, 6]])
+    assert features.frame_pairs(steps, fps=50).shape == (7, 2, 3)
+
+    features.save_features(tmp_path / "aud_hu.npy", pairs)
+    features.save_features(tmp_path / "steps.npy", steps)
+    np.testing.assert_array_equal(features.load_hubert_features(tmp_path / "aud_hu.npy"), pairs)
+    np.testing.assert_array_equal(features.load_hubert_features(tmp_path / "steps.npy"), pairs)
+    back = features.load_hubert_features(tmp_path / "aud_hu.npy", layout="steps")
+    np.testing.assert_array_equal(back, np.concatenate([steps, steps[-1:]]))
+    features.save_features(tmp_path / "bad.npy", np.zeros((4, 16, 3)))
+    with pytest.raises(ValueError, match=r"bad.npy.*\[N, 2, D\]"):
+        features.load_hubert_features(tmp_path / "bad.npy")
+
+
+def test_cli_writes_features_and_explains_missing_checkpoint(tmp_path, capsys):
+    from jaxhead.audio.io import save_wav
+
+    rate, seconds = 16_000, 0.48
+    t = np.arange(int(rate * seconds)) / rate
+    wav = tmp_path / "speech.wav"
+    save_wav(wav, 0.3 * np.sin(2 * np.pi * 220 * t), rate)
+
+    assert features.main([str(wav), "--out", str(tmp_path / "mfcc.npy"), "--kind", "mfcc"]) == 0
+    assert np.load(tmp_path / "mfcc.npy").shape == (12, 16, 13)  # 0.48 s at 25 fps
+    assert features.main([str(wav), "--out", str(tmp_path / "mel.npy"), "--kind", "logmel"]) == 0
+    assert np.load(tmp_path / "mel.npy").shape == (12, 16, 80)
+
+    assert features.main([str(wav), "--out", str(tmp_path / "hu.npy"), "--kind", "hubert"]) == 1
+    assert "hubert-large-ls960-ft" in capsys.readouterr().err
+    assert not (tmp_path / "hu.npy").exists()
+
+    _numpy_checkpoint(tmp_path / "ckpt", layout="large")
+    argv = [str(wav), "--out", str(tmp_path / "hu.npy"), "--kind", "hubert"]
+    assert features.main([*argv, "--checkpoint", str(tmp_path / "ckpt"), "--fps", "25"]) == 0
+    written = np.load(tmp_path / "hu.npy")
+    # The tiny conv stack runs at 400 Hz: T = (7680 - 45) // 40 + 1 = 191 steps; the 50 Hz
+    # pairing of the aud_hu layout is applied to those steps as they come.
+    assert written.shape == (96, 2, 32) and np.all(np.isfinite(written))
+
+
+def test_cli_on_real_video(shared_data, tmp_path):
+    video = shared_data / "real" / "video" / "May_5s.mp4"
+    if not video.is_file():
+        pytest.skip(f"{video} is absent")
+    out = tmp_path / "may_mel.npy"
+    assert features.main([str(video), "--out", str(out), "--kind", "logmel", "--fps", "25"]) == 0
+    mel = np.load(out)
+    assert mel.shape == (125, 16, 80) and np.all(np.isfinite(mel))
+    assert mel.std() > 0.5  # speech, not silence
