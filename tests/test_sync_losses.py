@@ -23,8 +23,10 @@ cosine_and_norm_grads = jax.jit(
 
 
 def cosine_reference(a, b):
+    """Float64 cosine; a zero vector has similarity 0 (PyTorch's convention)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+    norms = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(a @ b / norms) if norms > 0 else 0.0
 
 
 def info_nce_reference(anchor, positive, negatives, temperature):
