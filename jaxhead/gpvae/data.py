@@ -1,0 +1,309 @@
+"""Head-pose + blink sequences for the GP-VAE stage: readers, audio features, windows.
+
+Every source becomes a list of :class:`PoseSequence` at ``fps`` (25 by default, the paper's
+video rate): ``pose [N, 6]`` = axis-angle rotation (radians) then translation, ``blink [N]`` =
+eyelid closure in [0, 1] (zeros where the source has none), and optionally ``audio [N, A]``
+per-frame audio features (:func:`audio_frame_features`).
+
+Sources (``config.data.source``):
+
+* ``synthetic`` (default): the ground-truth ``head_rotation``, ``head_translation`` and ``blink``
+  of ``factors.npz`` in a :mod:`jaxhead.data.synthetic` folder, resampled to 25 fps with
+  :meth:`VocaSet.rows_at_fps`, and each sentence's audio. With ``data.root`` empty a small set is
+  generated into a temporary folder (``data.synthetic``) and deleted after loading.
+* ``files``: real pose sequences named in ``data.paths``, read by their format:
+  AD-NeRF ``transforms_*.json`` (:func:`read_adnerf_transforms`), Deep3DFaceRecon ``.mat``
+  coefficients (:func:`read_deep3d_mat`, also MEAD's), AniPortrait ``pose_temp.npy``
+  (:func:`read_aniportrait_pose`). They carry no blink signal and no aligned audio; they serve to
+  pre-train the VAE (the cross-modal encoder then sees zero audio).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import shutil
+import tempfile
+from collections.abc import Sequence
+
+import grain
+import jax
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from jaxhead.audio import spectral
+
+log = logging.getLogger(__name__)
+
+FEATURE_DIM = 7  # rotation 3 + translation 3 + blink 1
+MFCC_RATE = 100.0  # MFCC frames per second (10 ms hop at 16 kHz)
+MFCC_STEPS_PER_FRAME = 4  # 40 ms of MFCCs per 25 fps video frame
+AUDIO_DIM = spectral.MFCC_DEFAULTS["num_mfcc"] * MFCC_STEPS_PER_FRAME
+
+
+@dataclasses.dataclass
+class PoseSequence:
+    """One continuous sequence at a fixed frame rate.
+
+    Attributes:
+      name: where it came from (file or ``subject/sentence``).
+      pose: ``[N, 6]`` float32, axis-angle rotation (rad) then translation.
+      blink: ``[N]`` float32 eyelid closure in [0, 1].
+      audio: ``[N, A]`` float32 per-frame audio features, or None.
+      group: identity (subject / file) the sequence belongs to.
+    """
+
+    name: str
+    pose: np.ndarray
+    blink: np.ndarray
+    audio: np.ndarray | None = None
+    group: str = ""
+
+    @property
+    def features(self) -> np.ndarray:
+        """``[N, 7]``: pose then blink, the face-attribute sequence ``h`` of the paper."""
+        return np.concatenate([self.pose, self.blink[:, None]], -1).astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.pose)
+
+
+def audio_frame_features(
+    audio: np.ndarray, sample_rate: int, num_frames: int, fps: float = 25.0
+) -> np.ndarray:
+    """Per-video-frame MFCC features ``[num_frames, 52]`` with per-utterance normalisation.
+
+    13 MFCCs at 100 Hz (``spectral.mfcc`` defaults, 16 kHz input); frame ``i`` takes the 4 MFCC
+    steps centred on ``i / fps`` (:func:`spectral.window_indices`), flattened; each coefficient is
+    then standardised over the utterance (cepstral mean and variance normalisation), so features
+    from different recordings share one scale and no dataset statistics are needed at inference.
+    """
+    if sample_rate != 16_000:
+        from jaxhead.audio.io import resample
+
+        audio = resample(np.asarray(audio, np.float32), sample_rate, 16_000)
+    audio = np.asarray(audio, np.float32)
+    if audio.size < 400:
+        raise ValueError(f"audio is too short for MFCCs ({audio.size} samples at 16 kHz)")
+    mfcc = np.asarray(spectral.mfcc(jax.numpy.asarray(audio)))
+    mfcc = (mfcc - mfcc.mean(0)) / (mfcc.std(0) + 1e-5)
+    index = spectral.window_indices(num_frames, fps, MFCC_RATE, len(mfcc), MFCC_STEPS_PER_FRAME)
+    return mfcc[index].reshape(num_frames, -1).astype(np.float32)
+
+
+def _resample_frames(values: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarray:
+    """Linear interpolation of ``[N, C]`` frames from ``src_fps`` to ``dst_fps``."""
+    values = np.asarray(values, np.float64)
+    if src_fps == dst_fps:
+        return values
+    duration = len(values) / src_fps
+    src_t = np.arange(len(values)) / src_fps
+    dst_t = np.arange(int(np.floor(duration * dst_fps + 1e-9))) / dst_fps
+    return np.stack([np.interp(dst_t, src_t, values[:, c]) for c in range(values.shape[1])], -1)
+
+
+def _sequence(name, pose, group, fps, src_fps) -> PoseSequence:
+    pose = _resample_frames(pose, src_fps, fps).astype(np.float32)
+    if not np.all(np.isfinite(pose)):
+        raise ValueError(f"{name}: non-finite values in the pose sequence")
+    return PoseSequence(name, pose, np.zeros(len(pose), np.float32), None, group)
+
+
+def read_adnerf_transforms(path: str | os.PathLike, fps: float = 25.0) -> PoseSequence:
+    """AD-NeRF ``transforms_*.json``: per-frame 4x4 camera-to-head matrices at 25 fps.
+
+    AD-NeRF keeps the head fixed and moves the camera; the head pose in the camera frame is the
+    inverse, ``R = Rc2wᵀ``, ``t = −Rc2wᵀ t_c2w``, returned as axis-angle + translation.
+    """
+    path = pathlib.Path(path)
+    try:
+        frames = json.loads(path.read_text())["frames"]
+        c2w = np.asarray([f["transform_matrix"] for f in frames], np.float64)
+    except (OSError, KeyError, json.JSONDecodeError, ValueError) as err:
+        raise ValueError(f"{path}: not an AD-NeRF transforms file ({err})") from None
+    if c2w.ndim != 3 or c2w.shape[1:] != (4, 4):
+        raise ValueError(f"{path}: transform_matrix entries must be 4x4, got {c2w.shape[1:]}")
+    rot_t = np.swapaxes(c2w[:, :3, :3], 1, 2)
+    trans = -np.einsum("nij,nj->ni", rot_t, c2w[:, :3, 3])
+    pose = np.concatenate([Rotation.from_matrix(rot_t).as_rotvec(), trans], -1)
+    return _sequence(str(path), pose, path.stem, fps, 25.0)
+
+
+def read_deep3d_mat(path: str | os.PathLike, fps: float = 25.0) -> PoseSequence:
+    """Deep3DFaceRecon coefficients ``coeff [N, 257]`` (25 fps): angles 224:227, trans 254:257.
+
+    Deep3DFaceRecon rotates by ``R = Rz Ry Rx`` of its three angles (radians), i.e. scipy's
+    extrinsic ``"xyz"`` Euler convention; returned as axis-angle + translation.
+    """
+    import scipy.io
+
+    path = pathlib.Path(path)
+    try:
+        coeff = np.asarray(scipy.io.loadmat(str(path))["coeff"], np.float64)
+    except (OSError, KeyError, ValueError) as err:
+        raise ValueError(f"{path}: not a Deep3DFaceRecon .mat with 'coeff' ({err})") from None
+    if coeff.ndim != 2 or coeff.shape[1] != 257:
+        raise ValueError(f"{path}: coeff must be [N, 257], got {coeff.shape}")
+    rotvec = Rotation.from_euler("xyz", coeff[:, 224:227]).as_rotvec()
+    pose = np.concatenate([rotvec, coeff[:, 254:257]], -1)
+    return _sequence(str(path), pose, path.stem.split("_")[0], fps, 25.0)
+
+
+def read_aniportrait_pose(
+    path: str | os.PathLike, fps: float = 25.0, source_fps: float = 30.0
+) -> PoseSequence:
+    """AniPortrait ``pose_temp.npy`` ``[N, 6]``: xyz Euler degrees, translation (30 fps)."""
+    path = pathlib.Path(path)
+    try:
+        data = np.asarray(np.load(path), np.float64)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read ({err})") from None
+    if data.ndim != 2 or data.shape[1] != 6:
+        raise ValueError(f"{path}: expected [N, 6] Euler degrees + translation, got {data.shape}")
+    rotvec = Rotation.from_euler("xyz", data[:, :3], degrees=True).as_rotvec()
+    return _sequence(
+        str(path), np.concatenate([rotvec, data[:, 3:]], -1), path.stem, fps, source_fps
+    )
+
+
+def read_pose_file(path: str | os.PathLike, fps: float = 25.0) -> PoseSequence:
+    """By file type: ``.json`` AD-NeRF, ``.mat`` Deep3DFaceRecon, else AniPortrait ``.npy``."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pose sequence {path} does not exist; fix config.data.paths")
+    readers = {".json": read_adnerf_transforms, ".mat": read_deep3d_mat}
+    return readers.get(path.suffix, read_aniportrait_pose)(path, fps)
+
+
+def load_synthetic(root: str | os.PathLike, fps: float = 25.0) -> list[PoseSequence]:
+    """All sentences of a synthetic VOCASET folder with ground-truth factors and audio."""
+    from jaxhead.data.voca import load_voca
+
+    voca = load_voca(root)
+    out = []
+    for subject, sentence in voca.sequences:
+        rows = voca.rows_at_fps(subject, sentence, fps)
+        factors = voca.factor_rows(rows)
+        pose = np.concatenate([factors["head_rotation"], factors["head_translation"]], -1)
+        audio = audio_frame_features(voca.audio(subject, sentence, 16_000), 16_000, len(rows), fps)
+        out.append(
+            PoseSequence(
+                f"{subject}/{sentence}",
+                pose.astype(np.float32),
+                factors["blink"].astype(np.float32),
+                audio,
+                subject,
+            )
+        )
+    return out
+
+
+def load_sequences(data) -> tuple[list[PoseSequence], list[PoseSequence]]:
+    """``(train, held_out)`` sequences from ``config.data`` (see the module docstring).
+
+    Synthetic: each subject's last ``data.held_out`` sentences are held out. Files: the last
+    ``data.held_out_fraction`` of every sequence is held out.
+    """
+    fps = float(data.fps)
+    if data.source == "synthetic":
+        if data.root:
+            sequences = load_synthetic(data.root, fps)
+        else:
+            from jaxhead.data import synthetic
+
+            tmp = pathlib.Path(tempfile.mkdtemp(prefix="jaxhead_gpvae_"))
+            try:
+                s = data.synthetic
+                synthetic.generate(
+                    tmp / "voca", s.identities, s.sequences, s.seconds, s.seed,
+                    mesh_rows=8, mesh_cols=12,
+                )  # fmt: skip
+                sequences = load_synthetic(tmp / "voca", fps)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        by_group: dict[str, list[PoseSequence]] = {}
+        for seq in sequences:
+            by_group.setdefault(seq.group, []).append(seq)
+        train, held = [], []
+        for seqs in by_group.values():
+            if len(seqs) <= data.held_out:
+                raise ValueError(
+                    f"subject {seqs[0].group} has {len(seqs)} sentences; need more than "
+                    f"data.held_out={data.held_out}"
+                )
+            train += seqs[: len(seqs) - data.held_out]
+            held += seqs[len(seqs) - data.held_out :]
+        return train, held
+    if data.source == "files":
+        if not data.paths:
+            raise ValueError("config.data.source='files' needs config.data.paths (pose files)")
+        train, held = [], []
+        for path in data.paths:
+            seq = read_pose_file(path, fps)
+            cut = int(round(len(seq) * (1.0 - data.held_out_fraction)))
+            train.append(_slice(seq, 0, cut))
+            held.append(_slice(seq, cut, len(seq)))
+        return train, held
+    raise ValueError(f"unknown config.data.source {data.source!r}; use 'synthetic' or 'files'")
+
+
+def _slice(seq: PoseSequence, start: int, stop: int) -> PoseSequence:
+    audio = None if seq.audio is None else seq.audio[start:stop]
+    return PoseSequence(seq.name, seq.pose[start:stop], seq.blink[start:stop], audio, seq.group)
+
+
+def normalizer(sequences: Sequence[PoseSequence]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std ``[7]`` of the training frames (std floored at 1e-6)."""
+    frames = np.concatenate([s.features for s in sequences], 0)
+    return frames.mean(0).astype(np.float32), np.maximum(frames.std(0), 1e-6).astype(np.float32)
+
+
+class WindowIterator:
+    """Resumable stream of random windows ``{"h": [B, T, 7], "audio": [B, T, A]}`` (grain).
+
+    Every start frame of every sequence long enough for ``window`` frames is one example; grain
+    shuffles and repeats the index and its state is what the checkpoint stores. Each process keeps
+    its slice of the global batch, as tests/toy_stage.py does.
+    """
+
+    def __init__(self, sequences, window: int, batch_size: int, seed: int, audio_dim: int):
+        usable = [s for s in sequences if len(s) >= window]
+        if not usable:
+            lengths = sorted({len(s) for s in sequences})
+            raise ValueError(
+                f"no training sequence has {window} frames (lengths {lengths}); lower "
+                "config.data.window or use longer sequences"
+            )
+        self._h = [s.features for s in usable]
+        self._audio = [
+            s.audio if s.audio is not None else np.zeros((len(s), audio_dim), np.float32)
+            for s in usable
+        ]
+        index = np.asarray(
+            [(i, t) for i, s in enumerate(usable) for t in range(len(s) - window + 1)], np.int64
+        )
+        self._index, self._window = index, window
+        ds = grain.MapDataset.source(np.arange(len(index))).shuffle(seed=seed).repeat()
+        self._it = iter(ds.batch(batch_size, drop_remainder=True).to_iter_dataset())
+        n, p = jax.process_count(), jax.process_index()
+        self._slice = slice(p * batch_size // n, (p + 1) * batch_size // n)
+
+    def __next__(self):
+        rows = self._index[next(self._it)[self._slice]]
+        w = self._window
+        return {
+            "h": np.stack([self._h[i][t : t + w] for i, t in rows]),
+            "audio": np.stack([self._audio[i][t : t + w] for i, t in rows]),
+        }
+
+    def __iter__(self):
+        return self
+
+    def get_state(self):
+        return self._it.get_state()
+
+    def set_state(self, state):
+        self._it.set_state(state)
