@@ -1,0 +1,507 @@
+"""The GP-VAE stage: training on the shared loop, evaluation, plots and pose/blink generation.
+
+Training follows paper 001 §3.4 in one run of ``config.train.steps`` steps:
+
+1. *Latent space construction* (steps ``< loss.vae_fraction · steps``): the VAE (``E_h``, ``D``)
+   minimises ``Σ‖ĥ − h‖²`` (eq. 6) ``+ β · KL(q(z|h) ‖ p(z))`` (eq. 8) per window, averaged over
+   the batch; ``p`` is the Cauchy-kernel GP (eq. 7) or ``N(0, I)`` for the i.i.d. baselines.
+2. *Cross-modal encoder*: ``E_ah`` maps audio + the encoded BOP (first ``τ`` frames) to the
+   latent distribution; the decoded frames ``τ..T−1`` are fitted with eq. 9, plus ``β · KL`` to
+   the same prior so that ``E_ah`` keeps a distribution to sample from (eq. 9 alone would let its
+   variance collapse). ``E_h`` and ``D`` are frozen for this loss (stop-gradient), and after
+   phase 1 their updates are masked, so the latent space stays the one the VAE built. ``E_ah``
+   trains from step 0 (it chases the VAE during phase 1, then fine-tunes on the frozen one).
+
+All pose/blink channels are standardised with the training set's mean and std, stored in the
+train state so that generation needs nothing but the checkpoint.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pathlib
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from jaxhead.gpvae import data as data_lib
+from jaxhead.gpvae import metrics as metrics_lib
+from jaxhead.gpvae import models
+from jaxhead.gpvae.kernels import gp_prior_covariance
+from jaxhead.gpvae.losses import gaussian_kl
+from jaxhead.train import loop
+from jaxhead.train.optim import make_optimizer
+from jaxhead.train.state import tree_l2
+
+PyTree = Any
+TRAIN_COMMAND = "python scripts/train_gpvae.py --config configs/gpvae.py --workdir DIR"
+
+
+@flax.struct.dataclass
+class GPVAEState:
+    """``TrainState`` plus the data normalisation ``[7]`` the model was trained with."""
+
+    step: jax.Array
+    params: PyTree
+    opt_state: PyTree
+    mean: jax.Array
+    std: jax.Array
+
+
+# ------------------------------------------------------------------------------------------------
+# Model construction
+# ------------------------------------------------------------------------------------------------
+
+
+def model_spec(config: ml_collections.ConfigDict) -> models.ModelSpec:
+    m = config.model
+    return models.ModelSpec(
+        variant=m.variant,
+        feature_dim=data_lib.FEATURE_DIM,
+        audio_dim=data_lib.AUDIO_DIM,
+        latent_dim=int(m.latent_dim),
+        width=int(m.width),
+        depth=int(m.depth),
+        heads=int(m.heads),
+        mlp_ratio=int(m.mlp_ratio),
+        cme_depth=int(m.cme_depth),
+    )
+
+
+def prior_covariance(config: ml_collections.ConfigDict) -> jax.Array:
+    """``[T, T]``: Cauchy GP covariance (eq. 7) for the GP variant, identity otherwise."""
+    window = int(config.data.window)
+    if model_spec(config).prior == "gp":
+        m = config.model
+        return gp_prior_covariance(
+            window, float(m.prior_sigma), float(m.prior_length_scale), float(m.prior_jitter)
+        )
+    return jnp.eye(window, dtype=jnp.float32)
+
+
+def _init_state(config, spec, tx, mean, std) -> GPVAEState:
+    model = models.SequenceVAE(spec, nnx.Rngs(int(config.seed)))
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    return GPVAEState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        mean=jnp.asarray(mean, jnp.float32),
+        std=jnp.asarray(std, jnp.float32),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Losses (eqs. 6, 8, 9)
+# ------------------------------------------------------------------------------------------------
+
+
+def _kl(mean, scale, coeff, prior_cov):
+    """``[B]`` KL summed over latent channels (eq. 8), posterior ``[B, L, T]``."""
+    cov_q = models.posterior_covariance(scale, coeff)
+    zero = jnp.zeros(prior_cov.shape[-1], mean.dtype)
+    return jnp.sum(gaussian_kl(mean, cov_q, zero, prior_cov), axis=-1)
+
+
+def vae_loss(model, h, key, prior_cov, beta):
+    """Eq. 6 + β · eq. 8 on windows ``h [B, T, D]`` (normalised). Returns ``(loss, metrics)``."""
+    mean, scale, coeff = model.encode(h)
+    z = models.sample_posterior(mean, scale, coeff, jax.random.normal(key, mean.shape))
+    recon = model.decode(z)
+    sq = jnp.sum(jnp.square(recon - h), axis=(-2, -1))
+    kl = _kl(mean, scale, coeff, prior_cov)
+    loss = jnp.mean(sq + beta * kl)
+    return loss, {"recon_mse": jnp.mean(sq) / (h.shape[-2] * h.shape[-1]), "kl": jnp.mean(kl)}
+
+
+def cme_loss(model, h, audio, key, prior_cov, beta, bop):
+    """Eq. 9 (frames ``τ..T−1``) + β · KL of ``E_ah``'s distribution -> ``(loss, metrics)``."""
+    bop_latent, _, _ = model.encode(h[..., :bop, :])
+    mean, scale, coeff = model.cme(audio, jnp.swapaxes(bop_latent, -1, -2))
+    z = models.sample_posterior(mean, scale, coeff, jax.random.normal(key, mean.shape))
+    pred = model.decode(z)[..., bop:, :]
+    sq = jnp.sum(jnp.square(pred - h[..., bop:, :]), axis=(-2, -1))
+    kl = _kl(mean, scale, coeff, prior_cov)
+    loss = jnp.mean(sq + beta * kl)
+    size = pred.shape[-2] * pred.shape[-1]
+    return loss, {"cme_mse": jnp.mean(sq) / size, "cme_kl": jnp.mean(kl)}
+
+
+def _freeze_vae(params):
+    """Params with everything except ``cme`` behind stop-gradient (E_h and D frozen)."""
+    return {
+        k: (v if k == "cme" else jax.tree.map(jax.lax.stop_gradient, v)) for k, v in params.items()
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# Task
+# ------------------------------------------------------------------------------------------------
+
+
+def build_task(config: ml_collections.ConfigDict, mesh) -> loop.Task:
+    """The stage's :class:`loop.Task` (see the module docstring)."""
+    del mesh
+    spec = model_spec(config)
+    train_seqs, held_seqs = data_lib.load_sequences(config.data)
+    mean, std = data_lib.normalizer(train_seqs)
+    total = int(config.train.steps)
+    tx = make_optimizer(config.optim, total)
+    graphdef = nnx.graphdef(models.SequenceVAE(spec, nnx.Rngs(0)))
+    prior_cov = prior_covariance(config)
+    beta = float(config.loss.beta)
+    cme_weight = float(config.loss.cme_weight)
+    vae_steps = int(round(float(config.loss.vae_fraction) * total))
+    bop = int(config.data.bop)
+    base_key = jax.random.key(int(config.seed))
+
+    def init_fn():
+        return _init_state(config, spec, tx, mean, std)
+
+    def train_step(state: GPVAEState, batch):
+        key = jax.random.fold_in(base_key, state.step)
+        vae_key, cme_key = jax.random.split(key)
+        h = (batch["h"] - state.mean) / state.std
+        audio = batch["audio"]
+
+        def loss_fn(params):
+            model = nnx.merge(graphdef, params)
+            l_vae, m_vae = vae_loss(model, h, vae_key, prior_cov, beta)
+            frozen = nnx.merge(graphdef, _freeze_vae(params))
+            l_cme, m_cme = cme_loss(frozen, h, audio, cme_key, prior_cov, beta, bop)
+            in_vae_phase = (state.step < vae_steps).astype(jnp.float32)
+            loss = in_vae_phase * l_vae + cme_weight * l_cme
+            return loss, {"vae_loss": l_vae, "cme_loss": l_cme, **m_vae, **m_cme}
+
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        # After phase 1 the VAE is frozen: drop its updates (Adam momentum would move it).
+        keep_vae = (state.step < vae_steps).astype(jnp.float32)
+        updates = {
+            k: (u if k == "cme" else jax.tree.map(lambda x: keep_vae * x, u))
+            for k, u in updates.items()
+        }
+        params = optax.apply_updates(state.params, updates)
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        metrics = {
+            "loss": loss,
+            **aux,
+            "l2_grads": tree_l2(grads),
+            "l2_params": tree_l2(params),
+            "l2_updates": tree_l2(updates),
+        }
+        return new_state, metrics
+
+    data = data_lib.WindowIterator(
+        train_seqs,
+        int(config.data.window),
+        int(config.data.batch_size),
+        int(config.seed),
+        data_lib.AUDIO_DIM,
+    )
+    generator = Generator(config, graphdef)
+    eval_seqs = held_seqs[: int(config.eval.max_sequences)]
+
+    def evaluate(state):
+        return evaluate_generation(generator, state, eval_seqs, config)
+
+    def write_samples(state, step, samples_dir):
+        plot_traces(generator, state, eval_seqs[: int(config.eval.plot_sequences)], config,
+                    pathlib.Path(samples_dir) / f"traces_{step:06d}.png")  # fmt: skip
+
+    return loop.Task(
+        init_fn=init_fn, train_step=train_step, data=data, evaluate=evaluate,
+        write_samples=write_samples,
+    )  # fmt: skip
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike):
+    """Trains (or resumes) the stage in ``workdir``; returns the final state."""
+    return loop.train(config, workdir, build_task)
+
+
+# ------------------------------------------------------------------------------------------------
+# Generation
+# ------------------------------------------------------------------------------------------------
+
+
+class Generator:
+    """Jitted pieces of generation for one config (model graph, window, BOP, prior)."""
+
+    def __init__(self, config: ml_collections.ConfigDict, graphdef=None):
+        self.spec = model_spec(config)
+        self.window = int(config.data.window)
+        self.bop = int(config.data.bop)
+        self.fps = float(config.data.fps)
+        self.prior_cov = prior_covariance(config)
+        self.graphdef = graphdef or nnx.graphdef(models.SequenceVAE(self.spec, nnx.Rngs(0)))
+
+        @jax.jit
+        def window_fn(params, audio, bop_frames, noise):
+            model = nnx.merge(self.graphdef, params)
+            return models.cme_window(model, audio, bop_frames, noise)
+
+        @functools.partial(jax.jit, static_argnums=(2,))
+        def prior_window(params, z, keep_from):
+            return nnx.merge(self.graphdef, params).decode(z)[..., keep_from:, :]
+
+        self._window_fn = window_fn
+        self._prior_window = prior_window
+
+    def from_audio(self, params, audio, bop, num_frames, key, noise_scale):
+        """``[B, N, D]`` normalised frames from audio ``[B, N_a, A]`` and BOP ``[B, τ, D]``.
+
+        ``noise_scale [B]``: 0 for the posterior mean, 1 for a sample (per row).
+        """
+        latent = self.spec.latent_dim
+
+        def fn(win_audio, last, k):
+            noise = jax.random.normal(
+                jax.random.fold_in(key, k), (last.shape[0], latent, self.window)
+            )
+            noise = noise * jnp.asarray(noise_scale, jnp.float32)[:, None, None]
+            return self._window_fn(params, win_audio, last, noise)
+
+        return models.generate(fn, audio, bop, num_frames, self.window)
+
+    def from_prior(self, params, batch, num_frames, key):
+        """``[B, N, D]`` normalised frames sampled from the latent prior, without audio."""
+        z = models.sample_prior_latents(
+            self.prior_cov, batch, self.spec.latent_dim, max(num_frames, self.window), self.bop, key
+        )
+        num = z.shape[-1]
+        starts = models.window_starts(num, self.window, self.bop)
+        chunks = []
+        for k, start in enumerate(starts):
+            stop = min(start + self.window, num)
+            chunk = z[..., max(stop - self.window, 0) : stop]  # full windows: one compilation
+            keep = 0 if k == 0 else (start + self.bop) - (stop - self.window)
+            chunks.append(self._prior_window(params, chunk, keep))
+        return jnp.concatenate(chunks, -2)[..., :num_frames, :]
+
+
+def evaluate_generation(generator: Generator, state, sequences, config) -> dict:
+    """eval.json: D-Rot, D-Pos, blinks/s, diversity, motion ratio on held-out sequences."""
+    num_samples = int(config.eval.num_samples)
+    bop = generator.bop
+    thresholds = dict(
+        high=float(config.eval.blink_high),
+        low=float(config.eval.blink_low),
+        min_gap_s=float(config.eval.blink_min_gap_s),
+    )
+    key = jax.random.key(int(config.seed) + 1)
+    mean, std = np.asarray(state.mean), np.asarray(state.std)
+    preds, targets, diversity, gen_blinks, gt_blinks, gen_norm, gt_norm = [], [], [], [], [], [], []
+    for i, seq in enumerate(sequences):
+        h = seq.features
+        if len(h) <= bop:
+            continue
+        hn = (h - mean) / std
+        audio = seq.audio if seq.audio is not None else np.zeros((len(h), data_lib.AUDIO_DIM))
+        rows = 1 + num_samples
+        out = generator.from_audio(
+            state.params,
+            jnp.broadcast_to(jnp.asarray(audio, jnp.float32), (rows, *audio.shape)),
+            jnp.broadcast_to(jnp.asarray(hn[:bop]), (rows, bop, h.shape[-1])),
+            len(h),
+            jax.random.fold_in(key, i),
+            np.asarray([0.0] + [1.0] * num_samples),
+        )
+        out = np.asarray(out)
+        frames = out * std + mean
+        preds.append(frames[0, bop:, :6])
+        targets.append(h[bop:, :6])
+        diversity.append(metrics_lib.sample_diversity(out[1:, bop:]))
+        gen_norm += [o[bop:] for o in out[1:]]
+        gt_norm += [hn[bop:]] * num_samples
+        gen_blinks.append(
+            np.mean(
+                [
+                    metrics_lib.blinks_per_second(f[:, 6], generator.fps, **thresholds)
+                    for f in frames[1:]
+                ]
+            )
+        )
+        gt_blinks.append(metrics_lib.blinks_per_second(h[:, 6], generator.fps, **thresholds))
+    if not preds:
+        raise ValueError(f"no held-out sequence is longer than the BOP ({bop} frames)")
+    results = metrics_lib.pose_distances(preds, targets)
+    results.update(
+        blinks_per_s_generated=float(np.mean(gen_blinks)),
+        blinks_per_s_ground_truth=float(np.mean(gt_blinks)),
+        diversity=float(np.mean(diversity)),
+        motion_ratio=metrics_lib.motion_ratio(gen_norm, gt_norm),
+        num_sequences=len(preds),
+        variant=config.model.variant,
+    )
+    return results
+
+
+def plot_traces(generator: Generator, state, sequences, config, path: pathlib.Path) -> None:
+    """Generated (mean and one sample) vs real pose and blink traces, plus a prior sample."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not sequences:
+        return
+    names = ["rot x", "rot y", "rot z", "trans x", "trans y", "trans z", "blink"]
+    mean, std = np.asarray(state.mean), np.asarray(state.std)
+    bop = generator.bop
+    fig, axes = plt.subplots(7, len(sequences), figsize=(5 * len(sequences), 12), squeeze=False)
+    key = jax.random.key(int(config.seed) + 2)
+    for j, seq in enumerate(sequences):
+        h = seq.features
+        hn = (h - mean) / std
+        audio = seq.audio if seq.audio is not None else np.zeros((len(h), data_lib.AUDIO_DIM))
+        out = generator.from_audio(
+            state.params,
+            jnp.broadcast_to(jnp.asarray(audio, jnp.float32), (2, *audio.shape)),
+            jnp.broadcast_to(jnp.asarray(hn[:bop]), (2, bop, h.shape[-1])),
+            len(h),
+            jax.random.fold_in(key, j),
+            np.asarray([0.0, 1.0]),
+        )
+        frames = np.asarray(out) * std + mean
+        prior = np.asarray(
+            generator.from_prior(state.params, 1, len(h), jax.random.fold_in(key, 99 + j))
+        )
+        prior = prior[0] * std + mean
+        t = np.arange(len(h)) / generator.fps
+        for c in range(7):
+            ax = axes[c, j]
+            ax.plot(t, h[:, c], "k", lw=1.5, label="ground truth")
+            ax.plot(t, frames[0, :, c], "C0", lw=1, label="generated (mean)")
+            ax.plot(t, frames[1, :, c], "C1", lw=0.8, label="generated (sample)")
+            ax.plot(t, prior[:, c], "C2", lw=0.6, alpha=0.7, label="prior, no audio")
+            ax.axvline(bop / generator.fps, color="gray", ls=":", lw=0.8)
+            ax.set_ylabel(names[c])
+        axes[0, j].set_title(seq.name, fontsize=8)
+        axes[-1, j].set_xlabel("seconds")
+    axes[0, 0].legend(fontsize=6, loc="upper right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _resolve_workdir(path: pathlib.Path) -> tuple[pathlib.Path, int | None]:
+    """A workdir, its ``checkpoints/`` folder or one ``checkpoints/<step>`` -> (workdir, step)."""
+    for candidate, step in [(path, None), (path.parent, None), (path.parent.parent, path.name)]:
+        if (candidate / "config.json").is_file() and (candidate / "checkpoints").is_dir():
+            return candidate, (int(step) if step is not None and step.isdigit() else None)
+    raise FileNotFoundError(
+        f"{path} is not a GP-VAE workdir or checkpoint (no config.json and checkpoints/ in it); "
+        f"train one with `{TRAIN_COMMAND}`"
+    )
+
+
+def load_state(workdir_or_checkpoint: str | os.PathLike):
+    """``(config, generator, state)`` of a trained GP-VAE run (latest or the named checkpoint)."""
+    from jaxhead.train.checkpoint import Checkpointer
+
+    workdir, step = _resolve_workdir(pathlib.Path(workdir_or_checkpoint))
+    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    spec = model_spec(config)
+    tx = make_optimizer(config.optim, int(config.train.steps))
+    zeros = np.zeros(data_lib.FEATURE_DIM, np.float32)
+    abstract = jax.eval_shape(lambda: _init_state(config, spec, tx, zeros, zeros))
+    ckpt = Checkpointer(workdir / "checkpoints", async_save=False)
+    try:
+        if ckpt.latest_step() is None:
+            raise FileNotFoundError(
+                f"{workdir}/checkpoints holds no checkpoint; train with `{TRAIN_COMMAND}`"
+            )
+        state, _ = ckpt.restore(abstract, step=step)
+    finally:
+        ckpt.close()
+    return config, Generator(config), state
+
+
+def generate_pose_blink(
+    workdir_or_checkpoint: str | os.PathLike,
+    audio: str | os.PathLike | np.ndarray | None = None,
+    num_frames: int | None = None,
+    fps: float = 25.0,
+    seed: int = 0,
+    bop: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Head pose and blink for ``num_frames`` video frames from a trained GP-VAE.
+
+    Args:
+      workdir_or_checkpoint: a GP-VAE workdir (latest checkpoint) or one ``checkpoints/<step>``.
+      audio: an audio file (any format :func:`jaxhead.audio.io.load_audio` reads), a mono
+        waveform ``[n]`` at 16 kHz, per-frame features ``[N, 52]`` at the model's frame rate
+        (:func:`jaxhead.gpvae.data.audio_frame_features`), or None to sample the prior.
+      num_frames: frames wanted at ``fps``; default: the audio's duration (required without
+        audio).
+      fps: frame rate of the output; generation runs at the model's rate (25) and is linearly
+        resampled.
+      seed: the sample drawn (the same seed gives the same sequence).
+      bop: ``[τ, 7]`` first frames (pose then blink, model frame rate); default: the first frames
+        of a prior sample drawn from ``seed``.
+
+    Returns:
+      ``(pose [N, 6], blink [N])`` float32: axis-angle rotation (rad) then translation, in the
+      training data's frame and units; blink closure (about 0 open, 1 shut).
+    """
+    config, gen, state = load_state(workdir_or_checkpoint)
+    model_fps = gen.fps
+    key = jax.random.key(int(seed))
+    mean, std = np.asarray(state.mean), np.asarray(state.std)
+    features = None
+    duration = None
+    if audio is not None:
+        if isinstance(audio, (str, os.PathLike)):
+            from jaxhead.audio.io import load_audio
+
+            wave, rate = load_audio(audio, 16_000)
+            audio = np.asarray(wave, np.float32)
+        audio = np.asarray(audio, np.float32)
+        if audio.ndim == 1:
+            duration = len(audio) / 16_000
+            n_model = max(int(np.ceil(duration * model_fps)), 1)
+            features = data_lib.audio_frame_features(audio, 16_000, n_model, model_fps)
+        elif audio.ndim == 2 and audio.shape[1] == data_lib.AUDIO_DIM:
+            features = audio
+            duration = len(audio) / model_fps
+        else:
+            raise ValueError(
+                f"audio must be a file, a 16 kHz waveform [n] or features [N, {data_lib.AUDIO_DIM}]"
+                f"; got an array of shape {audio.shape}"
+            )
+    if num_frames is None:
+        if duration is None:
+            raise ValueError("generate_pose_blink: give num_frames when there is no audio")
+        num_frames = int(round(duration * fps))
+    n_model = max(int(np.ceil(num_frames * model_fps / fps)), gen.bop + 1)
+    if bop is None:
+        start = np.asarray(gen.from_prior(state.params, 1, gen.window, jax.random.fold_in(key, 1)))
+        bop_n = start[0, : gen.bop]
+    else:
+        bop = np.asarray(bop, np.float32)
+        if bop.shape != (gen.bop, data_lib.FEATURE_DIM):
+            raise ValueError(f"bop must be [{gen.bop}, {data_lib.FEATURE_DIM}], got {bop.shape}")
+        bop_n = (bop - mean) / std
+    if features is None:
+        out = gen.from_prior(state.params, 1, n_model, jax.random.fold_in(key, 2))
+    else:
+        out = gen.from_audio(
+            state.params, jnp.asarray(features)[None], jnp.asarray(bop_n)[None], n_model,
+            jax.random.fold_in(key, 2), np.ones(1),
+        )  # fmt: skip
+    frames = np.asarray(out[0]) * std + mean
+    frames = data_lib._resample_frames(frames, model_fps, fps)
+    if len(frames) < num_frames:
+        frames = np.concatenate([frames, np.repeat(frames[-1:], num_frames - len(frames), 0)])
+    frames = frames[:num_frames].astype(np.float32)
+    return frames[:, :6], frames[:, 6]
