@@ -267,6 +267,8 @@ class CachedFrames:
         self._continues = np.all(ids[1:] == ids[:-1], -1) & (
             arrays["frame"][1:] == arrays["frame"][:-1] + 1
         )
+        # Dense sequence indices (the ``sequence`` ids are hashes) for per-sequence code tables.
+        _, self._sequence_index = np.unique(arrays["sequence"], return_inverse=True)
         if self._length:
             validate_example(self[0], where="rendered frame 0")
 
@@ -280,6 +282,9 @@ class CachedFrames:
             if key in self._UINT8:
                 value = value.astype(np.float32) / 255.0
             out[key] = np.asarray(value)
+        # Beyond FRAME_SPEC: the row (index of per-frame codes) and the dense sequence index.
+        out["row"] = np.asarray(i, np.int32)
+        out["sequence_index"] = np.asarray(self._sequence_index[i], np.int32)
         return out
 
     def next_index(self, i: int) -> int | None:
@@ -288,6 +293,16 @@ class CachedFrames:
     @property
     def num_identities(self) -> int:
         return int(self.arrays["identity"].max()) + 1 if self._length else 0
+
+    @property
+    def num_sequences(self) -> int:
+        return int(self._sequence_index.max()) + 1 if self._length else 0
+
+    def sequence_rows(self) -> list[np.ndarray]:
+        """Rows of each sequence in time order, one array per sequence."""
+        starts = [0] + [i + 1 for i in range(self._length - 1) if not self._continues[i]]
+        ends = starts[1:] + [self._length]
+        return [np.arange(a, b) for a, b in zip(starts, ends, strict=True)]
 
 
 def load_frames(

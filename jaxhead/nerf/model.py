@@ -53,6 +53,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jaxhead.nerf.field import AudioNet, HeadField
@@ -429,12 +430,11 @@ class HeadNeRF(nnx.Module):
             )
         else:
             self.audio_net = None
-        background = jnp.zeros((config.feature_dim,), jnp.float32)
-        background = background.at[:3].set(
-            jnp.asarray([_logit(c) for c in config.background_color], jnp.float32)
-        )
+        # NumPy, not jnp: the constant must stay concrete when the module is built under jit.
+        background = np.zeros((config.feature_dim,), np.float32)
+        background[:3] = [_logit(c) for c in config.background_color]
         if config.background == "learned":
-            self.background = nnx.Param(background)
+            self.background = nnx.Param(jnp.asarray(background))
         else:
             # A constant, not a Variable: the train state holds only nnx.Param leaves.
             self.background = None
