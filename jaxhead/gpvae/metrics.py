@@ -70,8 +70,10 @@ def detect_blinks(
     onsets: list[int] = []
     armed = True  # the eye has been open (below `low`) since the last onset
     for t, value in enumerate(np.asarray(signal, np.float64)):
-        if armed and value > high and (not onsets or t - onsets[-1] >= min_gap):
-            onsets.append(t)
+        if armed and value > high:
+            # A re-closure sooner than min_gap after an onset belongs to the same blink.
+            if not onsets or t - onsets[-1] >= min_gap:
+                onsets.append(t)
             armed = False
         elif value < low:
             armed = True

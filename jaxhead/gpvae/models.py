@@ -61,8 +61,10 @@ def ar1_cholesky(scale: jax.Array, coeff: jax.Array) -> jax.Array:
     size = scale.shape[-1]
     eye = jnp.eye(size, dtype=scale.dtype)
     sub = jnp.eye(size, k=-1, dtype=scale.dtype)  # ones at (t, t−1)
-    a = eye - sub * coeff[..., :, None]
-    return solve_triangular(a, eye * scale[..., None, :], lower=True, unit_diagonal=True)
+    shape = (*scale.shape, size)
+    a = jnp.broadcast_to(eye, shape) - jnp.broadcast_to(sub, shape) * coeff[..., :, None]
+    rhs = jnp.broadcast_to(eye, shape) * scale[..., None, :]
+    return solve_triangular(a, rhs, lower=True, unit_diagonal=True)
 
 
 def posterior_covariance(scale: jax.Array, coeff: jax.Array) -> jax.Array:
@@ -192,20 +194,46 @@ class TransformerStack(nnx.Module):
         self.width = width
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = self.proj(x) + sinusoidal_positions(x.shape[-2], self.width)
+        x = self.proj(x)
+        x = x + jnp.broadcast_to(sinusoidal_positions(x.shape[-2], self.width), x.shape)
         for block in self.blocks:
             x = block(x, self.causal)
         return self.norm(x)
 
 
+class LSTMLayer(nnx.Module):
+    """One LSTM layer ``[B, T, W] -> [B, T, W]`` (gates i, f, g, o; carry starts at zero).
+
+    Written with ``jax.lax.scan`` over plain ``nnx.Linear`` layers rather than ``nnx.RNN`` so the
+    module can be rebuilt with ``nnx.merge`` inside the jitted step like every other module.
+    """
+
+    def __init__(self, width: int, rngs: nnx.Rngs):
+        self.input_gates = nnx.Linear(width, 4 * width, rngs=rngs)
+        self.hidden_gates = nnx.Linear(width, 4 * width, use_bias=False, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        gates_x = jnp.moveaxis(self.input_gates(x), -2, 0)  # [T, B, 4W]
+        kernel = self.hidden_gates.kernel[...]
+        zeros = jnp.zeros(x.shape[:-2] + x.shape[-1:], x.dtype)
+
+        def step(carry, gx):
+            c, h = carry
+            i, f, g, o = jnp.split(gx + h @ kernel, 4, axis=-1)
+            c = jax.nn.sigmoid(f + 1.0) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            return (c, h), h
+
+        _, hs = jax.lax.scan(step, (zeros, zeros), gates_x)
+        return jnp.moveaxis(hs, 0, -2)
+
+
 class LSTMStack(nnx.Module):
-    """``[B, T, in] -> [B, T, width]``: unidirectional (hence causal) stacked LSTM."""
+    """``[B, T, in] -> [B, T, width]``: unidirectional (hence causal) stacked residual LSTM."""
 
     def __init__(self, in_features, width, depth, rngs: nnx.Rngs):
         self.proj = nnx.Linear(in_features, width, rngs=rngs)
-        self.layers = nnx.List(
-            [nnx.RNN(nnx.LSTMCell(width, width, rngs=rngs)) for _ in range(depth)]
-        )
+        self.layers = nnx.List([LSTMLayer(width, rngs) for _ in range(depth)])
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.proj(x)
@@ -284,9 +312,12 @@ class CrossModalEncoder(nnx.Module):
 
     def __call__(self, audio: jax.Array, bop_latent: jax.Array):
         tau = bop_latent.shape[-2]
-        bop = self.bop_proj(bop_latent) + self.segment[0] + sinusoidal_positions(tau, self.width)
-        aud = self.audio_proj(audio) + self.segment[1]
-        aud = aud + sinusoidal_positions(audio.shape[-2], self.width)
+        bop = self.bop_proj(bop_latent)
+        bop = bop + jnp.broadcast_to(self.segment[0], bop.shape)
+        bop = bop + jnp.broadcast_to(sinusoidal_positions(tau, self.width), bop.shape)
+        aud = self.audio_proj(audio)
+        aud = aud + jnp.broadcast_to(self.segment[1], aud.shape)
+        aud = aud + jnp.broadcast_to(sinusoidal_positions(audio.shape[-2], self.width), aud.shape)
         x = jnp.concatenate([bop, aud], axis=-2)
         for block in self.blocks:
             x = block(x, causal=True)

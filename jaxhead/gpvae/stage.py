@@ -169,7 +169,7 @@ def build_task(config: ml_collections.ConfigDict, mesh) -> loop.Task:
     def train_step(state: GPVAEState, batch):
         key = jax.random.fold_in(base_key, state.step)
         vae_key, cme_key = jax.random.split(key)
-        h = (batch["h"] - state.mean) / state.std
+        h = (batch["h"] - jnp.broadcast_to(state.mean, batch["h"].shape)) / state.std
         audio = batch["audio"]
 
         def loss_fn(params):
