@@ -254,16 +254,18 @@ def evaluate_split(setup, graphdefs, params, source, *, fit_steps: int, batch: i
         if "ill" in base and fit_steps > 0:
             base["ill"] = _fit_illumination(render, params, first, base, fit_steps, 0.05)
         scored = rows[1:] if (fit_steps > 0 and n > 1 and "ill" in base) else rows
+        codes = {k: jnp.repeat(v, batch, axis=0) for k, v in base.items()}
         for start in range(0, len(scored), batch):
             chunk = scored[start : start + batch]
+            # Pad the last chunk to the batch size: one compiled shape for every call.
+            padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk))])
             frames = {
-                k: jnp.asarray(np.stack([source[int(r)][k] for r in chunk])) for k in BATCH_KEYS
+                k: jnp.asarray(np.stack([source[int(r)][k] for r in padded])) for k in BATCH_KEYS
             }
-            codes = {k: jnp.repeat(v, len(chunk), axis=0) for k, v in base.items()}
             out = render(params, frames, codes)
             mse = jnp.mean(jnp.square(out["image"] - frames["image"]), axis=(1, 2, 3))
-            psnrs.extend(np.asarray(psnr(mse)).tolist())
-            ssims.extend(np.asarray(ssim_fn(out["image"], frames["image"])).tolist())
+            psnrs.extend(np.asarray(psnr(mse))[: len(chunk)].tolist())
+            ssims.extend(np.asarray(ssim_fn(out["image"], frames["image"]))[: len(chunk)].tolist())
             if samples is not None and len(shown) < 4:
                 shown.append((np.asarray(out["image"][0]), np.asarray(frames["image"][0])))
     if samples is not None and shown:
