@@ -151,7 +151,7 @@ def test_gaussian_kl_batches_broadcast_and_vmap_match_loop():
     batched = gaussian_kl(mean_q, cov_q, np.zeros(6, np.float32), prior)
     assert batched.shape == (2, 2)
     looped = [
-        [gaussian_kl(mean_q[i, j], cov_q[i, j], np.zeros(6), prior) for j in range(2)]
+        [gaussian_kl_jit(mean_q[i, j], cov_q[i, j], np.zeros(6), prior) for j in range(2)]
         for i in range(2)
     ]
     np.testing.assert_allclose(batched, looped, rtol=1e-5)

@@ -17,6 +17,7 @@ SETTINGS = settings(max_examples=20, deadline=None)
 
 # Compiled once per shape: property tests call it many times, eager dispatch would dominate.
 sample_pdf_jit = jax.jit(render.sample_pdf, static_argnums=3)
+sample_along_rays_jit = jax.jit(render.sample_along_rays, static_argnums=(3, 4, 5))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -96,9 +97,7 @@ def test_sample_along_rays_sorted_one_per_bin(seed, num_samples, batch_shape):
     rng = np.random.default_rng(seed)
     near = rng.uniform(0.0, 2.0, batch_shape).astype(np.float32)
     far = near + rng.uniform(0.1, 5.0, batch_shape).astype(np.float32)
-    t = np.asarray(
-        render.sample_along_rays(jax.random.key(seed), near, far, num_samples, batch_shape)
-    )
+    t = np.asarray(sample_along_rays_jit(jax.random.key(seed), near, far, num_samples, batch_shape))
     assert t.shape == (*batch_shape, num_samples)
     assert np.all(np.diff(t, axis=-1) >= 0)
     # Each sample lies in its own bin [near + i·Δ, near + (i+1)·Δ]: stratification, not just range.
@@ -223,6 +222,13 @@ def test_composite_jit_and_vmap_match_eager_and_loop():
         np.testing.assert_allclose(mapped[k], np.stack([r[k] for r in looped]), rtol=1e-6)
 
 
+@jax.jit
+@functools.partial(jax.grad, argnums=(0, 1, 2, 3))
+def composite_grads(density, values, t, dir_norm, spacing):
+    rendered, _, accumulation, depth = render.composite(density, values, t, dir_norm)
+    return jnp.sum(rendered) + jnp.sum(accumulation) + jnp.sum(depth / spacing)
+
+
 @pytest.mark.parametrize("density_scale", [0.0, 1e-10, 1.0, 1e10, 1e30])
 @pytest.mark.parametrize("spacing", [1e-8, 1.0, 1e6])
 def test_composite_gradients_finite_at_extreme_scales(density_scale, spacing):
@@ -232,12 +238,8 @@ def test_composite_gradients_finite_at_extreme_scales(density_scale, spacing):
     values = jnp.asarray(rng.normal(size=(2, 6, 3)), jnp.float32)
     dir_norm = jnp.array([1e-3, 1e3], jnp.float32)
 
-    def loss(density, values, t, dir_norm):
-        rendered, _, accumulation, depth = render.composite(density, values, t, dir_norm)
-        return jnp.sum(rendered) + jnp.sum(accumulation) + jnp.sum(depth / spacing)
-
-    outputs = render.composite(density, values, t, dir_norm)
-    grads = jax.grad(loss, argnums=(0, 1, 2, 3))(density, values, t, dir_norm)
+    outputs = jax.jit(render.composite)(density, values, t, dir_norm)
+    grads = composite_grads(density, values, t, dir_norm, spacing)
     chex.assert_tree_all_finite((outputs, grads))
 
 
@@ -307,7 +309,7 @@ def test_sample_pdf_has_no_gradient_and_jit_vmap_agree():
     bins = jnp.asarray(np.sort(rng.uniform(0, 1, (4, 9)), -1), jnp.float32)
     weights = jnp.asarray(rng.uniform(0, 1, (4, 8)), jnp.float32)
     key = jax.random.key(9)
-    grads = jax.grad(lambda b, w: render.sample_pdf(key, b, w, 16).sum(), argnums=(0, 1))(
+    grads = jax.jit(jax.grad(lambda b, w: render.sample_pdf(key, b, w, 16).sum(), argnums=(0, 1)))(
         bins, weights
     )
     chex.assert_trees_all_equal(grads, (jnp.zeros_like(bins), jnp.zeros_like(weights)))
