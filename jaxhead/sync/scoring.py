@@ -14,15 +14,14 @@ each shift over the ``T - |s|`` frame pairs that exist. ``d`` is the cosine dist
 by default (the encoders are trained on cosine similarity, paper 000 eq. 9), or the Euclidean
 distance of L2-normalised embeddings (SyncNet's ``pairwise_distance``, scale-free).
 
-All functions are pure (arrays in, arrays out).
+All functions are pure (arrays in, arrays out) and run in NumPy (float64) on the host: scoring
+is evaluation-time bookkeeping over a few hundred embeddings per clip, and clip lengths vary, which
+would recompile a jitted version per clip.
 """
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
-
-from jaxhead.nerf.math import cosine_similarity
 
 __all__ = [
     "offset_distances",
@@ -37,8 +36,8 @@ DISTANCES = ("cosine", "euclidean")
 
 
 def offset_distances(
-    audio: jnp.ndarray, lips: jnp.ndarray, max_offset: int = 15, distance: str = "cosine"
-) -> jnp.ndarray:
+    audio: np.ndarray, lips: np.ndarray, max_offset: int = 15, distance: str = "cosine"
+) -> np.ndarray:
     """Mean audio-lip distance at every shift: ``D(s)`` for ``s = -K ... K``.
 
     Args:
@@ -48,10 +47,10 @@ def offset_distances(
       distance: ``"cosine"`` (``1 - cos``) or ``"euclidean"`` (of L2-normalised vectors).
 
     Returns:
-      ``[2K + 1]`` float32; entry ``k`` is ``D(k - K) = mean_t d(lips[t], audio[t + k - K])`` over
+      ``[2K + 1]`` float64; entry ``k`` is ``D(k - K) = mean_t d(lips[t], audio[t + k - K])`` over
       the frames where both exist.
     """
-    audio, lips = jnp.asarray(audio), jnp.asarray(lips)
+    audio, lips = np.asarray(audio, np.float64), np.asarray(lips, np.float64)
     if audio.ndim != 2 or audio.shape != lips.shape:
         raise ValueError(
             f"audio and lip embeddings must both be [T, D]; got {audio.shape} and {lips.shape}"
@@ -66,32 +65,34 @@ def offset_distances(
     partner = frames[None, :] + shifts[:, None]  # [S, T]
     valid = (partner >= 0) & (partner < num)
     shifted = audio[np.clip(partner, 0, num - 1)]  # [S, T, D]
-    similarity = cosine_similarity(lips[None, :, :], shifted)  # [S, T]
+    # Zero vectors (all-ReLU-off embeddings) have similarity 0 with everything.
+    unit_lips = lips / np.maximum(np.linalg.norm(lips, axis=-1, keepdims=True), 1e-12)
+    unit_audio = shifted / np.maximum(np.linalg.norm(shifted, axis=-1, keepdims=True), 1e-12)
+    similarity = np.clip(np.sum(unit_lips[None] * unit_audio, axis=-1), -1.0, 1.0)  # [S, T]
     if distance == "cosine":
         d = 1.0 - similarity
     else:
-        d = jnp.sqrt(jnp.maximum(2.0 - 2.0 * similarity, 0.0))
-    mask = jnp.asarray(valid, d.dtype)
-    return jnp.sum(d * mask, axis=1) / jnp.sum(mask, axis=1)
+        d = np.sqrt(np.maximum(2.0 - 2.0 * similarity, 0.0))
+    return np.sum(d * valid, axis=1) / np.sum(valid, axis=1)
 
 
-def sync_offset(distances: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+def sync_offset(distances: np.ndarray) -> tuple[int, float, float]:
     """``(offset, confidence, min_distance)`` from ``D`` of :func:`offset_distances`.
 
     ``distances`` is ``[2K + 1]``; ``offset = K - argmin`` (SyncNet's sign: positive when the audio
     leads), ``confidence = median(D) - min(D)``.
     """
-    distances = jnp.asarray(distances)
+    distances = np.asarray(distances)
     if distances.ndim != 1 or distances.shape[0] % 2 != 1:
         raise ValueError(f"distances must be [2K + 1], got shape {distances.shape}")
     max_offset = distances.shape[0] // 2
-    best = jnp.argmin(distances)
-    minimum = distances[best]
-    return max_offset - best, jnp.median(distances) - minimum, minimum
+    best = int(np.argmin(distances))
+    minimum = float(distances[best])
+    return max_offset - best, float(np.median(distances)) - minimum, minimum
 
 
 def score_clip(
-    audio: jnp.ndarray, lips: jnp.ndarray, max_offset: int = 15, distance: str = "cosine"
+    audio: np.ndarray, lips: np.ndarray, max_offset: int = 15, distance: str = "cosine"
 ) -> dict:
     """SyncNet scores of one clip: ``{"offset", "confidence", "min_distance", "distances"}``."""
     distances = offset_distances(audio, lips, max_offset, distance)

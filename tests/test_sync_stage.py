@@ -1,0 +1,236 @@
+"""Sync stage data (negatives, windows, video folders), smoke run on the shared loop, resumption,
+and the F_lip loader for the NeRF stage."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jaxhead.audio.io import save_wav
+from jaxhead.data.errors import DatasetError
+from jaxhead.sync import data as data_lib
+from jaxhead.sync import stage
+from jaxhead.train.metrics import read_metrics
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+
+
+def load_config_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sync_config", CONFIGS / "sync.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_clips(lengths, window=5, steps=4, features=3, seed=0):
+    """Clips of random audio windows and lip rows; every frame valid except the window edges."""
+    rng = np.random.default_rng(seed)
+    clips = []
+    for i, n in enumerate(lengths):
+        audio = rng.normal(size=(n, steps, features)).astype(np.float32)
+        lips = rng.normal(size=(n, 40)).astype(np.float32)
+        clips.append(data_lib.SyncClip(f"clip{i}", audio, lips, window, window // 2, n - 2, i))
+    return clips
+
+
+def example_config(**overrides):
+    config = data_lib.sync_data_config()
+    config.update(dict(batch_size=16, negatives=10, same_clip_fraction=0.5, min_shift=3))
+    config.update(overrides)
+    return config
+
+
+# --- negatives -----------------------------------------------------------------------------------
+
+
+@given(
+    lengths=st.lists(st.integers(8, 40), min_size=1, max_size=4),
+    min_shift=st.integers(1, 5),
+    extra=st.integers(0, 10),
+    same=st.integers(0, 10),
+    seed=st.integers(0, 2**16),
+)
+@settings(max_examples=40, deadline=None)
+def test_sample_negatives_respect_the_margin(lengths, min_shift, extra, same, seed):
+    clips = fake_clips(lengths)
+    rng = np.random.default_rng(seed)
+    clip = int(rng.integers(len(clips)))
+    frame = int(rng.integers(clips[clip].lo, clips[clip].hi))
+    max_shift = min_shift + extra
+    try:
+        neg_clip, neg_frame = data_lib.sample_negatives(
+            rng, clips, clip, frame, 10, same, min_shift, max_shift
+        )
+    except ValueError as err:  # a single clip too short for any shifted negative
+        assert len(clips) == 1 and "no negatives possible" in str(err)
+        return
+    assert neg_clip.shape == neg_frame.shape == (10,)
+    for j, t in zip(neg_clip, neg_frame, strict=True):
+        assert clips[j].lo <= t < clips[j].hi  # only valid frames
+        if j == clip:
+            assert min_shift <= abs(t - frame) <= max_shift
+    if len(clips) > 1:
+        shiftable = any(
+            min_shift <= abs(t - frame) <= max_shift for t in range(clips[clip].lo, clips[clip].hi)
+        )
+        assert np.sum(neg_clip == clip) == (same if shiftable else 0)
+
+
+def test_examples_batches_hold_the_indexed_windows_and_resume_exactly():
+    clips = fake_clips([30, 25, 40])
+    config = example_config()
+    it = data_lib.SyncExamples(clips, config, seed=3)
+    for _ in range(3):
+        batch = next(it)
+    assert batch["lips"].shape == (16, 5, 40) and batch["audio"].shape == (16, 4, 3)
+    assert batch["negatives"].shape == (16, 10, 4, 3)
+    for b in range(16):
+        c, t = batch["clip"][b], batch["frame"][b]
+        np.testing.assert_array_equal(batch["audio"][b], clips[c].audio[t])  # aligned positive
+        np.testing.assert_array_equal(batch["lips"][b], clips[c].lips[t - 2 : t + 3])
+        for k in range(10):
+            j, u = batch["negative_clip"][b, k], batch["negative_frame"][b, k]
+            np.testing.assert_array_equal(batch["negatives"][b, k], clips[j].audio[u])
+            if j == c:
+                assert abs(u - t) >= config.min_shift
+        assert np.sum(batch["negative_clip"][b] == c) == 5  # same_clip_fraction 0.5 of N = 10
+    state = it.get_state()
+    expected = [next(it) for _ in range(2)]
+    resumed = data_lib.SyncExamples(clips, config, seed=3)
+    resumed.set_state(json.loads(json.dumps(state)))  # the state survives a JSON round trip
+    for want in expected:
+        got = next(resumed)
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+
+
+def test_single_clip_uses_shifted_negatives_only():
+    clips = fake_clips([50])
+    batch = next(data_lib.SyncExamples(clips, example_config(same_clip_fraction=0.0), seed=0))
+    assert np.all(batch["negative_clip"] == 0)
+    assert np.all(np.abs(batch["negative_frame"] - batch["frame"][:, None]) >= 3)
+
+
+# --- audio windows and video folders -------------------------------------------------------------
+
+
+def test_audio_feature_windows_span_the_lip_window():
+    audio = np.random.default_rng(0).normal(size=16_000).astype(np.float32) * 0.1
+    windows, valid = data_lib.audio_feature_windows(audio, 25, 25.0, "mfcc", 5)
+    assert windows.shape == (25, 20, 13)  # 5 frames = 0.2 s = 20 MFCC steps, as SyncNet
+    # Frame t's window is centred on its time: the first two frames reach before the audio.
+    assert not valid[:3].any() and valid[3:-2].all()
+    np.testing.assert_allclose(windows.reshape(-1, 13).mean(0), 0.0, atol=0.5)  # CMVN
+    mel, _ = data_lib.audio_feature_windows(audio, 25, 25.0, "logmel", 5)
+    assert mel.shape == (25, 16, 80)  # Wav2Lip's 16 mel steps
+    with pytest.raises(ValueError, match="unknown audio features"):
+        data_lib.audio_feature_windows(audio, 25, 25.0, "hubert", 5)
+
+
+def write_video_folder(root: pathlib.Path, frames: int, seconds: float, skip=()):
+    rng = np.random.default_rng(1)
+    (root / "ori_imgs").mkdir(parents=True)
+    base = rng.uniform(100, 400, size=(68, 2))
+    base[48], base[54] = (200, 300), (260, 300)
+    for i in range(frames):
+        if i not in skip:
+            lms = base + rng.normal(scale=1.0, size=(68, 2))
+            np.savetxt(root / "ori_imgs" / f"{i}.lms", lms, fmt="%.2f")
+    save_wav(root / "aud.wav", 0.1 * rng.normal(size=int(seconds * 16_000)).astype(np.float32))
+
+
+def test_load_video_clip_reads_landmarks_and_audio(tmp_path):
+    write_video_folder(tmp_path / "May", 30, 1.2)
+    clip = data_lib.load_video_clip(tmp_path / "May")
+    assert clip.audio.shape == (30, 20, 13) and clip.lips.shape == (30, 40)
+    assert clip.lo >= 2 and clip.hi <= 28 and clip.num_valid > 20
+    config = data_lib.sync_data_config()
+    config.update(kind="video", video_roots=(str(tmp_path / "May"),), video_val_fraction=0.25)
+    splits = data_lib.load_clips(config)
+    train, val = splits["train"][0], splits["heldout_time"][0]
+    assert train.hi + train.window <= val.lo  # held-out frames share no window with training
+
+
+def test_video_folder_errors_name_the_problem(tmp_path):
+    write_video_folder(tmp_path / "gaps", 20, 0.8, skip=(7,))
+    with pytest.raises(DatasetError, match=r"no landmarks for frames \[7\]"):
+        data_lib.load_video_clip(tmp_path / "gaps")
+    write_video_folder(tmp_path / "short", 40, 0.5)
+    with pytest.raises(DatasetError, match="landmark files"):
+        data_lib.load_video_clip(tmp_path / "short")
+    with pytest.raises(DatasetError, match="file not found"):
+        data_lib.load_video_clip(tmp_path / "absent")
+
+
+# --- the stage on the shared loop ----------------------------------------------------------------
+
+
+def tiny_config(tmp_path, steps):
+    config = load_config_module().get_config("smoke")
+    with config.unlocked():
+        config.data.cache_dir = str(tmp_path / "cache")
+        config.data.synthetic.update(identities=3, sequences=2, seconds=1.6)
+        config.train.update(steps=steps, checkpoint_every=4, log_every=2, async_checkpoints=False)
+        config.optim.schedule = "constant"  # the schedule would otherwise depend on train.steps
+        config.model.update(channels=(8,), hidden=8, embed_dim=8)
+        config.eval.update(leads=(0, 3), max_offset=5, plot_clips=1)
+    return config
+
+
+def test_smoke_run_resumes_and_loads_as_f_lip(tmp_path):
+    # Eight forced host devices: the batch of 16 is sharded 2 per device by the shared loop.
+    assert jax.device_count() == 8
+    first = tmp_path / "resumed"
+    stage.train(tiny_config(tmp_path, 4), first)
+    resumed_state = stage.train(tiny_config(tmp_path, 8), first)  # resumes at step 4
+    straight_state = stage.train(tiny_config(tmp_path, 8), tmp_path / "straight")
+    for a, b in zip(
+        jax.tree.leaves(jax.device_get(resumed_state.params)),
+        jax.tree.leaves(jax.device_get(straight_state.params)),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+    records = read_metrics(first / "metrics.jsonl")
+    assert [r["step"] for r in records] == [2, 4, 6, 8]
+    assert all(np.isfinite(r["loss"]) for r in records)
+    result = json.loads((first / "eval.json").read_text())
+    assert result["step"] == 8
+    assert set(result["splits"]) == {"heldout_sentences", "heldout_subjects"}
+    assert 0.0 <= result["overall"]["accuracy"] <= 1.0
+    assert {r["true_offset"] for r in result["clips"]} == {0, 3}
+    assert (first / "samples" / "offsets_000008.png").is_file()
+
+    encoder = stage.load_sync_encoder(first)
+    assert encoder.step == 8 and encoder.embed_dim == 8
+    audio = np.random.default_rng(0).normal(size=16_000).astype(np.float32) * 0.1
+    windows = encoder.audio_windows(audio, 25)
+    f_lip = encoder.embed_audio(windows)
+    assert f_lip.shape == (25, 8) and bool(np.all(np.asarray(f_lip) >= 0))
+    # The loaded function is the trained audio encoder.
+    expected, _ = stage._apply(stage.nnx.graphdef(stage.build_model(
+        tiny_config(tmp_path, 8), windows.shape[1:], (5, 40), 0)), straight_state.params,
+        audio=windows)  # fmt: skip
+    np.testing.assert_allclose(f_lip, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_load_sync_encoder_without_a_run_says_how_to_make_one(tmp_path):
+    with pytest.raises(FileNotFoundError, match="scripts/train_sync.py --config configs/sync.py"):
+        stage.load_sync_encoder(tmp_path / "nothing")
+
+
+def test_config_variants():
+    module = load_config_module()
+    assert module.get_config().loss.name == "info_nce"
+    assert module.get_config("loss=bce").loss.name == "bce"
+    assert module.get_config().data.negatives == 10 and module.get_config().loss.temperature == 0.5
+    with pytest.raises(ValueError, match="unknown config variant"):
+        module.get_config("tiny")
