@@ -29,6 +29,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.scipy.linalg import solve_triangular
 
@@ -394,20 +395,25 @@ def generate(
       window: ``T``.
 
     Returns:
-      ``[B, N, D]``.
+      ``[B, N, D]`` NumPy array.
     """
+    # Host-side bookkeeping in NumPy: eager jnp ops on growing shapes would compile every window.
+    bop = np.asarray(bop)
     tau = bop.shape[-2]
     if num_frames <= tau:
         return bop[..., :num_frames, :]
-    sequence = bop
+    audio = None if audio is None else np.asarray(audio)
+    chunks = [bop]
+    last = bop
     for k, start in enumerate(window_starts(num_frames, window, tau)):
         win_audio = None
         if audio is not None:
-            idx = jnp.clip(jnp.arange(start, start + window), 0, audio.shape[-2] - 1)
-            win_audio = jnp.take(audio, idx, axis=-2)
-        out = window_fn(win_audio, sequence[..., -tau:, :], k)
-        sequence = jnp.concatenate([sequence, out[..., tau:, :]], axis=-2)
-    return sequence[..., :num_frames, :]
+            idx = np.clip(np.arange(start, start + window), 0, audio.shape[-2] - 1)
+            win_audio = np.take(audio, idx, axis=-2)
+        out = np.asarray(window_fn(win_audio, last, k))
+        chunks.append(out[..., tau:, :])
+        last = np.concatenate([last, out[..., tau:, :]], axis=-2)[..., -tau:, :]
+    return np.concatenate(chunks, axis=-2)[..., :num_frames, :]
 
 
 def sample_prior_latents(
@@ -423,14 +429,16 @@ def sample_prior_latents(
     window = prior_cov.shape[0]
     chol = jnp.linalg.cholesky(prior_cov)
     first = jax.random.normal(jax.random.fold_in(key, 0), (batch, latent_dim, window))
-    z = jnp.einsum("ij,...j->...i", chol, first)
-    k = 1
-    while z.shape[-1] < num_frames:
-        mean, cond_chol = gp_conditional(prior_cov, z[..., -bop:])
+    chunks = [np.asarray(jnp.einsum("ij,...j->...i", chol, first))]
+    last = chunks[0][..., -bop:]
+    total, k = window, 1
+    while total < num_frames:
+        mean, cond_chol = gp_conditional(prior_cov, jnp.asarray(last))
         noise = jax.random.normal(jax.random.fold_in(key, k), (*mean.shape,))
-        z = jnp.concatenate([z, mean + jnp.einsum("ij,...j->...i", cond_chol, noise)], -1)
-        k += 1
-    return z[..., :num_frames]
+        chunks.append(np.asarray(mean + jnp.einsum("ij,...j->...i", cond_chol, noise)))
+        last = np.concatenate([last, chunks[-1]], -1)[..., -bop:]
+        total, k = total + chunks[-1].shape[-1], k + 1
+    return np.concatenate(chunks, -1)[..., :num_frames]
 
 
 def decode_long(model: SequenceVAE, z: jax.Array, window: int, bop: int) -> jax.Array:

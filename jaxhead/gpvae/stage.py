@@ -87,6 +87,11 @@ def prior_covariance(config: ml_collections.ConfigDict) -> jax.Array:
     return jnp.eye(window, dtype=jnp.float32)
 
 
+def _graphdef(spec: models.ModelSpec):
+    """The model's static graph, without materialising parameters."""
+    return nnx.graphdef(nnx.eval_shape(lambda: models.SequenceVAE(spec, nnx.Rngs(0))))
+
+
 def _init_state(config, spec, tx, mean, std) -> GPVAEState:
     model = models.SequenceVAE(spec, nnx.Rngs(int(config.seed)))
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
@@ -155,7 +160,7 @@ def build_task(config: ml_collections.ConfigDict, mesh) -> loop.Task:
     mean, std = data_lib.normalizer(train_seqs)
     total = int(config.train.steps)
     tx = make_optimizer(config.optim, total)
-    graphdef = nnx.graphdef(models.SequenceVAE(spec, nnx.Rngs(0)))
+    graphdef = _graphdef(spec)
     prior_cov = prior_covariance(config)
     beta = float(config.loss.beta)
     cme_weight = float(config.loss.cme_weight)
@@ -169,7 +174,8 @@ def build_task(config: ml_collections.ConfigDict, mesh) -> loop.Task:
     def train_step(state: GPVAEState, batch):
         key = jax.random.fold_in(base_key, state.step)
         vae_key, cme_key = jax.random.split(key)
-        h = (batch["h"] - jnp.broadcast_to(state.mean, batch["h"].shape)) / state.std
+        shape = batch["h"].shape
+        h = (batch["h"] - jnp.broadcast_to(state.mean, shape)) / jnp.broadcast_to(state.std, shape)
         audio = batch["audio"]
 
         def loss_fn(params):
@@ -242,7 +248,7 @@ class Generator:
         self.bop = int(config.data.bop)
         self.fps = float(config.data.fps)
         self.prior_cov = prior_covariance(config)
-        self.graphdef = graphdef or nnx.graphdef(models.SequenceVAE(self.spec, nnx.Rngs(0)))
+        self.graphdef = graphdef or _graphdef(self.spec)
 
         @jax.jit
         def window_fn(params, audio, bop_frames, noise):
@@ -282,10 +288,10 @@ class Generator:
         chunks = []
         for k, start in enumerate(starts):
             stop = min(start + self.window, num)
-            chunk = z[..., max(stop - self.window, 0) : stop]  # full windows: one compilation
+            chunk = z[..., max(stop - self.window, 0) : stop]  # full windows: few compilations
             keep = 0 if k == 0 else (start + self.bop) - (stop - self.window)
             chunks.append(self._prior_window(params, chunk, keep))
-        return jnp.concatenate(chunks, -2)[..., :num_frames, :]
+        return np.concatenate([np.asarray(c) for c in chunks], -2)[..., :num_frames, :]
 
 
 def evaluate_generation(generator: Generator, state, sequences, config) -> dict:
@@ -406,10 +412,23 @@ def _resolve_workdir(path: pathlib.Path) -> tuple[pathlib.Path, int | None]:
 
 
 def load_state(workdir_or_checkpoint: str | os.PathLike):
-    """``(config, generator, state)`` of a trained GP-VAE run (latest or the named checkpoint)."""
-    from jaxhead.train.checkpoint import Checkpointer
+    """``(config, generator, state)`` of a trained GP-VAE run (latest or the named checkpoint).
+
+    Cached per (workdir, checkpoint step): repeated calls reuse the restored state and the
+    compiled generator.
+    """
 
     workdir, step = _resolve_workdir(pathlib.Path(workdir_or_checkpoint))
+    if step is None:
+        steps = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+        step = max(steps) if steps else None
+    return _load_state(workdir.resolve(), step)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_state(workdir: pathlib.Path, step: int | None):
+    from jaxhead.train.checkpoint import Checkpointer
+
     config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
     spec = model_spec(config)
     tx = make_optimizer(config.optim, int(config.train.steps))
