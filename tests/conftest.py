@@ -16,6 +16,11 @@ import tempfile  # noqa: E402
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Property tests explore the same examples on every run (CI failures reproduce locally).
+settings.register_profile("jaxhead", derandomize=True, deadline=None)
+settings.load_profile("jaxhead")
 
 # A persistent compilation cache shared by this session's tests (and their subprocesses): stages
 # compile the same train step again when a test resumes a run, and that should not cost twice.

@@ -127,8 +127,18 @@ def _frame_settings(config) -> dict:
     return {k: (list(config[k]) if isinstance(config[k], tuple) else config[k]) for k in keys}
 
 
+def sequence_id(subject: str, sentence: str) -> int:
+    """The stable integer id of a (subject, sentence) stored in the frames' ``sequence``."""
+    return int(hashlib.md5(f"{subject}/{sentence}".encode()).hexdigest()[:7], 16)
+
+
+def selected_subjects(voca: VocaSet, config) -> list[str]:
+    """The subjects a config selects, in identity-index order."""
+    return list(config.subjects) or voca.subjects
+
+
 def _selected(voca: VocaSet, config) -> list[tuple[str, list[str], list[str]]]:
-    subjects = list(config.subjects) or voca.subjects
+    subjects = selected_subjects(voca, config)
     missing = sorted(set(subjects) - set(voca.subjects))
     if missing:
         raise DatasetError(voca.root, f"has no subjects {missing}", f"choose among {voca.subjects}")
@@ -180,7 +190,7 @@ def render_split(voca: VocaSet, config, split: str, *, progress: bool = True) ->
             rows = voca.rows_at_fps(subject, sentence, config.fps)
             if config.max_frames:
                 rows = rows[: config.max_frames]
-            seq_id = int(hashlib.md5(f"{subject}/{sentence}".encode()).hexdigest()[:7], 16)
+            seq_id = sequence_id(subject, sentence)
             for k, row in enumerate(rows):
                 items.append((si, seq_id, k, int(row), subject, sentence))
     if not items:

@@ -200,8 +200,9 @@ BATCH_KEYS = (
 )  # fmt: skip
 
 
-def _render_fn(setup: NeRFSetup, graphdefs):
-    nerf_def, codes_def = graphdefs
+def render_fn(graphdefs):
+    """Jitted ``(params, frames, code_values) -> model outputs`` (deterministic sampling)."""
+    nerf_def, _ = graphdefs
 
     @jax.jit
     def render(params, frames, code_values):
@@ -212,7 +213,7 @@ def _render_fn(setup: NeRFSetup, graphdefs):
     return render
 
 
-def _fit_illumination(render, params, frame, codes, steps: int, lr: float):
+def fit_illumination(render, params, frame, codes, steps: int, lr: float = 0.05):
     """Fits the sequence's ``ill`` code on one frame with the network frozen (GLO/NeRF-W)."""
     tx = optax.adam(lr)
 
@@ -235,7 +236,7 @@ def _fit_illumination(render, params, frame, codes, steps: int, lr: float):
 
 def evaluate_split(setup, graphdefs, params, source, *, fit_steps: int, batch: int, samples=None):
     """PSNR / SSIM over the frames of ``source`` (held-out sentences or views)."""
-    render = _render_fn(setup, graphdefs)
+    render = render_fn(graphdefs)
     codes_def = graphdefs[1]
     tables = nnx.merge(codes_def, params["codes"]).tables
     psnrs, ssims = [], []
@@ -252,7 +253,7 @@ def evaluate_split(setup, graphdefs, params, source, *, fit_steps: int, batch: i
             else:
                 base[name] = jnp.zeros((1, dim), jnp.float32)
         if "ill" in base and fit_steps > 0:
-            base["ill"] = _fit_illumination(render, params, first, base, fit_steps, 0.05)
+            base["ill"] = fit_illumination(render, params, first, base, fit_steps)
         scored = rows[1:] if (fit_steps > 0 and n > 1 and "ill" in base) else rows
         codes = {k: jnp.repeat(v, batch, axis=0) for k, v in base.items()}
         for start in range(0, len(scored), batch):
@@ -282,18 +283,15 @@ def _save_grid(path: pathlib.Path, pairs) -> None:
     Image.fromarray((grid * 255).round().astype(np.uint8)).save(path)
 
 
-def build_task(
-    config: ml_collections.ConfigDict, mesh, workdir: str | pathlib.Path | None = None
-) -> loop.Task:
-    """The NeRF stage as a :class:`jaxhead.train.loop.Task` (``workdir`` receives sample images)."""
+def make_setup(config: ml_collections.ConfigDict):
+    """``(setup, graphdefs, train_frames)`` of a NeRF config: shapes, module graphs, data."""
     if config.data.kind != "voca":
         raise ValueError(
             f"unknown config.data.kind {config.data.kind!r}; this stage reads 'voca' data "
             "(video datasets come with configs/video.py)"
         )
     train_frames = voca_frames.load_frames(config.data, "train")
-    example = train_frames[0]
-    audio_dim = int(example["audio"].shape[-1])
+    audio_dim = int(train_frames[0]["audio"].shape[-1])
     model_config = model_config_from(config, audio_dim)
     sizes = {"id": train_frames.num_identities, "al": train_frames.num_identities,
              "ill": train_frames.num_sequences, "ex": len(train_frames)}  # fmt: skip
@@ -302,7 +300,14 @@ def build_task(
     }
     setup = NeRFSetup(model_config, code_sizes, len(train_frames), int(config.seed))
     nerf, codes = build_models(setup, config.seed)
-    graphdefs = (nnx.graphdef(nerf), nnx.graphdef(codes))
+    return setup, (nnx.graphdef(nerf), nnx.graphdef(codes)), train_frames
+
+
+def build_task(
+    config: ml_collections.ConfigDict, mesh, workdir: str | pathlib.Path | None = None
+) -> loop.Task:
+    """The NeRF stage as a :class:`jaxhead.train.loop.Task` (``workdir`` receives sample images)."""
+    setup, graphdefs, train_frames = make_setup(config)
     tx = make_optimizer(config.optim, config.train.steps)
     weights = config.loss
 

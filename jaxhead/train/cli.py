@@ -17,6 +17,7 @@ config file) into one line naming the problem and the fix instead of a traceback
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -80,6 +81,28 @@ def _quiet_libraries(argv: list[str]) -> list[str]:
     return argv
 
 
+# Errors a user causes (a missing file, a bad dataset, a conflicting workdir, a diverged run):
+# one line naming the problem and the fix, no traceback (set JAXHEAD_DEBUG=1 for one).
+USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError, KeyError)
+
+
+def _guarded(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
+    def wrapped(argv: list[str]) -> None:
+        from jaxhead.train.loop import NonFiniteError
+        from jaxhead.train.workdir import WorkdirConflictError
+
+        try:
+            main(_quiet_libraries(argv))
+        except (*USER_ERRORS, NonFiniteError, WorkdirConflictError) as e:
+            if os.environ.get("JAXHEAD_DEBUG"):
+                raise
+            message = str(e).strip("'\"") if isinstance(e, KeyError) else str(e)
+            sys.stderr.write(f"error: {message}\n")
+            sys.exit(1)
+
+    return wrapped
+
+
 def run(main: Callable[[list[str]], None]) -> None:
-    """``absl.app.run`` with :func:`parse_flags`; library INFO logs off unless asked for."""
-    app.run(lambda argv: main(_quiet_libraries(argv)), flags_parser=parse_flags)
+    """``absl.app.run`` with :func:`parse_flags`, one-line user errors, quiet library logs."""
+    app.run(_guarded(main), flags_parser=parse_flags)

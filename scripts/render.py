@@ -1,0 +1,49 @@
+"""Render a trained head NeRF into an mp4 with sound.
+
+python scripts/render.py --workdir runs/voca --audio speech.wav --out out.mp4
+python scripts/render.py --workdir runs/voca --sequence 0 --out heldout.mp4
+python scripts/render.py --workdir runs/voca --audio speech.wav --yaw-sweep 30 --out sweep.mp4
+python scripts/render.py --workdir runs/voca --swap-expression-from 1 --identity 0 --out swap.mp4
+"""
+
+from absl import flags
+
+from jaxhead.data.media import write_video
+from jaxhead.nerf import render_video
+from jaxhead.train import cli
+
+_WORKDIR = cli.define_workdir_flag()
+_OUT = flags.DEFINE_string("out", None, "Output .mp4.", required=True)
+_AUDIO = flags.DEFINE_string(
+    "audio", None, "Driving audio (wav/mp3/flac/mp4), resampled to 16 kHz."
+)
+_SEQUENCE = flags.DEFINE_integer(
+    "sequence", None, "Re-render held-out sentence N beside the truth."
+)
+_YAW = flags.DEFINE_float("yaw_sweep", 0.0, "Orbit the camera from -DEG to +DEG (with --audio).")
+_SWAP = flags.DEFINE_integer("swap_expression_from", None, "Expression of this identity.")
+_IDENTITY = flags.DEFINE_integer("identity", 0, "Which trained identity to render.")
+
+
+def main(argv):
+    del argv
+    modes = [_AUDIO.value is not None, _SEQUENCE.value is not None, _SWAP.value is not None]
+    if sum(modes) != 1:
+        raise SystemExit("error: give exactly one of --audio, --sequence, --swap_expression_from")
+    trained = render_video.load_trained(_WORKDIR.value)
+    fps = float(trained.config.data.fps)
+    audio = None
+    if _AUDIO.value is not None:
+        audio = render_video.load_driving_audio(_AUDIO.value)
+        frames = render_video.drive(trained, audio, identity=_IDENTITY.value, yaw_sweep=_YAW.value)
+    elif _SEQUENCE.value is not None:
+        frames, audio = render_video.held_out_sequence(trained, _SEQUENCE.value)
+    else:
+        frames = render_video.swap_expression(trained, _IDENTITY.value, _SWAP.value)
+    path = write_video(_OUT.value, frames, fps, audio)
+    sound = ", with audio" if audio is not None else ""
+    print(f"Wrote {path} ({len(frames)} frames at {fps:g} fps{sound}).")
+
+
+if __name__ == "__main__":
+    cli.run(main)
