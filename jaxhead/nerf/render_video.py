@@ -232,3 +232,26 @@ def _sequence_audio(trained: Trained, source, rows) -> np.ndarray | None:
 def load_driving_audio(path: str | pathlib.Path) -> np.ndarray:
     audio, _ = load_audio(path, SAMPLE_RATE)
     return audio
+
+
+def evaluate_workdir(workdir: str | pathlib.Path, splits=("val", "val_views")) -> dict:
+    """Re-scores a NeRF run; updates ``eval.json`` and writes ``eval.md``."""
+    from jaxhead.train.workdir import write_json_atomic
+
+    workdir = pathlib.Path(workdir)
+    trained = load_trained(workdir)
+    scores = stage.evaluate_run(
+        trained.config, trained.setup, trained.graphdefs, trained.params, workdir, splits
+    )
+    path = workdir / "eval.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results.update(scores)
+    results["step"] = trained.step
+    write_json_atomic(path, results)
+    lines = ["| split | frames | PSNR (dB) | SSIM |", "|---|---|---|---|"]
+    for split in splits:
+        r = scores[split]
+        lines.append(f"| {split} | {r['frames']} | {r['psnr']:.2f} | {r['ssim']:.4f} |")
+    table = "\n".join(lines)
+    (workdir / "eval.md").write_text(f"Step {trained.step}\n\n{table}\n")
+    return {**results, "table": table}

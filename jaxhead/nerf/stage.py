@@ -274,6 +274,20 @@ def evaluate_split(setup, graphdefs, params, source, *, fit_steps: int, batch: i
     return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "frames": len(psnrs)}
 
 
+def evaluate_run(config, setup, graphdefs, params, workdir=None, splits=("val", "val_views")):
+    """PSNR / SSIM on held-out sentences (``val``) and views (``val_views``)."""
+    results = {}
+    for split in splits:
+        source = voca_frames.load_frames(config.data, split)
+        results[split] = evaluate_split(
+            setup, graphdefs, params, source,
+            fit_steps=int(config.eval.fit_steps), batch=int(config.eval.batch_size),
+            samples=None if workdir is None
+            else pathlib.Path(workdir) / "samples" / f"eval_{split}.png",
+        )  # fmt: skip
+    return results
+
+
 def _save_grid(path: pathlib.Path, pairs) -> None:
     from PIL import Image
 
@@ -328,16 +342,7 @@ def build_task(
     )
 
     def evaluate(state):
-        params = jax.device_get(state.params)
-        results = {}
-        for split in ("val", "val_views"):
-            source = voca_frames.load_frames(config.data, split)
-            results[split] = evaluate_split(
-                setup, graphdefs, params, source,
-                fit_steps=int(config.eval.fit_steps), batch=int(config.eval.batch_size),
-                samples=None if workdir is None
-                else pathlib.Path(workdir) / "samples" / f"eval_{split}.png",
-            )  # fmt: skip
+        results = evaluate_run(config, setup, graphdefs, jax.device_get(state.params), workdir)
         results["train_frames"] = len(train_frames)
         return results
 
