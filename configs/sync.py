@@ -4,13 +4,14 @@ Command (the synthetic dataset is generated into the cache folder on first use, 
 
     python scripts/train_sync.py --config configs/sync.py --workdir runs/sync
     python scripts/train_sync.py --config configs/sync.py:loss=bce --workdir runs/sync_bce
-    python scripts/train_sync.py --config configs/sync.py:smoke --workdir /tmp/sync_smoke
+    python scripts/train_sync.py --config configs/sync.py:smoke --workdir runs/sync_smoke
 
 Default: 8 synthetic speakers x 8 sentences of 5 s; 6 speakers' first 7 sentences train, their
-8th sentences and the 2 other speakers are held out. Expected on 2 CPU cores: about 12 minutes
-for 2000 steps; eval.json ``overall.accuracy`` (SyncNet AV offset within +-1 frame over held-out
-clips with the audio shifted by 0, +-2, +-4, +-8 frames) >= 0.9 (measured 0.99-1.0; see
-``splits`` for held-out sentences vs held-out speakers), mean confidence about 0.3-0.4.
+8th sentences and the 2 other speakers are held out. Measured on 2 shared CPU cores: 3 minutes
+for the 1000 steps (+ ~30 s to generate the dataset once); eval.json ``overall.accuracy`` (SyncNet
+AV offset within +-1 frame over 22 held-out clips x audio shifts 0, +-2, +-4, +-8 frames = 154
+trials) = 1.0 (all exact), ``overall.mean_confidence`` = 0.85; ``splits`` separates held-out
+sentences from held-out speakers (both 1.0).
 
 ``smoke``: a 3-speaker dataset of 2 s sentences and a small model; under a minute on 2 cores;
 checks the plumbing, not the accuracy.
@@ -33,7 +34,7 @@ from jaxhead.train.optim import optim_config
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = parse_arg(arg, smoke=False, loss="info_nce")
-    config = base_config(seed=0, steps=2000, log_every=100, checkpoint_every=500)
+    config = base_config(seed=0, steps=1000, log_every=100, checkpoint_every=250)
     config.optim = optim_config(learning_rate=1e-3, schedule="cosine", warmup_steps=100)
     config.data = sync_data_config()
     config.model = ml_collections.ConfigDict(

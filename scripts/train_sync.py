@@ -1,7 +1,7 @@
 """Trains the sync stage (audio + lip encoders) into a workdir; re-running resumes.
 
 python scripts/train_sync.py --config configs/sync.py --workdir runs/sync
-python scripts/train_sync.py --config configs/sync.py:smoke --workdir /tmp/sync_smoke
+python scripts/train_sync.py --config configs/sync.py:smoke --workdir runs/sync_smoke
 """
 
 from __future__ import annotations

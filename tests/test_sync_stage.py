@@ -220,6 +220,28 @@ def test_smoke_run_resumes_and_loads_as_f_lip(tmp_path):
         tiny_config(tmp_path, 8), windows.shape[1:], (5, 40), 0)), straight_state.params,
         audio=windows)  # fmt: skip
     np.testing.assert_allclose(f_lip, expected, rtol=1e-4, atol=1e-5)
+    # Scoring a clip built from raw arrays (the route for landmarks from any face tracker).
+    mouth = np.random.default_rng(1).normal(size=(25, 20, 2)) + np.linspace(-3, 3, 20)[:, None]
+    clip = data_lib.clip_from_arrays("noise", mouth, audio, 25.0)
+    score = encoder.score(clip, max_offset=5)
+    assert -5 <= score["offset"] <= 5 and score["confidence"] >= 0.0
+
+
+def test_mediapipe_mouth_points_follow_the_68_point_layout(shared_data):
+    path = shared_data / "real" / "sequences" / "echomimic_landmarks478.npy"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    mouth = np.load(path)[:, data_lib.MEDIAPIPE_MOUTH, :2]  # [T, 20, 2] pixels, y down
+    outer, inner = mouth[:, :12], mouth[:, 12:]
+    x, y = mouth[..., 0], mouth[..., 1]
+    assert np.all(x[:, 0] < x[:, 6])  # 48 is the image-left corner, 54 the right one
+    assert np.all(np.argmin(outer[..., 0], axis=1) == 0)
+    assert np.all(y[:, 3] < y[:, 14])  # outer upper lip (51) above the inner one (62)
+    assert np.median(y[:, 18] - y[:, 14]) > 0  # inner lips 62 above 66 (they touch when closed)
+    assert np.all(y[:, 18] < y[:, 9])  # inner lower lip (66) above the outer one (57)
+    assert np.all((inner[..., 0] > x[:, :1]) & (inner[..., 0] < x[:, 6:7]))
+    lips = data_lib.normalize_mouth(mouth)
+    assert lips.shape == (len(mouth), 40) and np.isfinite(lips).all()
 
 
 def test_load_sync_encoder_without_a_run_says_how_to_make_one(tmp_path):

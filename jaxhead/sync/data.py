@@ -19,7 +19,8 @@ Sources:
 
 * the synthetic VOCASET-format dataset by default (:mod:`jaxhead.data.synthetic`, generated once
   into the cache folder): mouth landmarks are the landmark vertices (``factors.npz``
-  ``landmark_indices``) of ``data_verts`` sampled at 25 fps, seen from the front (x, y); clips are
+  ``landmark_indices``) of ``data_verts`` sampled at 25 fps, seen from the front in image axes
+  (x, -y: y down like pixel landmarks); clips are
   sentences, and :func:`synthetic_splits` holds out whole subjects and each training subject's
   last sentences;
 * preprocessed real videos in the AD-NeRF / ER-NeRF layout (``ori_imgs/<i>.lms`` with 68
@@ -58,8 +59,10 @@ __all__ = [
     "MOUTH",
     "SyncClip",
     "SyncExamples",
+    "MEDIAPIPE_MOUTH",
     "audio_feature_windows",
     "cache_root",
+    "clip_from_arrays",
     "load_clips",
     "load_synthetic_clips",
     "load_video_clip",
@@ -69,6 +72,13 @@ __all__ = [
 ]
 
 MOUTH = slice(48, 68)  # mouth points of the 68-point landmark layout (48/54: outer corners)
+# MediaPipe Face Mesh (468/478 points) indices of the 68-point layout's mouth points 48-67: outer
+# lip from the image-left corner over the upper lip and back along the lower lip, then the inner
+# lip the same way (the usual correspondence of the two layouts' lip contours).
+MEDIAPIPE_MOUTH = (
+    61, 40, 37, 0, 267, 270, 291, 321, 314, 17, 84, 91,
+    78, 81, 13, 311, 308, 402, 14, 178,
+)  # fmt: skip
 FEATURE_RATES = {
     "mfcc": SAMPLE_RATE / spectral.MFCC_DEFAULTS["hop_length"],  # 100 Hz
     "logmel": SAMPLE_RATE / spectral.LOGMEL_DEFAULTS["hop_length"],  # 80 Hz
@@ -152,6 +162,8 @@ class SyncClip:
 def normalize_mouth(mouth: np.ndarray) -> np.ndarray:
     """Per-clip normalised mouth landmarks: ``[T, 20, 2]`` (points 48-67) -> ``[T, 40]``.
 
+    Landmarks are in image axes (x right, y down), point 48 the image-left corner.
+
     Each frame is moved so the midpoint of the mouth corners (points 48, 54) is the origin and
     rotated so the corner line is horizontal (removes head translation and roll in real videos);
     all frames are divided by the clip's median corner distance (one scale per clip: the corner
@@ -208,6 +220,28 @@ def audio_feature_windows(
     centres = np.floor(np.arange(num_frames) * rate / fps + 0.5).astype(np.int64)
     valid = (centres - steps // 2 >= 0) & (centres - steps // 2 + steps <= len(feats))
     return feats[index].astype(np.float32), valid
+
+
+def clip_from_arrays(
+    name: str,
+    mouth: np.ndarray,
+    audio: np.ndarray,
+    fps: float = 25.0,
+    *,
+    features: str = "mfcc",
+    window: int = 5,
+    group: int = 0,
+) -> SyncClip:
+    """A :class:`SyncClip` from mouth landmarks ``[T, 20, 2]`` (points 48-67, any pixel or metric
+    units) and 16 kHz audio ``[num_samples]`` of the same ``T / fps`` seconds.
+
+    For MediaPipe Face Mesh landmarks ``[T, 478, >=2]`` pass ``lms[:, MEDIAPIPE_MOUTH, :2]``.
+    """
+    mouth = np.asarray(mouth, np.float32)
+    if mouth.ndim != 3 or mouth.shape[1:] != (20, 2):
+        raise ValueError(f"{name}: mouth landmarks must be [T, 20, 2], got {mouth.shape}")
+    windows, valid = audio_feature_windows(audio, len(mouth), fps, features, window)
+    return _clip(name, windows, valid, mouth, window, group)
 
 
 def _clip(name, audio, audio_valid, mouth, window, group) -> SyncClip:
@@ -310,8 +344,10 @@ def load_synthetic_clips(
         clips = []
         for subject, sentence in pairs:
             rows = voca.rows_at_fps(subject, sentence, config.fps)
-            # data_verts holds the unposed head: (x, y) is the frontal view of the mouth.
-            mouth = np.asarray(voca.verts[rows][:, mouth_vertices, :2])
+            # data_verts holds the unposed head: (x, -y) is the frontal view of the mouth in
+            # image axes (y down, as .lms and MediaPipe pixels); a mirror image would not
+            # normalise to the same shape (normalize_mouth removes rotations, not reflections).
+            mouth = np.asarray(voca.verts[rows][:, mouth_vertices, :2]) * np.array([1.0, -1.0])
             audio, valid = audio_feature_windows(
                 voca.audio(subject, sentence), len(rows), config.fps, config.features, config.window
             )

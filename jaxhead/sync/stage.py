@@ -341,6 +341,14 @@ class SyncEncoder:
     step: int
     workdir: pathlib.Path
 
+    def score(self, clip: data_lib.SyncClip, max_offset: int = 15, distance: str = "cosine"):
+        """SyncNet AV offset and confidence of a clip (:func:`jaxhead.sync.scoring.score_clip`);
+        build the clip with :func:`jaxhead.sync.data.clip_from_arrays` or ``load_video_clip``."""
+        audio, lips = clip.valid_windows()
+        a = np.asarray(self.embed_audio(jnp.asarray(audio)))
+        v = np.asarray(self.embed_lips(jnp.asarray(lips)))
+        return scoring.score_clip(a, v, max_offset, distance)
+
 
 def load_sync_encoder(init_from: str | pathlib.Path) -> SyncEncoder:
     """Loads the latest checkpoint of a sync-stage workdir (``config.sync.init_from``).
