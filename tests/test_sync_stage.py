@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 
 import jax
 import numpy as np
@@ -175,7 +176,11 @@ def test_video_folder_errors_name_the_problem(tmp_path):
 
 def tiny_config(tmp_path, steps):
     config = load_config_module().get_config("smoke")
+    video = tmp_path / "video" / "May"
+    if not video.exists():
+        write_video_folder(video, 30, 1.2)
     with config.unlocked():
+        config.eval.video_roots = (str(video),)  # scored too, with no ground-truth offset
         config.data.cache_dir = str(tmp_path / "cache")
         config.data.synthetic.update(identities=3, sequences=2, seconds=1.6)
         config.train.update(steps=steps, checkpoint_every=4, log_every=2, async_checkpoints=False)
@@ -185,13 +190,17 @@ def tiny_config(tmp_path, steps):
     return config
 
 
-def test_smoke_run_resumes_and_loads_as_f_lip(tmp_path):
+def test_smoke_run_resumes_and_loads_as_f_lip(tmp_path, capsys):
     # Eight forced host devices: the batch of 16 is sharded 2 per device by the shared loop.
     assert jax.device_count() == 8
-    first = tmp_path / "resumed"
-    stage.train(tiny_config(tmp_path, 4), first)
-    resumed_state = stage.train(tiny_config(tmp_path, 8), first)  # resumes at step 4
-    straight_state = stage.train(tiny_config(tmp_path, 8), tmp_path / "straight")
+    first = tmp_path / "run"
+    straight_state = stage.train(tiny_config(tmp_path, 8), first)  # checkpoints at 4 and 8
+    # As if the run had been killed after its step-4 checkpoint: re-running the same command
+    # resumes there (train state + data-iterator state) and must land on the same parameters.
+    shutil.rmtree(first / "checkpoints" / "8")
+    capsys.readouterr()
+    resumed_state = stage.train(tiny_config(tmp_path, 8), first)
+    assert "from checkpoint step 4" in capsys.readouterr().out
     for a, b in zip(
         jax.tree.leaves(jax.device_get(resumed_state.params)),
         jax.tree.leaves(jax.device_get(straight_state.params)),
@@ -208,6 +217,8 @@ def test_smoke_run_resumes_and_loads_as_f_lip(tmp_path):
     assert 0.0 <= result["overall"]["accuracy"] <= 1.0
     assert {r["true_offset"] for r in result["clips"]} == {0, 3}
     assert (first / "samples" / "offsets_000008.png").is_file()
+    (video,) = result["videos"]
+    assert video["clip"].endswith("May") and -5 <= video["offset"] <= 5
 
     encoder = stage.load_sync_encoder(first)
     assert encoder.step == 8 and encoder.embed_dim == 8
@@ -245,8 +256,9 @@ def test_mediapipe_mouth_points_follow_the_68_point_layout(shared_data):
 
 
 def test_load_sync_encoder_without_a_run_says_how_to_make_one(tmp_path):
+    config = stage.sync_init_config(str(tmp_path / "nothing"))
     with pytest.raises(FileNotFoundError, match="scripts/train_sync.py --config configs/sync.py"):
-        stage.load_sync_encoder(tmp_path / "nothing")
+        stage.load_sync_encoder(config.init_from)
 
 
 def test_config_variants():

@@ -48,6 +48,7 @@ __all__ = [
     "contrastive_loss",
     "evaluate_clips",
     "load_sync_encoder",
+    "sync_init_config",
     "train",
 ]
 
@@ -316,6 +317,15 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path):
 
 
 # --- F_lip for the NeRF stage ---------------------------------------------------------------------
+
+
+def sync_init_config(init_from: str = "") -> ml_collections.ConfigDict:
+    """The ``config.sync`` block of a stage that consumes the sync stage (the NeRF's F_lip).
+
+    ``init_from``: a sync-stage workdir for :func:`load_sync_encoder`; empty: no sync module (the
+    "w/o sync module" ablation of paper 000 table 2).
+    """
+    return ml_collections.ConfigDict({"init_from": init_from})
 
 
 @dataclasses.dataclass(frozen=True)
