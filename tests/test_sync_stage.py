@@ -10,6 +10,7 @@ import shutil
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -136,6 +137,16 @@ def test_audio_feature_windows_span_the_lip_window():
         data_lib.audio_feature_windows(audio, 25, 25.0, "hubert", 5)
 
 
+def test_resample_in_time_is_exact_on_linear_motion():
+    t = np.arange(24) / 24.0
+    values = np.stack([3.0 * t + 1.0, -t], -1)[:, None, :]  # [24, 1, 2], linear in time
+    out = data_lib.resample_in_time(values, 24.0, 25.0)
+    assert out.shape == (24, 1, 2)  # frames of 25 fps within the 23/24 s span
+    u = np.arange(24) / 25.0
+    np.testing.assert_allclose(out[:, 0], np.stack([3.0 * u + 1.0, -u], -1), atol=1e-12)
+    np.testing.assert_allclose(data_lib.resample_in_time(values, 24.0, 24.0), values)
+
+
 def write_video_folder(root: pathlib.Path, frames: int, seconds: float, skip=()):
     rng = np.random.default_rng(1)
     (root / "ori_imgs").mkdir(parents=True)
@@ -227,9 +238,11 @@ def test_smoke_run_resumes_and_loads_as_f_lip(tmp_path, capsys):
     f_lip = encoder.embed_audio(windows)
     assert f_lip.shape == (25, 8) and bool(np.all(np.asarray(f_lip) >= 0))
     # The loaded function is the trained audio encoder.
-    expected, _ = stage._apply(stage.nnx.graphdef(stage.build_model(
-        tiny_config(tmp_path, 8), windows.shape[1:], (5, 40), 0)), straight_state.params,
-        audio=windows)  # fmt: skip
+    shapes = nnx.eval_shape(
+        lambda: stage.build_model(tiny_config(tmp_path, 8), windows.shape[1:], (5, 40), 0)
+    )
+    apply = jax.jit(lambda params, w: stage._apply(nnx.graphdef(shapes), params, audio=w)[0])
+    expected = apply(straight_state.params, windows)
     np.testing.assert_allclose(f_lip, expected, rtol=1e-4, atol=1e-5)
     # Scoring a clip built from raw arrays (the route for landmarks from any face tracker).
     mouth = np.random.default_rng(1).normal(size=(25, 20, 2)) + np.linspace(-3, 3, 20)[:, None]

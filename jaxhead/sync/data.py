@@ -67,6 +67,7 @@ __all__ = [
     "load_synthetic_clips",
     "load_video_clip",
     "normalize_mouth",
+    "resample_in_time",
     "sample_negatives",
     "sync_data_config",
 ]
@@ -222,24 +223,46 @@ def audio_feature_windows(
     return feats[index].astype(np.float32), valid
 
 
+def resample_in_time(values: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarray:
+    """Linear interpolation of per-frame values ``[T, ...]`` from ``src_fps`` to ``dst_fps``.
+
+    Frame ``k`` sits at ``k / fps`` seconds; the output has the frames of ``dst_fps`` that fall in
+    ``[0, (T - 1) / src_fps]``: ``floor((T - 1) * dst_fps / src_fps) + 1`` of them.
+    """
+    values = np.asarray(values, np.float64)
+    if src_fps <= 0 or dst_fps <= 0 or len(values) == 0:
+        raise ValueError(f"need fps > 0 and frames; got {src_fps}, {dst_fps}, {values.shape}")
+    num = int(np.floor((len(values) - 1) * dst_fps / src_fps + 1e-9)) + 1
+    position = np.arange(num) * src_fps / dst_fps  # in source frames
+    lo = np.minimum(np.floor(position).astype(np.int64), len(values) - 1)
+    hi = np.minimum(lo + 1, len(values) - 1)
+    w = (position - lo).reshape((-1,) + (1,) * (values.ndim - 1))
+    return (1.0 - w) * values[lo] + w * values[hi]
+
+
 def clip_from_arrays(
     name: str,
     mouth: np.ndarray,
     audio: np.ndarray,
     fps: float = 25.0,
     *,
+    landmark_fps: float | None = None,
     features: str = "mfcc",
     window: int = 5,
     group: int = 0,
 ) -> SyncClip:
-    """A :class:`SyncClip` from mouth landmarks ``[T, 20, 2]`` (points 48-67, any pixel or metric
-    units) and 16 kHz audio ``[num_samples]`` of the same ``T / fps`` seconds.
+    """A :class:`SyncClip` from mouth landmarks ``[T, 20, 2]`` (points 48-67, image axes: y
+    down, any pixel or metric units) and 16 kHz audio ``[num_samples]`` starting at the same time.
 
     For MediaPipe Face Mesh landmarks ``[T, 478, >=2]`` pass ``lms[:, MEDIAPIPE_MOUTH, :2]``.
+    Landmarks tracked at another rate (``landmark_fps``) are resampled in time to ``fps``, the
+    rate the encoders were trained at (their windows span a fixed number of frames).
     """
     mouth = np.asarray(mouth, np.float32)
     if mouth.ndim != 3 or mouth.shape[1:] != (20, 2):
         raise ValueError(f"{name}: mouth landmarks must be [T, 20, 2], got {mouth.shape}")
+    if landmark_fps is not None and landmark_fps != fps:
+        mouth = resample_in_time(mouth, landmark_fps, fps)
     windows, valid = audio_feature_windows(audio, len(mouth), fps, features, window)
     return _clip(name, windows, valid, mouth, window, group)
 

@@ -239,7 +239,9 @@ def build_task(
     if workdir is not None and jax.process_index() == 0:
         write_json_atomic(pathlib.Path(workdir) / MODEL_FILE, info)
     tx = make_optimizer(config.optim, config.train.steps)
-    graphdef = nnx.graphdef(build_model(config, info["audio_shape"], info["lip_shape"], 0))
+    graphdef = nnx.graphdef(
+        nnx.eval_shape(lambda: build_model(config, info["audio_shape"], info["lip_shape"], 0))
+    )
     loss_name, temperature = config.loss.name, float(config.loss.temperature)
 
     def init_fn():
@@ -378,11 +380,12 @@ def load_sync_encoder(init_from: str | pathlib.Path) -> SyncEncoder:
         )
     config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
     info = json.loads((workdir / MODEL_FILE).read_text())
-    model = build_model(config, info["audio_shape"], info["lip_shape"], 0)
+    # Shapes only: the parameters come from the checkpoint.
+    model = nnx.eval_shape(lambda: build_model(config, info["audio_shape"], info["lip_shape"], 0))
     graphdef = nnx.graphdef(model)
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     tx = make_optimizer(config.optim, config.train.steps)
-    abstract = jax.eval_shape(lambda: TrainState.create(params, tx))
+    abstract = jax.eval_shape(lambda p: TrainState.create(p, tx), params)
     ckpt = Checkpointer(ckpt_dir, async_save=False)
     try:
         step = ckpt.latest_step()
