@@ -169,3 +169,12 @@ def test_nnx_params_round_trip_through_checkpoint(tmp_path):
     ckpt.close()
     assert data_state == {"next_index": 7}
     jax.tree.map(np.testing.assert_array_equal, restored, params)
+
+
+def test_failing_data_setup_leaves_no_workdir(tmp_path):
+    def broken(config, mesh):
+        raise FileNotFoundError("no such dataset: /nowhere")
+
+    with pytest.raises(FileNotFoundError):
+        loop.train(toy_config(steps=2), tmp_path / "run", broken)
+    assert not (tmp_path / "run").exists()

@@ -116,13 +116,14 @@ def train(
     primary = jax.process_index() == 0
     workdir = pathlib.Path(workdir)
 
-    # --- workdir -----------------------------------------------------------------------------
-    prepare_workdir(workdir, config, write=primary)
+    # --- workdir: refuse a different run before any work, write only once the task exists ----
+    prepare_workdir(workdir, config, write=False)
     tcfg = config.train
     total = int(tcfg.steps)
 
     # --- model, optimiser, data --------------------------------------------------------------
-    task = build_task(config, mesh)
+    task = build_task(config, mesh)  # bad data stops here, leaving no half-made workdir
+    prepare_workdir(workdir, config, write=primary)
     abstract = jax.eval_shape(task.init_fn)
     state_sh = sharding_lib.state_shardings(abstract, mesh, task.state_sharding)
     batch_sh = sharding_lib.batch_sharding(mesh)
