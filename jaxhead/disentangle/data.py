@@ -23,9 +23,9 @@ the scenes here sample new people with the same generator. Groups and the held-o
 as one vector ``[mouth part, eye part]``. Sources: the synthetic VOCASET-format set's 68 landmark
 vertices (unposed 3D, like the 3DMM landmarks of DFA-NeRF; ground-truth jaw/lip/blink for the
 probe) or a real MediaPipe-478 sequence (held-out tail; the probe uses measured mouth and eye
-openings). Each face is normalised by its outer eye corners (centre, in-plane roll, scale: points
-that neither the mouth nor the eyelids move), then standardised per coordinate with train-split
-statistics.
+openings). Each face is normalised by a reference pair of points that neither the mouth nor the
+eyelids move (centre, in-plane roll, scale; the layout's ``corners``), then standardised per
+coordinate with train-split statistics.
 """
 
 from __future__ import annotations
@@ -309,11 +309,13 @@ class GroupBatches:
 # Landmarks
 # --------------------------------------------------------------------------------------------
 
-# 68-point (iBUG) layout of the synthetic heads: 36-47 eyes, 48-67 lips; outer eye corners 36, 45.
+# 68-point (iBUG) layout of the synthetic heads: 36-47 eyes, 48-67 lips. The reference pair is
+# the outer brow ends 17 / 26: on the synthetic heads the lids move the eye corners slightly
+# (blinks would leak into every normalised point), the brows move with nothing but identity.
 IBUG68 = {
     "mouth": tuple(range(48, 68)),
     "eyes": tuple(range(36, 48)),
-    "corners": (36, 45),
+    "corners": (17, 26),
     "size": 68,
 }
 # MediaPipe Face Mesh (478 with irises): the lip and eye contours of its FACEMESH_LIPS /
@@ -334,15 +336,15 @@ LAYOUTS = {"ibug68": IBUG68, "mediapipe478": MEDIAPIPE478}
 
 
 def normalize_faces(points: np.ndarray, corners: tuple[int, int]) -> np.ndarray:
-    """Removes position, in-plane roll and scale using the two outer eye corners.
+    """Removes position, in-plane roll and scale using a left/right reference pair of points.
 
     Args:
       points: ``[N, P, C]`` landmarks, ``C`` 2 or 3 (x, y[, z]).
-      corners: indices of the outer eye corners.
+      corners: indices of the reference pair (left, right), e.g. the outer eye corners.
 
     Returns:
-      ``[N, P, C]``: the corners' midpoint at the origin, the corner line along +x in the x-y
-      plane, corner distance 1.
+      ``[N, P, C]``: the pair's midpoint at the origin, the pair's x-y direction along +x, pair
+      distance 1.
     """
     points = np.asarray(points, np.float64)
     if points.ndim != 3 or points.shape[-1] not in (2, 3):
@@ -352,7 +354,7 @@ def normalize_faces(points: np.ndarray, corners: tuple[int, int]) -> np.ndarray:
     delta = right - left
     scale = np.linalg.norm(delta, axis=-1)  # [N]
     if np.any(scale < 1e-9):
-        raise ValueError("landmarks with coincident eye corners cannot be normalised")
+        raise ValueError("landmarks with coincident reference points cannot be normalised")
     angle = np.arctan2(delta[:, 1], delta[:, 0])  # [N]
     cos, sin = np.cos(-angle), np.sin(-angle)
     out = points - centre[:, None]
@@ -374,7 +376,8 @@ def landmark_parts(points: np.ndarray, layout: dict) -> tuple[np.ndarray, np.nda
 
 
 def measured_openings(points: np.ndarray, layout: dict) -> dict[str, np.ndarray]:
-    """Mouth and eye openings ``[N, 1]`` in eye-corner units (real data has no true factors)."""
+    """Mouth and eye openings ``[N, 1]`` in reference-pair units (real data has no true
+    factors)."""
     norm = normalize_faces(points, layout["corners"])
     a, b = layout["mouth_open"]
     mouth = np.linalg.norm(norm[:, a] - norm[:, b], axis=-1)
