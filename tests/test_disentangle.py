@@ -8,69 +8,83 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxhead.disentangle import losses, probe
+from jaxhead.disentangle import data, losses, probe
 from jaxhead.disentangle.models import CodeExtractor, LandmarkAutoencoder, unit_rms
 
 # --- factor InfoNCE ------------------------------------------------------------------------------
 
 
-def reference_factor_info_nce(codes, factor, tau):
+def reference_factor_info_nce(codes, shares, tau):
     """Slow float64 loop over groups and positives."""
     codes = np.asarray(codes, np.float64)
     unit = codes / np.linalg.norm(codes, axis=-1, keepdims=True)
     g_count, s_count, _ = codes.shape
     total, count = 0.0, 0
-    for j in range(s_count - 1):
-        if j == factor:
+    for p in range(1, s_count):
+        if not shares[p]:
             continue
         for g in range(g_count):
-            negatives = [unit[g, 1 + factor]] + [
-                unit[h, s] for h in range(g_count) if h != g for s in range(s_count)
-            ]
-            logits = np.array([unit[g, 0] @ unit[g, 1 + j]] + [unit[g, 0] @ n for n in negatives])
+            negatives = [unit[g, s] for s in range(s_count) if not shares[s]]
+            negatives += [unit[h, s] for h in range(g_count) if h != g for s in range(s_count)]
+            logits = np.array([unit[g, 0] @ unit[g, p]] + [unit[g, 0] @ n for n in negatives])
             logits = logits / tau
             total += np.log(np.sum(np.exp(logits - logits.max()))) + logits.max() - logits[0]
             count += 1
     return total / count
 
 
+def test_group_sharing_table_matches_the_paper():
+    # Expression head: "different people, same expression" is positive ...
+    ex = dict(zip(data.GROUP_SLOTS, data.SHARES[data.CODE_FACTORS.index("ex")], strict=True))
+    assert ex["keep_ex"] and ex["change_id"] and ex["change_al"] and ex["change_ill"]
+    # ... "same person, different expression" negative, as are images keeping another factor.
+    assert not ex["change_ex"] and not ex["keep_id"] and not ex["keep_al"]
+
+
 def test_factor_info_nce_matches_reference_loop_and_jit():
-    codes = jax.random.normal(jax.random.key(0), (3, 5, 6))
-    every = jax.jit(lambda c: jnp.stack([losses.factor_info_nce(c, k, 0.3) for k in range(4)]))
+    codes = jax.random.normal(jax.random.key(0), (3, 9, 6))
+    every = jax.jit(
+        lambda c: jnp.stack([losses.factor_info_nce(c, shares, 0.3) for shares in data.SHARES])
+    )
     jitted = every(codes)
-    for factor in range(4):
-        expected = reference_factor_info_nce(codes, factor, 0.3)
-        np.testing.assert_allclose(jitted[factor], expected, rtol=1e-5)
-    np.testing.assert_allclose(losses.factor_info_nce(codes, 2, 0.3), jitted[2], rtol=1e-6)
+    for k, shares in enumerate(data.SHARES):
+        expected = reference_factor_info_nce(codes, shares, 0.3)
+        np.testing.assert_allclose(jitted[k], expected, rtol=1e-5)
+    eager = losses.factor_info_nce(codes, data.SHARES[2], 0.3)
+    np.testing.assert_allclose(eager, jitted[2], rtol=1e-6)
 
 
 def test_factor_info_nce_analytic_cases():
-    groups, slots, factor, tau = 3, 5, 1, 0.5
-    num_negatives = 1 + (groups - 1) * slots
+    groups, tau = 3, 0.5
+    shares = np.array([True, False, True, True, False])
+    slots = len(shares)
+    num_negatives = 2 + (groups - 1) * slots
     # All codes equal: every logit is 1/τ, the loss is log(N + 1).
     same = jnp.ones((groups, slots, 4))
     np.testing.assert_allclose(
-        losses.factor_info_nce(same, factor, tau), np.log(num_negatives + 1), rtol=1e-6
+        losses.factor_info_nce(same, shares, tau), np.log(num_negatives + 1), rtol=1e-6
     )
-    # Perfect head: the anchor and the images sharing the factor are one direction per group,
-    # the hard negative and every other group orthogonal to it -> log(1 + N exp(-1/τ)).
+    # Perfect head: the images sharing the factor are one direction per group, the others and
+    # every other group orthogonal to it -> log(1 + N exp(-1/τ)).
     basis = np.eye(2 * groups)
     codes = np.zeros((groups, slots, 2 * groups))
     for g in range(groups):
         codes[g] = basis[2 * g]
-        codes[g, 1 + factor] = basis[2 * g + 1]
+        codes[g, ~shares] = basis[2 * g + 1]
     expected = np.log(1 + num_negatives * np.exp(-1.0 / tau))
-    np.testing.assert_allclose(losses.factor_info_nce(codes, factor, tau), expected, rtol=1e-6)
-    assert float(losses.factor_accuracy(jnp.asarray(codes), factor)) == 1.0
-    # The same codes read by another head (whose "positives" include the orthogonal slot).
-    assert float(losses.factor_accuracy(jnp.asarray(codes), 0)) == 0.0
+    np.testing.assert_allclose(losses.factor_info_nce(codes, shares, tau), expected, rtol=1e-6)
+    assert float(losses.factor_accuracy(jnp.asarray(codes), shares)) == 1.0
+    # The same codes read with the opposite sharing: every positive loses.
+    flipped = ~shares
+    flipped[0] = True
+    assert float(losses.factor_accuracy(jnp.asarray(codes), flipped)) == 0.0
 
 
 def test_factor_info_nce_rejects_bad_shapes():
-    with pytest.raises(ValueError, match="out of range"):
-        losses.factor_info_nce(jnp.ones((2, 5, 3)), 4, 0.5)
+    with pytest.raises(ValueError, match="shares has shape"):
+        losses.factor_info_nce(jnp.ones((2, 5, 3)), data.SHARES[0], 0.5)
     with pytest.raises(ValueError, match=">= 2 groups"):
-        losses.factor_info_nce(jnp.ones((1, 5, 3)), 0, 0.5)
+        losses.factor_info_nce(jnp.ones((1, 9, 3)), data.SHARES[0], 0.5)
 
 
 # --- swap loss (paper 001 eq. 2) -----------------------------------------------------------------

@@ -70,16 +70,19 @@ def test_identity_and_expression_changes_move_the_geometry(variations, renderer)
 
 def test_render_groups_layout_and_factors(renderer):
     groups = data.render_groups(renderer, 2, seed=3, pose_jitter=1.0)
-    assert groups["images"].shape == (2, 5, 32, 32, 3) and groups["images"].dtype == np.uint8
+    assert groups["images"].shape == (2, 9, 32, 32, 3) and groups["images"].dtype == np.uint8
     names = {"id": "identity", "ex": "expression", "al": "albedo", "ill": "illumination"}
     for g in range(2):
         for k, factor in enumerate(data.CODE_FACTORS):
-            for name in names.values():
+            for s, slot in enumerate(data.GROUP_SLOTS[1:], start=1):
                 same = np.array_equal(
-                    groups[f"factor_{name}"][g, 0], groups[f"factor_{name}"][g, 1 + k]
+                    groups[f"factor_{names[factor]}"][g, 0], groups[f"factor_{names[factor]}"][g, s]
                 )
-                assert same == (name != names[factor]), (factor, name)
-            assert not np.array_equal(groups["factor_pose"][g, 0], groups["factor_pose"][g, 1 + k])
+                assert same == data.SHARES[k][s], (factor, slot)
+                assert not np.array_equal(groups["factor_pose"][g, 0], groups["factor_pose"][g, s])
+            kept = [n for n in names.values() if np.array_equal(
+                groups[f"factor_{n}"][g, 0], groups[f"factor_{n}"][g, 5 + k])]  # fmt: skip
+            assert kept == [names[factor]]  # "keep f" shares f and nothing else
     again = data.render_groups(renderer, 2, seed=3, pose_jitter=1.0)
     np.testing.assert_array_equal(again["images"], groups["images"])
 

@@ -8,13 +8,18 @@ changes exactly one code factor:
 * ``id``  — another identity's geometry (shape parameters), same albedo, light, expression, pose;
 * ``ex``  — another expression ``(jaw_open, lip_round, blink)`` of the same person;
 * ``al``  — re-coloured with another subject's albedo, same geometry;
-* ``ill`` — re-lit with another SH illumination, same geometry and albedo.
+* ``ill`` — re-lit with another SH illumination, same geometry and albedo;
 
-A *group* is an anchor and its four variations (``[1 + 4]`` images), each rendered with
+and :func:`keep` resamples every factor but one. A *group* (:data:`GROUP_SLOTS`, 9 images) is an
+anchor, its four single-factor changes and its four keep-one-factor images. For the head of
+factor ``k`` the group holds exactly what the paper asks for: positives share ``k`` with the
+anchor (``keep k``: "different people, same expression" for the expression head; and the changes
+of the other factors), negatives do not (``change k``: "same person, different expression"; and
+the images that keep another factor). :data:`SHARES` is that table. Images are rendered with
 :func:`jaxhead.data.raster.render_mesh` as :meth:`jaxhead.data.voca.VocaSet.render` renders the
 synthetic dataset (frontal world camera at the dataset's distance and field of view, white
-background). Optionally every variation also gets a fresh small head pose, so that no head can use
-pose (a nuisance factor the NeRF models as camera motion) to tell images apart. The synthetic
+background); every image but the anchor gets its own small head pose, so that no head can use pose
+(a nuisance factor the NeRF models as camera motion) to tell images apart. The synthetic
 VOCASET-format set itself has only a handful of identities, too few to learn an identity code;
 the scenes here sample new people with the same generator. Groups and the held-out probe images
 (independent scenes) are rendered once and cached like the NeRF frames.
@@ -47,7 +52,7 @@ from jaxhead.data.voca import load_voca
 CODE_FACTORS = ("id", "ex", "al", "ill")
 # The true factor group each code should hold (probe columns), and the nuisance factor.
 TRUE_FACTORS = {"id": "identity", "ex": "expression", "al": "albedo", "ill": "illumination"}
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,6 +111,34 @@ def vary(scene: dict, factor: str, rng: np.random.Generator) -> dict:
     fresh = sample_scene(rng)
     new[_FACTOR_KEYS[factor]] = fresh[_FACTOR_KEYS[factor]]
     return new
+
+
+def keep(scene: dict, factor: str, rng: np.random.Generator, pose_scale: float = 1.0) -> dict:
+    """A fresh scene (new pose too) that shares only the factor of code ``factor`` with
+    ``scene``."""
+    if factor not in _FACTOR_KEYS:
+        raise ValueError(f"unknown factor {factor!r}; use one of {CODE_FACTORS}")
+    new = sample_scene(rng, pose_scale)
+    new[_FACTOR_KEYS[factor]] = scene[_FACTOR_KEYS[factor]]
+    return new
+
+
+# Slots of a group: the anchor, "change f" for each factor, "keep f" for each factor.
+GROUP_SLOTS = (
+    ("anchor",)
+    + tuple(f"change_{f}" for f in CODE_FACTORS)
+    + tuple(f"keep_{f}" for f in CODE_FACTORS)
+)
+# SHARES[k][s]: slot s shows the anchor's value of factor k (slot 0 is the anchor itself).
+SHARES = tuple(
+    tuple(
+        slot == "anchor"
+        or (slot.startswith("change_") and slot != f"change_{f}")
+        or slot == f"keep_{f}"
+        for slot in GROUP_SLOTS
+    )
+    for f in CODE_FACTORS
+)
 
 
 def with_new_pose(scene: dict, rng: np.random.Generator, scale: float) -> dict:
@@ -182,24 +215,25 @@ def _to_uint8(rgb: np.ndarray) -> np.ndarray:
 
 
 def make_group(rng: np.random.Generator, pose_jitter: float, pose_scale: float) -> list[dict]:
-    """``[anchor] + [vary(anchor, f) for f in CODE_FACTORS]`` (each with a fresh pose when
-    ``pose_jitter > 0``)."""
+    """The :data:`GROUP_SLOTS` scenes of one group: anchor, ``vary(anchor, f)`` (each with a fresh
+    pose scaled by ``pose_jitter``; 0 keeps the anchor's), ``keep(anchor, f)``."""
     anchor = sample_scene(rng, pose_scale)
-    group = [anchor] + [vary(anchor, f, rng) for f in CODE_FACTORS]
+    changed = [vary(anchor, f, rng) for f in CODE_FACTORS]
     if pose_jitter > 0:
-        group = [group[0]] + [with_new_pose(s, rng, pose_jitter) for s in group[1:]]
-    return group
+        changed = [with_new_pose(s, rng, pose_jitter) for s in changed]
+    kept = [keep(anchor, f, rng, pose_scale) for f in CODE_FACTORS]
+    return [anchor, *changed, *kept]
 
 
 def render_groups(
     renderer: SceneRenderer, num_groups: int, seed: int, pose_jitter: float = 1.0,
     pose_scale: float = 1.0, progress: bool = False,
 ) -> dict[str, np.ndarray]:  # fmt: skip
-    """``images`` uint8 ``[G, 5, H, W, 3]`` of :func:`make_group` groups plus their factors
-    (``[G, 5, ...]`` per group of :func:`true_factors`)."""
+    """``images`` uint8 ``[G, 9, H, W, 3]`` of :func:`make_group` groups plus their factors
+    (``factor_<name>`` ``[G, 9, ...]`` per group of :func:`true_factors`)."""
     rng = np.random.default_rng([seed, 1])
-    size = renderer.image_size
-    images = np.zeros((num_groups, 1 + len(CODE_FACTORS), size, size, 3), np.uint8)
+    size, slots = renderer.image_size, len(GROUP_SLOTS)
+    images = np.zeros((num_groups, slots, size, size, 3), np.uint8)
     scenes = []
     for g in tqdm.trange(num_groups, desc="render groups", disable=not progress, leave=False):
         group = make_group(rng, pose_jitter, pose_scale)
@@ -207,8 +241,7 @@ def render_groups(
             images[g, s] = _to_uint8(renderer.render(scene).rgb)
         scenes.extend(group)
     factors = {
-        k: v.reshape((num_groups, 1 + len(CODE_FACTORS)) + v.shape[1:])
-        for k, v in true_factors(scenes).items()
+        k: v.reshape((num_groups, slots) + v.shape[1:]) for k, v in true_factors(scenes).items()
     }
     return {"images": images, **{f"factor_{k}": v for k, v in factors.items()}}
 
@@ -233,9 +266,9 @@ def extractor_data_config() -> ml_collections.ConfigDict:
         {
             "image_size": 64,
             "supersample": 2,
-            "num_groups": 1200,  # training groups of 1 + 4 images
+            "num_groups": 800,  # training groups of 9 images (GROUP_SLOTS)
             "probe_images": 800,  # independent held-out scenes, split in half for the probe
-            "pose_jitter": 1.0,  # fresh pose per variation (x sample_pose's ranges), 0: shared
+            "pose_jitter": 1.0,  # fresh pose per change (x sample_pose's ranges), 0: anchor's
             "pose_scale": 1.0,
             "mesh_rows": 36,
             "mesh_cols": 48,
@@ -281,7 +314,7 @@ def load_extractor_data(config: ml_collections.ConfigDict, cache_dir: str = "", 
 
 
 class GroupBatches:
-    """Resumable iterator of ``{"images": uint8 [B, 5, H, W, 3]}`` (groups drawn without
+    """Resumable iterator of ``{"images": uint8 [B, 9, H, W, 3]}`` (groups drawn without
     replacement within a batch; batch ``n`` depends only on ``(seed, n)``)."""
 
     def __init__(self, images: np.ndarray, batch_size: int, seed: int):

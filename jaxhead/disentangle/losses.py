@@ -1,11 +1,10 @@
 """Losses of the disentangle stage (pure): factor-wise InfoNCE and the landmark swap loss.
 
 * :func:`factor_info_nce` pre-trains one head of the latent-code extractor (paper 000 sec. 3.3,
-  "Disentangled Loss"). A *group* is an anchor image followed by one image per factor, each
-  differing from the anchor in exactly that factor. For the head of factor ``k`` the images that
-  changed another factor share ``k`` with the anchor (positives: e.g. "different people, same
-  expression" for the expression head), the image that changed ``k`` is the hard negative ("same
-  person, different expression"), and every image of the other groups is a further negative.
+  "Disentangled Loss"): within a group of images whose factors are known, the images that show the
+  anchor's value of the head's factor are positives ("different people, same expression" for the
+  expression head), the others negatives ("same person, different expression"), and every image
+  of the other groups is a further negative (:mod:`jaxhead.disentangle.data` builds the groups).
 * :func:`swap_reconstruction_loss` is paper 001 eq. 2: the landmark autoencoder reconstructs
   faces A and B from their own embeddings and the two swapped combinations, with L1.
 """
@@ -27,35 +26,36 @@ def other_group_indices(num_groups: int, group_size: int) -> np.ndarray:
     return np.stack([np.delete(flat, g, axis=0).ravel() for g in range(num_groups)])
 
 
-def factor_info_nce(codes: jax.Array, factor: int, temperature: float) -> jax.Array:
-    """InfoNCE of one extractor head over groups of single-factor variations.
+def factor_info_nce(codes: jax.Array, shares, temperature: float) -> jax.Array:
+    """InfoNCE of one extractor head over groups with known factor sharing.
 
     Args:
-      codes: ``[G, 1 + K, D]`` this head's codes of ``G`` groups; slot 0 is the anchor, slot
-        ``1 + j`` the anchor with factor ``j`` (of ``K``) changed. ``G >= 2``.
-      factor: the head's own factor index ``k`` in ``[0, K)``.
+      codes: ``[G, S, D]`` this head's codes of ``G >= 2`` groups of ``S`` images; slot 0 is the
+        anchor.
+      shares: ``[S]`` static booleans: slot ``s`` shows the anchor's value of the head's factor
+        (``shares[0]`` is the anchor itself). At least one other slot must share.
       temperature: τ of the cosine-similarity logits.
 
     Returns:
-      scalar: the mean over the ``K - 1`` positives (slots ``1 + j``, ``j != k``) of
-      :func:`jaxhead.sync.losses.info_nce` with negatives ``[slot 1 + k] + other groups``.
+      scalar: the mean over the positive slots (``s >= 1`` with ``shares[s]``) of
+      :func:`jaxhead.sync.losses.info_nce` with negatives ``[non-sharing slots of the group] +
+      [every slot of the other groups]``.
     """
     num_groups, group_size, dim = codes.shape
-    num_factors = group_size - 1
-    if not 0 <= factor < num_factors:
-        raise ValueError(f"factor {factor} out of range for {num_factors} factors")
-    if num_groups < 2 or num_factors < 2:
-        raise ValueError(f"need >= 2 groups and >= 2 factors, got codes of shape {codes.shape}")
+    shares = np.asarray(shares, bool)
+    if shares.shape != (group_size,):
+        raise ValueError(f"shares has shape {shares.shape}, expected ({group_size},)")
+    positives = np.flatnonzero(shares[1:]) + 1
+    if num_groups < 2 or not len(positives):
+        raise ValueError(
+            f"need >= 2 groups and >= 1 positive slot, got codes {codes.shape}, shares {shares}"
+        )
     anchor = codes[:, 0]
     others = codes.reshape(num_groups * group_size, dim)[
         other_group_indices(num_groups, group_size)
     ]  # [G, (G-1) S, D]
-    negatives = jnp.concatenate([codes[:, 1 + factor][:, None], others], axis=1)
-    losses = [
-        info_nce(anchor, codes[:, 1 + j], negatives, temperature)
-        for j in range(num_factors)
-        if j != factor
-    ]
+    negatives = jnp.concatenate([codes[:, np.flatnonzero(~shares)], others], axis=1)
+    losses = [info_nce(anchor, codes[:, s], negatives, temperature) for s in positives]
     return sum(losses) / len(losses)
 
 
@@ -65,25 +65,21 @@ def _cosine(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.sum(a * b, axis=-1)
 
 
-def factor_accuracy(codes: jax.Array, factor: int) -> jax.Array:
-    """Fraction of (anchor, positive) pairs more similar than the group's hard negative.
+def factor_accuracy(codes: jax.Array, shares) -> jax.Array:
+    """Fraction of (anchor, positive) pairs more similar than every negative of their group.
 
     Args:
-      codes: ``[G, 1 + K, D]`` as in :func:`factor_info_nce`.
-      factor: the head's factor ``k``.
+      codes: ``[G, S, D]`` and ``shares`` ``[S]`` as in :func:`factor_info_nce`.
 
     Returns:
-      scalar in ``[0, 1]``; 1 when every image sharing ``k`` with the anchor is closer to it
-      (cosine) than the image that changed only ``k``.
+      scalar in ``[0, 1]``; 1 when every image sharing the factor with the anchor is closer to it
+      (cosine) than all images of the group that do not.
     """
-    anchor = codes[:, 0]
-    hard = _cosine(anchor, codes[:, 1 + factor])  # [G]
-    wins = [
-        (_cosine(anchor, codes[:, 1 + j]) > hard).astype(jnp.float32)
-        for j in range(codes.shape[1] - 1)
-        if j != factor
-    ]
-    return jnp.mean(jnp.stack(wins))
+    shares = np.asarray(shares, bool)
+    similarity = _cosine(codes[:, :1], codes)  # [G, S]
+    hardest = jnp.max(similarity[:, np.flatnonzero(~shares)], axis=1, keepdims=True)  # [G, 1]
+    positives = np.flatnonzero(shares[1:]) + 1
+    return jnp.mean((similarity[:, positives] > hardest).astype(jnp.float32))
 
 
 def l1(pred: jax.Array, target: jax.Array) -> jax.Array:

@@ -94,7 +94,7 @@ def extractor_codes(graphdef, params, images: jax.Array) -> dict[str, jax.Array]
 
 
 def make_extractor_step(graphdef, tx, temperature: float):
-    """``train_step(state, {"images": uint8 [G, 5, H, W, 3]}) -> (state, metrics)``."""
+    """``train_step(state, {"images": uint8 [G, 9, H, W, 3]}) -> (state, metrics)``."""
 
     def train_step(state: TrainState, batch):
         images = batch["images"].astype(jnp.float32) / 255.0
@@ -105,7 +105,7 @@ def make_extractor_step(graphdef, tx, temperature: float):
             codes = model(images.reshape((groups * slots,) + images.shape[2:]))
             codes = {k: v.reshape(groups, slots, -1) for k, v in codes.items()}
             terms = {
-                f"loss_{name}": losses.factor_info_nce(codes[name], k, temperature)
+                f"loss_{name}": losses.factor_info_nce(codes[name], data_lib.SHARES[k], temperature)
                 for k, name in enumerate(data_lib.CODE_FACTORS)
             }
             return sum(terms.values()) / len(terms), (terms, codes)
@@ -113,7 +113,7 @@ def make_extractor_step(graphdef, tx, temperature: float):
         (loss, (terms, codes)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         new_state, updates = state.apply_gradients(grads, tx)
         for k, name in enumerate(data_lib.CODE_FACTORS):
-            terms[f"accuracy_{name}"] = losses.factor_accuracy(codes[name], k)
+            terms[f"accuracy_{name}"] = losses.factor_accuracy(codes[name], data_lib.SHARES[k])
         return new_state, _metrics(loss, terms, grads, new_state, updates)
 
     return train_step
