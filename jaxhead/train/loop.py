@@ -8,6 +8,7 @@ trainer: mesh -> workdir -> model/opt -> shard -> update step -> checkpoint -> l
 from __future__ import annotations
 
 import dataclasses
+import faulthandler
 import logging
 import math
 import pathlib
@@ -79,6 +80,7 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
             "keep_checkpoints": 3,
             "progress": True,
             "async_checkpoints": True,
+            "hang_dump_s": 900.0,  # dump all stacks if one step takes longer; 0 disables
         }
     )
     config.update(overrides)
@@ -168,6 +170,11 @@ def train(
         desc=workdir.name,
     )
     pending: list[tuple[int, Mapping[str, jax.Array]]] = []
+    # A step that never returns (a wedged runtime, a dead peer process) dumps every thread's stack
+    # to stderr every `hang_dump_s` seconds instead of hanging silently.
+    hang_dump_s = float(tcfg.get("hang_dump_s", 900.0))
+    if hang_dump_s > 0:
+        faulthandler.dump_traceback_later(hang_dump_s, repeat=True)
     try:
         for step in range(start + 1, total + 1):
             batch = sharding_lib.shard_batch(next(task.data), mesh)
@@ -195,7 +202,10 @@ def train(
                 ckpt.save(step, state, data_state)
             if sample_every and step % sample_every == 0 and task.write_samples and primary:
                 task.write_samples(state, step, workdir / "samples")
+            if hang_dump_s > 0:
+                faulthandler.dump_traceback_later(hang_dump_s, repeat=True)  # re-arm per step
     finally:
+        faulthandler.cancel_dump_traceback_later()
         ckpt.wait()
         writer.close()
 

@@ -23,6 +23,7 @@ RESUMABLE_KEYS = (
     "train.eval_every",
     "train.keep_checkpoints",
     "train.progress",
+    "train.hang_dump_s",
 )
 
 
