@@ -63,7 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval = ml_collections.ConfigDict({"ridge_alpha": 1e-2})
 
     if arg.model == "landmark_ae":
-        config.train.update(steps=3000, log_every=100, checkpoint_every=1000)
+        config.train.update(steps=6000, log_every=100, checkpoint_every=2000)
         config.data.batch_size = 64
     if arg.real:
         config.data.landmarks.source = "real478"

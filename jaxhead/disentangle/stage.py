@@ -212,18 +212,28 @@ def landmark_embed(graphdef, params, landmarks: jax.Array) -> tuple[jax.Array, j
     return nnx.merge(graphdef, params).encode(landmarks)
 
 
-def evaluate_landmark_ae(graphdef, params, split: dict, alpha: float) -> dict:
-    """Held-out reconstruction / swap L1 and the probe table of ``f_m`` and ``f_e``."""
+def evaluate_landmark_ae(graphdef, params, train: dict, test: dict, alpha: float) -> dict:
+    """Held-out reconstruction / swap L1 and the probe table of ``f_m`` and ``f_e`` (probes
+    fitted on the train split's codes, scored on the held-out split's)."""
     model = nnx.merge(graphdef, params)
-    mouth, eyes = jnp.asarray(split["mouth"]), jnp.asarray(split["eyes"])
+
+    def encode(split):
+        return model.encode(jnp.concatenate([split["mouth"], split["eyes"]], -1))
+
+    mouth, eyes = jnp.asarray(test["mouth"]), jnp.asarray(test["eyes"])
     n = len(mouth)
     partner = (np.arange(n) + n // 2) % n  # B = the face half the split away
     parts_a, parts_b = (mouth, eyes), (mouth[partner], eyes[partner])
-    codes_a = model.encode(jnp.concatenate(parts_a, -1))
+    codes_a = encode(test)
     codes_b = tuple(c[partner] for c in codes_a)
     terms = losses.swap_reconstruction_loss(model.decode, codes_a, codes_b, parts_a, parts_b)
-    codes = {"f_m": np.asarray(codes_a[0]), "f_e": np.asarray(codes_a[1])}
-    table = probe_codes(codes, split["factors"], alpha)
+    fitted = encode(train)
+    codes = {
+        "f_m": (np.asarray(fitted[0]), np.asarray(codes_a[0])),
+        "f_e": (np.asarray(fitted[1]), np.asarray(codes_a[1])),
+    }
+    factors = {k: (train["factors"][k], v) for k, v in test["factors"].items()}
+    table = probe.probe_table(codes, factors, alpha)
     return {
         "heldout_rec_l1": float(terms["rec"]) / 2,
         "heldout_swap_l1": float(terms["swap"]) / 2,
@@ -231,6 +241,7 @@ def evaluate_landmark_ae(graphdef, params, split: dict, alpha: float) -> dict:
         "own": LANDMARK_OWN,
         "summary": probe.diagonal_summary(table, LANDMARK_OWN),
         "heldout_faces": n,
+        "probe_train_faces": len(train["mouth"]),
     }
 
 
@@ -250,8 +261,9 @@ def _landmark_task(config, workdir) -> loop.Task:
 
     def evaluate(state):
         results = evaluate_landmark_ae(
-            graphdef, jax.device_get(state.params), lm["test"], float(config.eval.ridge_alpha)
-        )
+            graphdef, jax.device_get(state.params), lm["train"], lm["test"],
+            float(config.eval.ridge_alpha),
+        )  # fmt: skip
         results["source"] = config.data.landmarks.source
         _report(workdir, results, "Landmark autoencoder")
         return results
