@@ -138,6 +138,8 @@ def test_probe_recovers_a_known_linear_map_exactly():
     y = x @ w + np.array([1.0, -2.0, 0.5])
     r2 = probe.probe_r2(x[:200], y[:200], x[200:], y[200:], alpha=1e-10)
     np.testing.assert_allclose(r2, 1.0, atol=1e-9)
+    per_dim = probe.probe_r2_per_dim(x[:200], y[:200], x[200:], y[200:], alpha=1e-10)
+    np.testing.assert_allclose(per_dim, 1.0, atol=1e-9)
     params = probe.ridge_fit(x[:200], y[:200], alpha=1e-10)
     np.testing.assert_allclose(probe.ridge_predict(params, x[200:]), y[200:], atol=1e-6)
 

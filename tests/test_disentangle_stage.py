@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxhead.data import synthetic
+from jaxhead.data import head_model, synthetic
 from jaxhead.disentangle import data as data_lib
 from jaxhead.disentangle import stage
 from jaxhead.train import loop
@@ -70,23 +70,13 @@ def test_config_variants():
         config.model.nmae = "x"  # locked
 
 
-def test_extractor_smoke_resume_eval_and_loader(tmp_path):
-    def train_only(config, mesh):
-        task = stage.build_task(config, mesh)
-        task.evaluate = None
-        return task
-
-    straight = loop.train(tiny_config("smoke", tmp_path), tmp_path / "straight", train_only)
-
-    def killed(config, mesh):
-        task = stage.build_task(config, mesh, workdir=tmp_path / "run")
-        task.data = StopAfter(task.data, 3)
-        return task
-
-    with pytest.raises(KeyboardInterrupt):
-        loop.train(tiny_config("smoke", tmp_path), tmp_path / "run", killed)
-    resumed = stage.train(tiny_config("smoke", tmp_path), tmp_path / "run")
-    np.testing.assert_array_equal(flat(resumed), flat(straight))
+def test_extractor_smoke_eval_and_loader(tmp_path):
+    run = tmp_path / "run"
+    stage.train(tiny_config("smoke", tmp_path), run)
+    # Re-running the finished command resumes at the last step: nothing is trained or rewritten.
+    eval_time = (run / "eval.json").stat().st_mtime_ns
+    stage.train(tiny_config("smoke", tmp_path), run)
+    assert (run / "eval.json").stat().st_mtime_ns == eval_time
 
     run = tmp_path / "run"
     results = json.loads((run / "eval.json").read_text())
@@ -95,6 +85,7 @@ def test_extractor_smoke_resume_eval_and_loader(tmp_path):
         "identity", "expression", "albedo", "illumination", "pose",
     }  # fmt: skip
     assert all(np.isfinite(v) for row in results["probe"].values() for v in row.values())
+    assert list(results["own_per_dimension"]["C_id"]) == sorted(head_model.SHAPE_NAMES)
     assert (run / "probe.md").read_text().count("| C_") == 4
     assert (run / "probe.png").stat().st_size > 0
 
@@ -114,13 +105,32 @@ def test_extractor_smoke_resume_eval_and_loader(tmp_path):
         stage.load_extractor(tmp_path / "nothing")
 
 
-def test_landmark_ae_smoke_eval_and_loader(tmp_path):
+def test_landmark_ae_smoke_resume_eval_and_loader(tmp_path):
     root = synthetic.generate(tmp_path / "voca", 2, 2, 1.0, 0, mesh_rows=18, mesh_cols=24)
-    config = tiny_config("smoke,model=landmark_ae", tmp_path)
-    with config.unlocked():
-        config.data.landmarks.root = str(root)
+
+    def config():
+        config = tiny_config("smoke,model=landmark_ae", tmp_path)
+        with config.unlocked():
+            config.data.landmarks.root = str(root)
+        return config
+
+    def train_only(config, mesh):
+        task = stage.build_task(config, mesh)
+        task.evaluate = None
+        return task
+
+    straight = loop.train(config(), tmp_path / "straight", train_only)
     run = tmp_path / "ae"
-    stage.train(config, run)
+
+    def killed(config, mesh):
+        task = stage.build_task(config, mesh, workdir=run)
+        task.data = StopAfter(task.data, 3)
+        return task
+
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(config(), run, killed)
+    resumed = stage.train(config(), run)  # resumes from the step-2 checkpoint
+    np.testing.assert_array_equal(flat(resumed), flat(straight))
     results = json.loads((run / "eval.json").read_text())
     assert set(results["probe"]) == {"f_m", "f_e"}
     assert set(results["probe"]["f_m"]) == {"mouth", "blink", "identity"}

@@ -52,6 +52,11 @@ from jaxhead.data.voca import load_voca
 CODE_FACTORS = ("id", "ex", "al", "ill")
 # The true factor group each code should hold (probe columns), and the nuisance factor.
 TRUE_FACTORS = {"id": "identity", "ex": "expression", "al": "albedo", "ill": "illumination"}
+FACTOR_DIM_NAMES = {
+    "identity": head_model.SHAPE_NAMES,
+    "expression": head_model.EXPRESSION_NAMES,
+    "albedo": head_model.ALBEDO_NAMES,
+}
 _CACHE_VERSION = 2
 
 

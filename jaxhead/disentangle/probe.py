@@ -73,6 +73,13 @@ def probe_r2(x_train, y_train, x_test, y_test, alpha: float = 1e-2) -> float:
     return r2_score(y_test, ridge_predict(ridge_fit(x_train, y_train, alpha), x_test))
 
 
+def probe_r2_per_dim(x_train, y_train, x_test, y_test, alpha: float = 1e-2) -> list[float]:
+    """Held-out R² of each target dimension ``[F]`` (the terms :func:`probe_r2` averages)."""
+    pred = ridge_predict(ridge_fit(x_train, y_train, alpha), x_test)
+    y_test = np.asarray(y_test).reshape(len(y_test), -1)
+    return [r2_score(y_test[:, f], pred[:, f]) for f in range(y_test.shape[1])]
+
+
 def probe_table(
     codes: Mapping[str, tuple[np.ndarray, np.ndarray]],
     factors: Mapping[str, tuple[np.ndarray, np.ndarray]],

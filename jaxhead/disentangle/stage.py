@@ -148,7 +148,19 @@ def evaluate_extractor(code_fn, probe_set: dict, alpha: float) -> dict:
     names = [k for k in data_lib.CODE_FACTORS if k in codes]
     table = probe_codes({f"C_{k}": codes[k] for k in names}, factors, alpha)
     own = {f"C_{k}": data_lib.TRUE_FACTORS[k] for k in names}
-    return {"probe": table, "own": own, "summary": probe.diagonal_summary(table, own)}
+    cut = int(round(len(probe_set["images"]) * 0.5))  # the split of probe_codes
+    per_dim = {}
+    for k in names:  # which parameters of its own factor each code recovers
+        y = factors[data_lib.TRUE_FACTORS[k]]
+        r2 = probe.probe_r2_per_dim(codes[k][:cut], y[:cut], codes[k][cut:], y[cut:], alpha)
+        labels = data_lib.FACTOR_DIM_NAMES.get(data_lib.TRUE_FACTORS[k])
+        per_dim[f"C_{k}"] = dict(zip(labels or map(str, range(len(r2))), r2, strict=True))
+    return {
+        "probe": table,
+        "own": own,
+        "summary": probe.diagonal_summary(table, own),
+        "own_per_dimension": per_dim,
+    }
 
 
 def _extractor_task(config, workdir) -> loop.Task:
