@@ -1,7 +1,7 @@
 """Speed of the head NeRF: jaxhead vs a straightforward PyTorch implementation, side by side.
 
-    python benchmarks/bench_nerf.py                 # full table, ~10 minutes on 2 CPU cores
-    python benchmarks/bench_nerf.py --quick         # smoke run, ~2 minutes
+    python benchmarks/bench_nerf.py                 # full table, ~15 minutes on 2 CPU cores
+    python benchmarks/bench_nerf.py --quick         # smoke run, ~3 minutes (tiny batches)
     python benchmarks/bench_nerf.py --json out.json # also write the raw numbers
     python benchmarks/bench_nerf.py --xla-flags=""  # jaxhead with XLA's default CPU flags only
 
