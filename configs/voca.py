@@ -31,13 +31,16 @@ from jaxhead.train.config import base_config, parse_arg
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = parse_arg(arg, smoke=False, full=False)
-    config = base_config(seed=0, steps=3000, log_every=25, checkpoint_every=250, sample_every=500)
+    config = base_config(seed=0, steps=2500, log_every=25, checkpoint_every=250, sample_every=500)
     config.optim.learning_rate = 2e-3
     config.optim.schedule = "cosine"
     config.optim.warmup_steps = 50
     config.optim.grad_clip_norm = 1.0
 
     config.data = voca_frames_config()
+    # CPU budget (benchmarks/RESULTS.md): one frame pair (2 frames x 32² rays x 32 samples) per
+    # step keeps a step near half a second on 2 cores; use larger batches on accelerators.
+    config.data.batch_size = 1
     config.model = ml_collections.ConfigDict(
         {
             # Latent code sizes (paper 000: C_id, C_ex, C_al, C_ill); 0 drops a code.
@@ -50,8 +53,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "pos_freqs": 6,
             "feature_dim": 64,
             "render_size": (32, 32),
-            "num_coarse": 24,
-            "num_fine": 24,
+            "num_coarse": 16,
+            "num_fine": 16,
             "bound_radius": 0.2,
             "upsample": 4,
             "upsampler_widths": (64, 32),
