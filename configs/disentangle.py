@@ -69,8 +69,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.data.landmarks.source = "real478"
     if arg.smoke:
         config.data.extractor.update(
-            image_size=32, supersample=1, num_groups=24, probe_images=48, mesh_rows=18,
-            mesh_cols=24,
+            image_size=32, supersample=1, num_groups=24, probe_images=48, heldout_groups=4,
+            mesh_rows=18, mesh_cols=24,
         )  # fmt: skip
         config.model.extractor.update(channels=(8, 16), hidden=32)
         config.model.landmark_ae.update(hidden=(32,))

@@ -151,6 +151,18 @@ def test_probe_gives_about_zero_on_independent_noise():
     assert abs(r2) < 0.02
 
 
+def test_kernel_probe_reads_a_nonlinear_code_and_not_noise():
+    rng = np.random.default_rng(5)
+    angle = rng.uniform(-np.pi, np.pi, 600)
+    code = np.stack([np.cos(angle), np.sin(angle)], -1)  # a factor on a circle, as on a sphere
+    factor = np.sin(2 * angle)[:, None]  # = 2 sin cos: not linear in the code
+    linear = probe.probe_r2(code[:300], factor[:300], code[300:], factor[300:])
+    kernel = probe.kernel_probe_r2(code[:300], factor[:300], code[300:], factor[300:], 1e-4)
+    assert kernel > 0.98 and linear < 0.1
+    noise = rng.normal(size=(600, 1))
+    assert abs(probe.kernel_probe_r2(code[:300], noise[:300], code[300:], noise[300:])) < 0.05
+
+
 def test_r2_score_reference():
     rng = np.random.default_rng(2)
     y, pred = rng.normal(size=(50, 3)), rng.normal(size=(50, 3))

@@ -86,6 +86,11 @@ def test_extractor_smoke_eval_and_loader(tmp_path):
     }  # fmt: skip
     assert all(np.isfinite(v) for row in results["probe"].values() for v in row.values())
     assert list(results["own_per_dimension"]["C_id"]) == sorted(head_model.SHAPE_NAMES)
+    assert set(results["probe_kernel"]) == set(results["probe"])
+    accuracy = results["heldout_group_accuracy"]
+    assert set(accuracy) == {"id", "ex", "al", "ill"} and all(
+        0 <= v <= 1 for v in accuracy.values()
+    )
     assert (run / "probe.md").read_text().count("| C_") == 4
     assert (run / "probe.png").stat().st_size > 0
 

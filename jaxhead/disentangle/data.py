@@ -273,6 +273,7 @@ def extractor_data_config() -> ml_collections.ConfigDict:
             "supersample": 2,
             "num_groups": 800,  # training groups of 9 images (GROUP_SLOTS)
             "probe_images": 800,  # independent held-out scenes, split in half for the probe
+            "heldout_groups": 100,  # held-out groups for the per-head retrieval accuracy
             "pose_jitter": 1.0,  # fresh pose per change (x sample_pose's ranges), 0: anchor's
             "pose_scale": 1.0,
             "mesh_rows": 36,
@@ -282,8 +283,8 @@ def extractor_data_config() -> ml_collections.ConfigDict:
     )
 
 
-def _cached(config, cache_dir: str, kind: str, make) -> dict[str, np.ndarray]:
-    settings = {k: config[k] for k in sorted(config.keys())}
+def _cached(config, cache_dir: str, kind: str, make, ignore=()) -> dict[str, np.ndarray]:
+    settings = {k: config[k] for k in sorted(config.keys()) if k not in ignore}
     digest = hashlib.sha256(
         json.dumps([_CACHE_VERSION, kind, settings], sort_keys=True).encode()
     ).hexdigest()[:16]
@@ -305,16 +306,26 @@ def _cached(config, cache_dir: str, kind: str, make) -> dict[str, np.ndarray]:
 
 
 def load_extractor_data(config: ml_collections.ConfigDict, cache_dir: str = "", progress=True):
-    """``(groups, probe)`` arrays of :func:`render_groups` / :func:`render_probe_set`, cached."""
+    """``(groups, probe)``: training groups (:func:`render_groups`) and held-out data: scenes
+    (:func:`render_probe_set`) plus ``group_images`` of ``heldout_groups`` new groups; cached."""
     renderer = SceneRenderer(
         config.image_size, config.supersample, config.mesh_rows, config.mesh_cols
     )
     groups = _cached(config, cache_dir, "groups", lambda: render_groups(
         renderer, config.num_groups, config.seed, config.pose_jitter, config.pose_scale, progress
-    ))  # fmt: skip
-    probe = _cached(config, cache_dir, "probe", lambda: render_probe_set(
-        renderer, config.probe_images, config.seed + 1000, config.pose_scale, progress
-    ))  # fmt: skip
+    ), ignore=("heldout_groups",))  # fmt: skip
+
+    def make_probe():
+        scenes = render_probe_set(
+            renderer, config.probe_images, config.seed + 1000, config.pose_scale, progress
+        )
+        heldout = render_groups(
+            renderer, config.heldout_groups, config.seed + 2000, config.pose_jitter,
+            config.pose_scale, progress,
+        )  # fmt: skip
+        return {**scenes, "group_images": heldout["images"]}
+
+    probe = _cached(config, cache_dir, "probe", make_probe)
     return groups, probe
 
 

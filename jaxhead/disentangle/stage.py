@@ -130,7 +130,9 @@ def embed_images(code_fn, images: np.ndarray, batch: int = 128) -> dict[str, np.
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def probe_codes(codes: dict, factors: dict, alpha: float, train_fraction: float = 0.5) -> dict:
+def probe_codes(
+    codes: dict, factors: dict, alpha: float, train_fraction: float = 0.5, kernel: bool = False
+) -> dict:
     """Splits samples into probe-train / held-out halves and returns the R² table."""
     n = len(next(iter(codes.values())))
     cut = int(round(n * train_fraction))
@@ -138,11 +140,27 @@ def probe_codes(codes: dict, factors: dict, alpha: float, train_fraction: float 
         {k: (v[:cut], v[cut:]) for k, v in codes.items()},
         {k: (v[:cut], v[cut:]) for k, v in factors.items()},
         alpha,
+        kernel,
     )
 
 
-def evaluate_extractor(code_fn, probe_set: dict, alpha: float) -> dict:
-    """Held-out probe table of the extractor codes against the true factors."""
+def group_accuracy(code_fn, images: np.ndarray) -> dict[str, float]:
+    """Per head, on held-out groups ``uint8 [G, 9, H, W, 3]``: the fraction of images sharing
+    the head's factor with the anchor that are closer to it than every group image that does
+    not (:func:`losses.factor_accuracy`; chance is low, 1 is perfect invariance)."""
+    groups, slots = images.shape[:2]
+    codes = embed_images(code_fn, images.reshape((groups * slots,) + images.shape[2:]))
+    return {
+        name: float(
+            losses.factor_accuracy(jnp.asarray(codes[name].reshape(groups, slots, -1)), shares)
+        )
+        for name, shares in zip(data_lib.CODE_FACTORS, data_lib.SHARES, strict=True)
+    }
+
+
+def evaluate_extractor(code_fn, probe_set: dict, alpha: float, heldout_groups=None) -> dict:
+    """Held-out probe tables (linear and RBF-kernel) of the extractor codes against the true
+    factors, and the held-out group accuracy per head when ``heldout_groups`` is given."""
     codes = embed_images(code_fn, probe_set["images"])
     factors = {k[len("factor_") :]: v for k, v in probe_set.items() if k.startswith("factor_")}
     names = [k for k in data_lib.CODE_FACTORS if k in codes]
@@ -155,12 +173,18 @@ def evaluate_extractor(code_fn, probe_set: dict, alpha: float) -> dict:
         r2 = probe.probe_r2_per_dim(codes[k][:cut], y[:cut], codes[k][cut:], y[cut:], alpha)
         labels = data_lib.FACTOR_DIM_NAMES.get(data_lib.TRUE_FACTORS[k])
         per_dim[f"C_{k}"] = dict(zip(labels or map(str, range(len(r2))), r2, strict=True))
-    return {
+    results = {
         "probe": table,
         "own": own,
         "summary": probe.diagonal_summary(table, own),
         "own_per_dimension": per_dim,
+        "probe_kernel": probe_codes(
+            {f"C_{k}": codes[k] for k in names}, factors, alpha, kernel=True
+        ),
     }
+    if heldout_groups is not None:
+        results["heldout_group_accuracy"] = group_accuracy(code_fn, heldout_groups)
+    return results
 
 
 def _extractor_task(config, workdir) -> loop.Task:
@@ -178,8 +202,9 @@ def _extractor_task(config, workdir) -> loop.Task:
     def evaluate(state):
         params = jax.device_get(state.params)
         results = evaluate_extractor(
-            lambda x: code_fn(params, x), probe_set, float(config.eval.ridge_alpha)
-        )
+            lambda x: code_fn(params, x), probe_set, float(config.eval.ridge_alpha),
+            probe_set.get("group_images"),
+        )  # fmt: skip
         _report(workdir, results, "Latent-code extractor")
         return results
 
