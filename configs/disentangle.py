@@ -13,10 +13,13 @@ Variants: ``model=extractor`` (default) | ``model=landmark_ae``; ``real``: the l
 autoencoder on a MediaPipe-478 sequence (``data.landmarks.path``); ``smoke``: a few steps on a
 tiny rendered set, well under a minute on 2 CPU cores (numbers not meaningful).
 
-Expected (2 loaded CPU cores): extractor ~10 min including the one-off rendering of the groups
-(~1 min, cached); landmark_ae ~2 min. Results in ``WORKDIR/eval.json`` (``probe``: R² of a ridge
-probe per code and true factor; ``summary.goal_met``: own R² >= 0.9 and others <= 0.1) and
-``WORKDIR/probe.md`` / ``probe.png``; docs/disentangle.md lists the measured tables.
+Expected (2 CPU cores shared with other jobs): extractor ~10-17 min including the one-off
+rendering of the groups and probe scenes (~2-4 min, cached), held-out linear-probe R² on the own
+factor about 0.2-0.3 for C_id / C_ex / C_al and 0.7 for C_ill (goal 0.9 not met; see
+docs/disentangle.md); landmark_ae ~40 s, f_m -> mouth 0.999 and f_e -> blink 0.98. Results in
+``WORKDIR/eval.json`` (``probe``: R² of a ridge probe per code and true factor; ``probe_kernel``:
+the same with an RBF kernel; ``summary.goal_met``: own R² >= 0.9 and others <= 0.1) and
+``WORKDIR/probe.md`` / ``probe.png``.
 """
 
 from __future__ import annotations
