@@ -12,6 +12,7 @@ import faulthandler
 import logging
 import math
 import pathlib
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -85,6 +86,18 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
     )
     config.update(overrides)
     return config
+
+
+def _fd_stream():
+    """stderr, or the process's original stderr when it was replaced (faulthandler needs an fd)."""
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.fileno()
+                return stream
+        except (AttributeError, OSError, ValueError):
+            continue
+    return None
 
 
 def _first_non_finite(records: list[tuple[int, dict]]) -> tuple[int, str] | None:
@@ -173,8 +186,11 @@ def train(
     # A step that never returns (a wedged runtime, a dead peer process) dumps every thread's stack
     # to stderr every `hang_dump_s` seconds instead of hanging silently.
     hang_dump_s = float(tcfg.get("hang_dump_s", 900.0))
+    hang_stream = _fd_stream()
+    if hang_stream is None:
+        hang_dump_s = 0.0
     if hang_dump_s > 0:
-        faulthandler.dump_traceback_later(hang_dump_s, repeat=True)
+        faulthandler.dump_traceback_later(hang_dump_s, repeat=True, file=hang_stream)
     try:
         for step in range(start + 1, total + 1):
             batch = sharding_lib.shard_batch(next(task.data), mesh)
@@ -203,7 +219,8 @@ def train(
             if sample_every and step % sample_every == 0 and task.write_samples and primary:
                 task.write_samples(state, step, workdir / "samples")
             if hang_dump_s > 0:
-                faulthandler.dump_traceback_later(hang_dump_s, repeat=True)  # re-arm per step
+                # re-arm per step
+                faulthandler.dump_traceback_later(hang_dump_s, repeat=True, file=hang_stream)
     finally:
         faulthandler.cancel_dump_traceback_later()
         ckpt.wait()
