@@ -57,6 +57,9 @@ def test_smoke_run_writes_the_workdir_and_resumes(cache, tmp_path):
         assert 0.0 < results[split]["psnr"] < 60.0
         assert -1.0 <= results[split]["ssim"] <= 1.0
     assert (tmp_path / "samples" / "eval_val.png").exists()
+    assert results["video"] == "samples/heldout_0.mp4"
+    with av.open(str(tmp_path / results["video"])) as container:
+        assert {s.type for s in container.streams} == {"video", "audio"}
     assert Checkpointer(tmp_path / "checkpoints").latest_step() == 4
 
     longer = smoke_config(cache, steps=6, log_every=2, checkpoint_every=2)

@@ -215,6 +215,14 @@ def held_out_sequence(trained: Trained, index: int) -> tuple[np.ndarray, np.ndar
     return np.concatenate([pred, truth], axis=2), _sequence_audio(trained, source, rows)
 
 
+def write_heldout_video(trained: Trained, index: int, path: str | pathlib.Path) -> pathlib.Path:
+    """Held-out sentence ``index`` (prediction | truth) as an mp4 with the sentence's audio."""
+    from jaxhead.data.media import write_video
+
+    frames, audio = held_out_sequence(trained, index)
+    return write_video(path, frames, float(trained.config.data.fps), audio)
+
+
 def _sequence_audio(trained: Trained, source, rows) -> np.ndarray | None:
     from jaxhead.data.voca import load_voca
 

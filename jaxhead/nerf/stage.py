@@ -342,8 +342,19 @@ def build_task(
     )
 
     def evaluate(state):
-        results = evaluate_run(config, setup, graphdefs, jax.device_get(state.params), workdir)
+        params = jax.device_get(state.params)
+        results = evaluate_run(config, setup, graphdefs, params, workdir)
         results["train_frames"] = len(train_frames)
+        if workdir is not None:
+            # A held-out sentence beside its ground truth, with its audio: what a person looks at.
+            from jaxhead.nerf import render_video
+
+            trained = render_video.Trained(
+                config, setup, graphdefs, params, train_frames, int(state.step)
+            )
+            path = pathlib.Path(workdir) / "samples" / "heldout_0.mp4"
+            render_video.write_heldout_video(trained, 0, path)
+            results["video"] = str(path.relative_to(workdir))
         return results
 
     def write_samples(state, step, samples_dir):
