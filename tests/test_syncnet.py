@@ -1,0 +1,96 @@
+"""syncnet_python's SyncNetModel in Flax against a torch version with the same random weights."""
+
+import numpy as np
+import pytest
+
+from jaxhead.eval import syncnet
+
+AUDIO = (4, 6, 8, 6, 6, 8)
+LIPS = (4, 6, 6, 6, 6, 8)
+EMBEDDING = 12
+
+
+def _torch_syncnet(torch):
+    """syncnet_python's SyncNetModel layout (Sequential indices matter for the keys)."""
+    nn = torch.nn
+    a, v = AUDIO, LIPS
+
+    def bn2(c):
+        return nn.BatchNorm2d(c)
+
+    def bn3(c):
+        return nn.BatchNorm3d(c)
+
+    model = nn.Module()
+    model.netcnnaud = nn.Sequential(
+        nn.Conv2d(1, a[0], (3, 3), (1, 1), (1, 1)), bn2(a[0]), nn.ReLU(), nn.MaxPool2d(1, 1),
+        nn.Conv2d(a[0], a[1], (3, 3), (1, 1), (1, 1)), bn2(a[1]), nn.ReLU(),
+        nn.MaxPool2d((3, 3), (1, 2)),
+        nn.Conv2d(a[1], a[2], 3, padding=1), bn2(a[2]), nn.ReLU(),
+        nn.Conv2d(a[2], a[3], 3, padding=1), bn2(a[3]), nn.ReLU(),
+        nn.Conv2d(a[3], a[4], 3, padding=1), bn2(a[4]), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(a[4], a[5], (5, 4)), bn2(a[5]), nn.ReLU(),
+    )  # fmt: skip
+    model.netcnnlip = nn.Sequential(
+        nn.Conv3d(3, v[0], (5, 7, 7), (1, 2, 2)), bn3(v[0]), nn.ReLU(),
+        nn.MaxPool3d((1, 3, 3), (1, 2, 2)),
+        nn.Conv3d(v[0], v[1], (1, 5, 5), (1, 2, 2), (0, 1, 1)), bn3(v[1]), nn.ReLU(),
+        nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)),
+        nn.Conv3d(v[1], v[2], (1, 3, 3), padding=(0, 1, 1)), bn3(v[2]), nn.ReLU(),
+        nn.Conv3d(v[2], v[3], (1, 3, 3), padding=(0, 1, 1)), bn3(v[3]), nn.ReLU(),
+        nn.Conv3d(v[3], v[4], (1, 3, 3), padding=(0, 1, 1)), bn3(v[4]), nn.ReLU(),
+        nn.MaxPool3d((1, 3, 3), (1, 2, 2)),
+        nn.Conv3d(v[4], v[5], (1, 6, 6)), bn3(v[5]), nn.ReLU(),
+    )  # fmt: skip
+    for name, width in (("netfcaud", a[5]), ("netfclip", v[5])):
+        head = nn.Sequential(
+            nn.Linear(width, width), nn.BatchNorm1d(width), nn.ReLU(), nn.Linear(width, EMBEDDING)
+        )
+        setattr(model, name, head)
+    # Non-trivial batch-norm statistics, so inference-mode normalisation is exercised.
+    generator = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d):
+            n = module.num_features
+            module.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
+            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.randn(n, generator=generator) * 0.1)
+    return model.eval()
+
+
+@pytest.mark.torch
+def test_matches_torch_syncnet_on_random_weights(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    reference = _torch_syncnet(torch)
+    torch.save(reference.state_dict(), tmp_path / "syncnet.pth")
+    model = syncnet.load_syncnet(tmp_path / "syncnet.pth")
+
+    rng = np.random.default_rng(0)
+    mfcc = rng.normal(0, 5, (2, 13, 20)).astype(np.float32)
+    frames = rng.uniform(0, 255, (2, 5, 224, 224, 3)).astype(np.float32)
+    with torch.no_grad():
+        audio = reference.netfcaud(
+            reference.netcnnaud(torch.from_numpy(mfcc)[:, None]).reshape(2, -1)
+        ).numpy()
+        video = torch.from_numpy(frames).permute(0, 4, 1, 2, 3)  # [B, C, T, H, W]
+        lips = reference.netfclip(reference.netcnnlip(video).reshape(2, -1)).numpy()
+    np.testing.assert_allclose(model.embed_audio(mfcc), audio, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(model.embed_lips(frames), lips, rtol=1e-4, atol=1e-3)
+
+    # The same weights from .npz with the wrapper's "__S__." prefix.
+    state = {f"__S__.{k}": v.numpy() for k, v in reference.state_dict().items()}
+    np.savez(tmp_path / "syncnet.npz", **state)
+    again = syncnet.load_syncnet(tmp_path / "syncnet.npz")
+    np.testing.assert_allclose(again.embed_audio(mfcc), audio, rtol=1e-4, atol=1e-4)
+
+
+def test_loader_rejects_other_layouts(tmp_path):
+    with pytest.raises(syncnet.SyncNetWeightsError, match="not a syncnet_python"):
+        syncnet.syncnet_from_state_dict({"features.0.weight": np.zeros((1, 1, 3, 3))})
+    with pytest.raises(syncnet.SyncNetWeightsError, match="legacy torch pickle"):
+        syncnet.load_syncnet(tmp_path / "syncnet_v2.model")
+    (tmp_path / "old.pth").write_bytes(b"\x80\x02legacy")
+    with pytest.raises(syncnet.SyncNetWeightsError, match="re-save"):
+        syncnet.load_syncnet(tmp_path / "old.pth")
