@@ -85,6 +85,12 @@ def test_matches_torch_syncnet_on_random_weights(tmp_path):
     again = syncnet.load_syncnet(tmp_path / "syncnet.npz")
     np.testing.assert_allclose(again.embed_audio(mfcc), audio, rtol=1e-4, atol=1e-4)
 
+    # The metric entry point: jitted embeddings + syncnet_python's offset / confidence.
+    result = syncnet.compute_syncnet(mfcc, frames, tmp_path / "syncnet.pth", vshift=1)
+    expected = syncnet.syncnet_offset_confidence(lips, audio, vshift=1)
+    assert result["syncnet_offset"] == expected["offset"] and result["steps"] == 2
+    assert result["syncnet_confidence"] == pytest.approx(expected["confidence"], abs=1e-3)
+
 
 def test_loader_rejects_other_layouts(tmp_path):
     with pytest.raises(syncnet.SyncNetWeightsError, match="not a syncnet_python"):
@@ -94,3 +100,30 @@ def test_loader_rejects_other_layouts(tmp_path):
     (tmp_path / "old.pth").write_bytes(b"\x80\x02legacy")
     with pytest.raises(syncnet.SyncNetWeightsError, match="re-save"):
         syncnet.load_syncnet(tmp_path / "old.pth")
+
+
+def reference_calc_pdist(lips, audio, vshift):
+    """syncnet_python's loop: pad the audio, compare each lip step with its window."""
+    padded = np.concatenate(
+        [np.zeros((vshift, audio.shape[1])), audio, np.zeros((vshift, audio.shape[1]))]
+    )
+    dists = []
+    for i in range(len(lips)):
+        window = padded[i : i + 2 * vshift + 1]
+        dists.append([np.linalg.norm(lips[i] - w + 1e-6) for w in window])
+    return np.mean(np.array(dists), axis=0)
+
+
+def test_offset_confidence_reference_loop_and_known_shift():
+    rng = np.random.default_rng(0)
+    audio = rng.normal(size=(40, 6))
+    lips = np.roll(audio, 3, axis=0)  # lip step t shows audio step t - 3: the audio leads
+    result = syncnet.syncnet_offset_confidence(lips, audio, vshift=5)
+    np.testing.assert_allclose(result["distances"], reference_calc_pdist(lips, audio, 5))
+    assert result["offset"] == 3 and result["confidence"] > 0
+    assert syncnet.syncnet_offset_confidence(audio, audio, 5)["offset"] == 0
+
+
+def test_compute_syncnet_without_weights_is_not_computed():
+    result = syncnet.compute_syncnet(np.zeros((2, 13, 20)), np.zeros((2, 5, 224, 224, 3)))
+    assert result["syncnet_confidence"] is None and "not configured" in result["reason"]

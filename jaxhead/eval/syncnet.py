@@ -26,7 +26,9 @@ which the torch-free reader does not parse: re-save it once with torch as a zip 
 What this module does not do: syncnet_python's front-end (S3FD face detection and 224x224 crops,
 ``python_speech_features`` MFCCs). The offset/confidence protocol over the embeddings is
 :mod:`jaxhead.sync.scoring` (``distance="euclidean"``; note syncnet_python takes Euclidean
-distances of *un-normalised* embeddings, so its confidences are on another scale).
+distances of *un-normalised* embeddings, so its confidences are on another scale);
+:func:`syncnet_offset_confidence` is syncnet_python's own ``calc_pdist`` + offset/confidence on
+these embeddings, which is what "Sync score" tables report.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ __all__ = [
     "SyncNet",
     "syncnet_from_state_dict",
     "load_syncnet",
+    "syncnet_offset_confidence",
+    "compute_syncnet",
 ]
 
 AUDIO_CHANNELS = (64, 192, 384, 256, 256, 512)
@@ -269,3 +273,93 @@ def load_syncnet(path: str | os.PathLike) -> SyncNet:
         return syncnet_from_state_dict(state_dict)
     except SyncNetWeightsError as err:
         raise SyncNetWeightsError(f"{path}: {err}") from err
+
+
+# --------------------------------------------------------------------------------------------
+# syncnet_python's offset / confidence and the metric entry point
+# --------------------------------------------------------------------------------------------
+
+
+def syncnet_offset_confidence(lips, audio, vshift: int = 15) -> dict:
+    """syncnet_python's ``evaluate``: AV offset, confidence and minimum distance. Pure NumPy.
+
+    For each video step ``t`` and shift ``s`` in ``[-vshift, vshift]``: the Euclidean distance
+    (torch ``pairwise_distance``, eps 1e-6) between ``lips[t]`` and ``audio[t + s]``, with the
+    audio embeddings zero-padded by ``vshift`` at both ends as syncnet_python does; ``D(s)`` is the
+    mean over ``t``; offset ``= -argmin_s D(s)`` (syncnet_python's ``vshift - minidx``),
+    confidence ``= median_s D(s) − min_s D(s)``.
+
+    Args:
+      lips: ``[T, D]`` lip embeddings (:meth:`SyncNet.embed_lips`).
+      audio: ``[T, D]`` audio embeddings (:meth:`SyncNet.embed_audio`), same steps.
+
+    Returns:
+      ``{"offset", "confidence", "min_dist", "distances" [2 vshift + 1]}``.
+    """
+    lips = np.asarray(lips, np.float64)
+    audio = np.asarray(audio, np.float64)
+    if lips.ndim != 2 or lips.shape != audio.shape or len(lips) == 0:
+        raise ValueError(f"lips {lips.shape} and audio {audio.shape} must both be [T, D]")
+    padded = np.pad(audio, ((vshift, vshift), (0, 0)))
+    window = 2 * vshift + 1
+    steps = len(lips)
+    # [T, window]: distance of lip step t to padded audio rows t .. t + 2 vshift.
+    rows = padded[np.arange(steps)[:, None] + np.arange(window)[None, :]]
+    dists = np.linalg.norm(lips[:, None, :] - rows + 1e-6, axis=-1)
+    mean = dists.mean(axis=0)
+    best = int(np.argmin(mean))
+    return {
+        "offset": int(vshift - best),
+        "confidence": float(np.median(mean) - mean[best]),
+        "min_dist": float(mean[best]),
+        "distances": mean,
+    }
+
+
+def compute_syncnet(
+    mfcc_windows,
+    frame_stacks,
+    weights: str | os.PathLike | None = None,
+    vshift: int = 15,
+    batch_size: int = 16,
+) -> dict:
+    """SyncNet offset/confidence of a clip, or ``{"syncnet_confidence": None, "reason"}``.
+
+    Args:
+      mfcc_windows: ``[T, 13, 20]`` MFCC window of each video step (module docstring).
+      frame_stacks: ``[T, 5, 224, 224, 3]`` the five RGB face crops of each step, ``[0, 255]``.
+      weights: the re-saved ``syncnet_v2`` state dict; empty gives the not-computed record.
+    """
+    if not weights:
+        return {
+            "syncnet_confidence": None,
+            "reason": f"SyncNet weights not configured ({HOW_TO_GET})",
+        }
+    model = load_syncnet(weights)
+    graphdef, params = nnx.split(model)
+
+    @jax.jit
+    def embed(params, mfcc, frames):
+        net = nnx.merge(graphdef, params)
+        return net.embed_lips(frames), net.embed_audio(mfcc)
+
+    mfcc_windows = np.asarray(mfcc_windows, np.float32)
+    frame_stacks = np.asarray(frame_stacks, np.float32)
+    if len(mfcc_windows) != len(frame_stacks):
+        raise ValueError(f"{len(mfcc_windows)} audio windows for {len(frame_stacks)} video steps")
+    lips, audio = [], []
+    for start in range(0, len(frame_stacks), batch_size):
+        v, a = embed(
+            params,
+            mfcc_windows[start : start + batch_size],
+            frame_stacks[start : start + batch_size],
+        )
+        lips.append(np.asarray(v))
+        audio.append(np.asarray(a))
+    result = syncnet_offset_confidence(np.concatenate(lips), np.concatenate(audio), vshift)
+    return {
+        "syncnet_confidence": result["confidence"],
+        "syncnet_offset": result["offset"],
+        "syncnet_min_dist": result["min_dist"],
+        "steps": int(len(frame_stacks)),
+    }
