@@ -36,7 +36,7 @@ import tqdm
 
 from jaxhead.audio import spectral
 from jaxhead.audio.io import SAMPLE_RATE
-from jaxhead.data import raster, synthetic
+from jaxhead.data import cache, raster, synthetic
 from jaxhead.data.errors import DatasetError
 from jaxhead.data.pipeline import FRAME_SPEC, validate_example
 from jaxhead.data.voca import VocaSet, load_voca
@@ -79,12 +79,8 @@ def voca_frames_config() -> ml_collections.ConfigDict:
 
 
 def cache_root(config: ml_collections.ConfigDict) -> pathlib.Path:
-    if config.cache_dir:
-        return pathlib.Path(config.cache_dir).expanduser()
-    if os.environ.get("JAXHEAD_CACHE"):
-        return pathlib.Path(os.environ["JAXHEAD_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME", "~/.cache")
-    return pathlib.Path(xdg).expanduser() / "jaxhead"
+    """The cache folder of a ``config.data`` block (see :func:`jaxhead.data.cache.cache_root`)."""
+    return cache.cache_root(config.cache_dir)
 
 
 def dataset_root(config: ml_collections.ConfigDict, *, progress: bool = True) -> pathlib.Path:

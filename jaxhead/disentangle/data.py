@@ -46,6 +46,7 @@ import numpy as np
 import tqdm
 
 from jaxhead.data import head_model, raster, synthetic, voca_frames
+from jaxhead.data.cache import cache_root
 from jaxhead.data.errors import DatasetError, FeatureShapeError, MissingFileError
 from jaxhead.data.voca import load_voca
 
@@ -288,7 +289,7 @@ def _cached(config, cache_dir: str, kind: str, make, ignore=()) -> dict[str, np.
     digest = hashlib.sha256(
         json.dumps([_CACHE_VERSION, kind, settings], sort_keys=True).encode()
     ).hexdigest()[:16]
-    root = voca_frames.cache_root(ml_collections.ConfigDict({"cache_dir": cache_dir}))
+    root = cache_root(cache_dir)
     path = root / "disentangle" / f"{kind}_{digest}.npz"
     if path.exists():
         try:

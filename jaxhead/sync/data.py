@@ -51,6 +51,7 @@ import numpy as np
 from jaxhead.audio import spectral
 from jaxhead.audio.io import SAMPLE_RATE, load_audio
 from jaxhead.data import synthetic
+from jaxhead.data.cache import cache_root
 from jaxhead.data.errors import DatasetError, MissingFileError
 from jaxhead.data.video import AUDIO_FEATURE_FILES, load_audio_features, read_landmarks
 from jaxhead.data.voca import load_voca, split_by_subject
@@ -112,15 +113,6 @@ def sync_data_config() -> ml_collections.ConfigDict:
             "batch_size": 64,  # global
         }
     )
-
-
-def cache_root(cache_dir: str = "") -> pathlib.Path:
-    """Where generated data lives: ``cache_dir``, ``$JAXHEAD_CACHE``, or the XDG cache."""
-    if cache_dir:
-        return pathlib.Path(cache_dir).expanduser()
-    if os.environ.get("JAXHEAD_CACHE"):
-        return pathlib.Path(os.environ["JAXHEAD_CACHE"]).expanduser()
-    return pathlib.Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "jaxhead"
 
 
 @dataclasses.dataclass
