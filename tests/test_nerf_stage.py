@@ -115,3 +115,26 @@ def test_nan_in_the_data_stops_training_and_keeps_the_last_checkpoint(cache, tmp
     with pytest.raises(loop.NonFiniteError, match="at step 3"):
         stage.train(config, tmp_path)
     assert Checkpointer(tmp_path / "checkpoints").all_steps() == [2]
+
+
+def test_vgg_perceptual_loss_is_used_when_weights_are_configured(cache, tmp_path, capsys):
+    from test_vgg import random_state_dict
+
+    weights = tmp_path / "vgg16.npz"
+    np.savez(weights, **random_state_dict(seed=1))
+    config = smoke_config(cache, steps=2, log_every=1, checkpoint_every=2)
+    with config.unlocked():
+        config.loss.vgg_weights = str(weights)
+
+    def builder(c, m):
+        return dataclasses.replace(stage.build_task(c, m), evaluate=None, write_samples=None)
+
+    loop.train(config, tmp_path / "run", builder)
+    assert "VGG16 features" in capsys.readouterr().out
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    # The VGG term of random weights is not an SSIM value in [0, 2]: it is a feature distance.
+    assert np.isfinite(records[-1]["loss_per"]) and records[-1]["loss_per"] > 0
+    ssim_config = smoke_config(cache, steps=2, log_every=1, checkpoint_every=2)
+    loop.train(ssim_config, tmp_path / "ssim", builder)
+    ssim_records = read_metrics(tmp_path / "ssim" / "metrics.jsonl")
+    assert records[-1]["loss_per"] != ssim_records[-1]["loss_per"]

@@ -42,7 +42,8 @@ from jaxhead.data import voca_frames
 from jaxhead.data.pipeline import make_pipeline
 from jaxhead.nerf import losses as nerf_losses
 from jaxhead.nerf.model import HeadNeRF, HeadNeRFConfig, LatentCodes
-from jaxhead.nerf.perceptual import ssim
+from jaxhead.nerf.perceptual import perceptual_loss, perceptual_loss_choice, ssim
+from jaxhead.nerf.vgg import load_vgg16
 from jaxhead.train import loop
 from jaxhead.train.optim import make_optimizer
 from jaxhead.train.state import TrainState, tree_l2
@@ -116,23 +117,42 @@ def conditions_for(codes: dict, batch: Mapping[str, jax.Array]) -> dict:
     return out
 
 
-def reconstruction_losses(out: Mapping[str, jax.Array], frames: Mapping[str, jax.Array], weights):
-    """Per-term losses of one batch of frames ``[N, ...]`` (paper 000 eqs. 3-5)."""
+def reconstruction_losses(
+    out: Mapping[str, jax.Array], frames: Mapping[str, jax.Array], features_fn=None
+):
+    """Per-term losses of one batch of frames ``[N, ...]`` (paper 000 eqs. 3-5).
+
+    ``features_fn`` (VGG16 activations) selects the perceptual loss of eq. 4; ``None`` the
+    structural fallback ``1 - SSIM`` (see :mod:`jaxhead.nerf.perceptual`).
+    """
     image, mask = frames["image"], frames["mask"]
     pho = nerf_losses.masked_photometric(out["image"], image, mask)
     whole = jnp.mean(jnp.square(out["image"] - image))
     lowres = jnp.mean(jnp.square(out["rgb_lowres"] - frames["image_lr"]))
-    per = 1.0 - jnp.mean(jax.vmap(ssim)(out["image"], image))
+    if features_fn is None:
+        per = 1.0 - jnp.mean(jax.vmap(ssim)(out["image"], image))
+    else:
+        per = perceptual_loss(features_fn, out["image"], image)
     mask_term = jnp.mean(jnp.square(out["accumulation"] - frames["mask_lr"][..., 0]))
     return {"pho": pho, "whole": whole, "lowres": lowres, "per": per, "mask": mask_term}
 
 
-def make_train_step(setup: NeRFSetup, graphdefs, tx: optax.GradientTransformation, weights):
-    """``train_step(state, batch) -> (state, metrics)`` over frame pairs ``[B, 2, ...]``."""
+def make_train_step(
+    setup: NeRFSetup, graphdefs, tx: optax.GradientTransformation, weights, vgg_graphdef=None
+):
+    """``train_step(state, batch[, vgg_params]) -> (state, metrics)`` over pairs ``[B, 2, ...]``.
+
+    With ``vgg_graphdef`` the step takes the frozen VGG16 parameters as a third argument (the
+    loop's ``Task.constants``) and uses the VGG perceptual loss; else the SSIM fallback.
+    """
     nerf_def, codes_def = graphdefs
     base_key = jax.random.key(setup.seed)
 
-    def train_step(state: TrainState, batch: Mapping[str, jax.Array]):
+    def train_step(state: TrainState, batch: Mapping[str, jax.Array], vgg_params=None):
+        features_fn = None
+        if vgg_graphdef is not None:
+            features_fn = lambda images: nnx.merge(vgg_graphdef, vgg_params)(images)  # noqa: E731
+
         key = jax.random.fold_in(base_key, state.step)
         pairs = batch["image"].shape[0]
         frames = jax.tree.map(lambda x: x.reshape((pairs * 2,) + x.shape[2:]), batch)
@@ -143,7 +163,7 @@ def make_train_step(setup: NeRFSetup, graphdefs, tx: optax.GradientTransformatio
             code_values = codes(code_indices(frames, setup.code_sizes))
             cameras = {"c2w": frames["c2w"], "intrinsics": frames["intrinsics"]}
             out = nerf(cameras, conditions_for(code_values, frames), key)
-            terms = reconstruction_losses(out, frames, weights)
+            terms = reconstruction_losses(out, frames, features_fn)
             # Paper 000 eq. 7 over each (j-1, j) pair.
             pred = out["image"].reshape((pairs, 2) + out["image"].shape[1:])
             target = batch["image"]
@@ -324,6 +344,11 @@ def build_task(
     setup, graphdefs, train_frames = make_setup(config)
     tx = make_optimizer(config.optim, config.train.steps)
     weights = config.loss
+    kind, message = perceptual_loss_choice(config.loss.vgg_weights)
+    print(message, flush=True)  # said once per run: which perceptual loss this run uses
+    vgg_graphdef = vgg_params = None
+    if kind == "vgg16":
+        vgg_graphdef, vgg_params = nnx.split(load_vgg16(config.loss.vgg_weights))
 
     def init_fn():
         nerf, codes = build_models(setup, config.seed)
@@ -369,10 +394,11 @@ def build_task(
 
     return loop.Task(
         init_fn=init_fn,
-        train_step=make_train_step(setup, graphdefs, tx, weights),
+        train_step=make_train_step(setup, graphdefs, tx, weights, vgg_graphdef),
         data=_Batches(pipeline),
         evaluate=evaluate,
         write_samples=write_samples,
+        constants=vgg_params,
     )
 
 

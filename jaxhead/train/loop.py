@@ -60,6 +60,9 @@ class Task:
       write_samples: optional ``(state, step, samples_dir) -> None`` run every
         ``config.train.sample_every`` steps on the primary process (images, plots).
       state_sharding: strategy name for :func:`jaxhead.train.sharding.state_shardings`.
+      constants: optional frozen pytree (e.g. pre-trained VGG16 weights of a perceptual loss)
+        passed to ``train_step(state, batch, constants)`` as a replicated argument: it is not
+        trained, not checkpointed, and not baked into the compiled program.
     """
 
     init_fn: Callable[[], PyTree]
@@ -68,6 +71,7 @@ class Task:
     evaluate: Callable[[PyTree], dict] | None = None
     write_samples: Callable[[PyTree, int, pathlib.Path], None] | None = None
     state_sharding: str = "replicate"
+    constants: PyTree | None = None
 
 
 def train_config(**overrides) -> ml_collections.ConfigDict:
@@ -163,12 +167,22 @@ def train(
             print(f"Resuming {workdir} from checkpoint step {start}.", flush=True)
 
     # --- update step -------------------------------------------------------------------------
-    step_fn = jax.jit(
-        task.train_step,
-        in_shardings=(state_sh, batch_sh),
-        out_shardings=(state_sh, repl),
-        donate_argnums=(0,),
-    )
+    if task.constants is None:
+        step_fn = jax.jit(
+            task.train_step,
+            in_shardings=(state_sh, batch_sh),
+            out_shardings=(state_sh, repl),
+            donate_argnums=(0,),
+        )
+    else:
+        constants = jax.device_put(task.constants, repl)
+        jitted = jax.jit(
+            task.train_step,
+            in_shardings=(state_sh, batch_sh, repl),
+            out_shardings=(state_sh, repl),
+            donate_argnums=(0,),
+        )
+        step_fn = lambda state, batch: jitted(state, batch, constants)  # noqa: E731
 
     # --- loop --------------------------------------------------------------------------------
     log_every = max(int(tcfg.log_every), 1)
