@@ -23,6 +23,11 @@ _SEQUENCE = flags.DEFINE_integer(
 _YAW = flags.DEFINE_float("yaw_sweep", 0.0, "Orbit the camera from -DEG to +DEG (with --audio).")
 _SWAP = flags.DEFINE_integer("swap_expression_from", None, "Expression of this identity.")
 _IDENTITY = flags.DEFINE_integer("identity", 0, "Which trained identity to render.")
+_POSE_FROM = flags.DEFINE_enum(
+    "pose_from", "source", ["source", "gpvae"], "With --audio: replay pose/blink, or generate them."
+)
+_GPVAE = flags.DEFINE_string("gpvae_workdir", None, "GP-VAE run for --pose_from=gpvae.")
+_SEED = flags.DEFINE_integer("seed", 0, "Sample of the generated pose/blink.")
 
 
 def main(argv):

@@ -80,6 +80,14 @@ def test_smoke_run_writes_the_workdir_and_resumes(cache, tmp_path):
         assert {s.type for s in container.streams} == {"video", "audio"}
     with pytest.raises(ValueError, match="identity 5 is not in this run"):
         render_video.drive(trained, tone, identity=5)
+    # Generated pose/blink (what --pose_from gpvae passes): the head turns as the pose says.
+    pose = np.zeros((12, 6), np.float32)
+    pose[:, 1] = np.linspace(-0.3, 0.3, 12)  # yaw, radians
+    posed = render_video.drive(trained, tone, identity=1, pose_blink=(pose, np.zeros(12)))
+    still = render_video.drive(trained, tone, identity=1, pose_blink=(pose * 0, np.zeros(12)))
+    assert np.abs(posed[0] - posed[-1]).mean() > np.abs(still[0] - still[-1]).mean() + 1e-4
+    with pytest.raises(ValueError, match="must cover the 12 frames"):
+        render_video.drive(trained, tone, pose_blink=(pose[:5], np.zeros(5)))
 
 
 def test_eight_devices_give_the_same_update_as_one(cache, tmp_path):
