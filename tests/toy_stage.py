@@ -4,7 +4,7 @@ It exists to test ``jaxhead.train`` before the real stages use it: sharded vs si
 multi-process vs single-process, and SIGKILL + resume. Run as a script it is a thin entry point
 like ``scripts/train_*.py``::
 
-    python tests/toy_stage.py --config tests/toy_stage.py:smoke --workdir /tmp/toy
+    python tests/toy_stage.py --config tests/toy_stage.py:smoke --workdir runs/toy
 """
 
 from __future__ import annotations
