@@ -40,6 +40,7 @@ import numpy as np
 from flax import nnx
 
 from jaxhead.nerf import vgg
+from jaxhead.weights import state_dict_problems
 
 __all__ = [
     "LPIPS_SHIFT",
@@ -257,18 +258,7 @@ def _assign_alexnet(model: AlexNetFeatures, trunk: Mapping[str, np.ndarray]) -> 
         kh, kw, fan_in, fan_out = conv.kernel.shape
         expected[f"features.{index}.weight"] = (fan_out, fan_in, kh, kw)
         expected[f"features.{index}.bias"] = (fan_out,)
-    problems = []
-    if missing := sorted(set(expected) - set(trunk)):
-        problems.append(f"missing keys {missing}")
-    if unexpected := sorted(set(trunk) - set(expected)):
-        problems.append(f"unexpected keys {unexpected}")
-    wrong = [
-        f"{k} {tuple(trunk[k].shape)} (expected {s})"
-        for k, s in expected.items()
-        if k in trunk and tuple(trunk[k].shape) != s
-    ]
-    if wrong:
-        problems.append("mis-shaped " + ", ".join(wrong))
+    problems = state_dict_problems(trunk, expected)
     if problems:
         raise LPIPSWeightsError(
             "not torchvision alexnet().features weights: " + "; ".join(problems)

@@ -42,6 +42,7 @@ import numpy as np
 from flax import nnx
 
 from jaxhead.nerf.vgg import read_weights_file
+from jaxhead.weights import state_dict_problems
 
 __all__ = [
     "AUDIO_CHANNELS",
@@ -243,18 +244,7 @@ def syncnet_from_state_dict(state_dict: Mapping[str, np.ndarray]) -> SyncNet:
         ) from err
     model = nnx.eval_shape(lambda: SyncNet(audio, lips, embedding, rngs=nnx.Rngs(0)))
     expected = _expected_keys(model)
-    problems = []
-    if missing := sorted(set(expected) - set(state)):
-        problems.append(f"missing keys {missing}")
-    if unexpected := sorted(set(state) - set(expected)):
-        problems.append(f"unexpected keys {unexpected}")
-    wrong = [
-        f"{k} {tuple(state[k].shape)} (expected {shape})"
-        for k, (_, _, shape) in expected.items()
-        if k in state and tuple(state[k].shape) != shape
-    ]
-    if wrong:
-        problems.append("mis-shaped " + ", ".join(wrong))
+    problems = state_dict_problems(state, {k: shape for k, (_, _, shape) in expected.items()})
     if problems:
         raise SyncNetWeightsError("not syncnet_python SyncNetModel weights: " + "; ".join(problems))
     for key, (module, attr, _) in expected.items():

@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxhead.weights import state_dict_problems
+
 # torchvision vgg16().features: index of each Conv2d in the nn.Sequential, block by block.
 TORCH_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 CONVS_PER_BLOCK = (2, 2, 3, 3, 3)
@@ -197,20 +199,7 @@ def assign_vgg16_weights(model: VGG16Features, state_dict: Mapping[str, np.ndarr
         kernel_h, kernel_w, fan_in, fan_out = conv.kernel.shape
         expected[f"features.{index}.weight"] = (fan_out, fan_in, kernel_h, kernel_w)
         expected[f"features.{index}.bias"] = (fan_out,)
-    missing = sorted(set(expected) - set(features), key=_natural)
-    unexpected = sorted(set(features) - set(expected), key=_natural)
-    wrong = [
-        f"{key} {tuple(features[key].shape)} (expected {shape})"
-        for key, shape in expected.items()
-        if key in features and tuple(features[key].shape) != shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {missing}")
-    if unexpected:
-        problems.append(f"unexpected keys {unexpected} (a vgg16_bn or other layout?)")
-    if wrong:
-        problems.append("mis-shaped " + ", ".join(wrong))
+    problems = state_dict_problems(features, expected, " (a vgg16_bn or other layout?)")
     if problems:
         raise VGGWeightsError(
             "not torchvision vgg16().features weights for this network: " + "; ".join(problems)
@@ -238,7 +227,3 @@ def load_vgg16(path: str | os.PathLike) -> VGG16Features:
         return vgg16_from_state_dict(state_dict)
     except VGGWeightsError as err:
         raise VGGWeightsError(f"{path}: {err}") from err
-
-
-def _natural(key: str) -> tuple:
-    return tuple(int(p) if p.isdigit() else p for p in key.split("."))
