@@ -1,0 +1,107 @@
+"""Head NeRF on one preprocessed talking-head video (paper 000's NeRF, DFA-NeRF's setting).
+
+Commands (from the repository root; DIR is a folder written by ``scripts/preprocess.py`` or by
+the AD-NeRF / ER-NeRF preprocessing, with ``aud.wav``)::
+
+    python scripts/train_nerf.py --config configs/video.py --workdir runs/video \\
+        --config.data.root=DIR
+    # french.mp4: train on the first 40 s, score the last 10 s
+    python scripts/train_nerf.py --config configs/video.py --workdir runs/french \\
+        --config.data.root=DIR --config.data.train_seconds=40 --config.data.val_seconds=10
+    python scripts/train_nerf.py --config configs/video.py:smoke --workdir runs/video_smoke \\
+        --config.data.root=DIR
+    python scripts/evaluate.py --workdir runs/french --split val
+
+Variants:
+
+* default: the whole training part of the video, a fixed square crop of the head resized to
+  128² (32² feature map x4), matted onto white outside head + neck (docs/video.md); 2500 steps of
+  one frame pair, about 30 minutes on 2 CPU cores after the one-off frame preparation.
+* ``smoke``: 8 frames per split, 16² -> 64², a tiny model, 6 steps; well under a minute on 2 CPU
+  cores.
+* ``full``: the GPU-sized model (8x256 field, 64² features -> 512² crop, 64+64 samples).
+
+Evaluation is the held-out end of the video (``val``: self-reconstruction with its true audio,
+pose and blinks); a monocular video has no held-out views. Expected metric: no measured number
+yet (see docs/video.md).
+
+The frames are prepared once into the cache (``--config.data.cache_dir``, default
+``~/.cache/jaxhead``); later runs reuse them.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from jaxhead.data.video_frames import video_frames_config
+from jaxhead.disentangle.stage import disentangle_init_config
+from jaxhead.nerf.stage import loss_config
+from jaxhead.sync.stage import sync_init_config
+from jaxhead.train.config import base_config, parse_arg
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    arg = parse_arg(arg, smoke=False, full=False)
+    config = base_config(seed=0, steps=2500, log_every=25, checkpoint_every=250, sample_every=500)
+    config.optim.learning_rate = 2e-3
+    config.optim.schedule = "cosine"
+    config.optim.warmup_steps = 50
+    config.optim.grad_clip_norm = 1.0
+
+    config.data = video_frames_config()
+    # CPU budget (as configs/voca.py): one frame pair per step; larger batches on accelerators.
+    config.data.batch_size = 1
+    config.model = ml_collections.ConfigDict(
+        {
+            # Latent code sizes (paper 000: C_id, C_ex, C_al, C_ill); 0 drops a code. One video is
+            # one identity and one sequence: C_ill would be a single constant vector (and would
+            # have to be re-fitted on the held-out part), so it is dropped.
+            "codes": {"id": 32, "ex": 16, "al": 32, "ill": 0},
+            "lip_dim": 32,  # F_lip from the audio network (or the sync stage's embedding)
+            "view_input": "none",
+            "width": 128,
+            "depth": 4,
+            "skip_layer": 2,
+            "pos_freqs": 6,
+            "feature_dim": 64,
+            "render_size": (32, 32),
+            "num_coarse": 16,
+            "num_fine": 16,
+            # The frames are scaled so the crop's half side at the head is data.scene_radius
+            # (0.2): the bounding sphere holds what the crop shows, with a margin for depth.
+            "bound_radius": 0.22,
+            "upsample": 4,
+            "upsampler_widths": (64, 32),
+            "audio_channels": (32, 32, 64, 64),
+        }
+    )
+    config.loss = loss_config()
+    # Pre-trained stages (empty: none). sync: F_lip = the sync stage's frozen audio embedding
+    # instead of the audio network; disentangle: L_dis (weight loss.dis) against the extractor's
+    # reference codes, which also initialise the codes.
+    config.sync = sync_init_config()
+    config.disentangle = disentangle_init_config()
+    # No C_ill to fit on the held-out part (fit_steps is unused); one held-out split.
+    config.eval = ml_collections.ConfigDict({"fit_steps": 0, "batch_size": 8, "splits": ("val",)})
+
+    if arg.smoke:
+        config.data.max_frames = 8
+        config.data.resolution, config.data.lr_resolution = 64, 16
+        config.data.batch_size = 2
+        config.model.update(
+            width=32, depth=2, skip_layer=None, feature_dim=16, render_size=(16, 16),
+            num_coarse=8, num_fine=8, upsampler_widths=(16, 8), audio_channels=(8, 8, 8, 8),
+        )  # fmt: skip
+        config.train.update(steps=6, log_every=2, checkpoint_every=3, sample_every=0)
+    if arg.full:
+        config.data.resolution, config.data.lr_resolution = 512, 64
+        config.data.batch_size = 8
+        config.model.update(
+            width=256, depth=8, skip_layer=4, pos_freqs=10, feature_dim=256,
+            render_size=(64, 64), num_coarse=64, num_fine=64, upsample=8,
+            upsampler_widths=(256, 128, 64),
+        )  # fmt: skip
+        config.train.update(steps=200_000, checkpoint_every=2000, sample_every=5000)
+        config.optim.learning_rate = 5e-4
+    config.lock()
+    return config
