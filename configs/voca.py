@@ -25,7 +25,9 @@ from __future__ import annotations
 import ml_collections
 
 from jaxhead.data.voca_frames import voca_frames_config
+from jaxhead.disentangle.stage import disentangle_init_config
 from jaxhead.nerf.stage import loss_config
+from jaxhead.sync.stage import sync_init_config
 from jaxhead.train.config import base_config, parse_arg
 
 
@@ -62,7 +64,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         }
     )
     config.loss = loss_config()
-    config.eval = ml_collections.ConfigDict({"fit_steps": 30, "batch_size": 8})
+    # Pre-trained stages (empty: none). sync: F_lip = the sync stage's frozen audio embedding
+    # instead of the audio network; disentangle: L_dis (weight loss.dis) against the extractor's
+    # reference codes, which also initialise the codes.
+    config.sync = sync_init_config()
+    config.disentangle = disentangle_init_config()
+    config.eval = ml_collections.ConfigDict(
+        {"fit_steps": 30, "batch_size": 8, "splits": ("val", "val_views")}
+    )
 
     if arg.smoke:
         config.data.synthetic.update({"identities": 2, "sequences": 2, "seconds": 1.0})

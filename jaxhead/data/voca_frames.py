@@ -336,3 +336,35 @@ def load_frames(
         np.savez(f, **arrays)
     os.replace(tmp, path)
     return CachedFrames(arrays)
+
+
+def audio_tracks(
+    config: ml_collections.ConfigDict, source: CachedFrames
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The audio of each sequence of ``source``: ``[(rows, samples, frame_numbers), ...]``.
+
+    ``rows``: the sequence's rows in ``source`` (time order); ``samples``: its sentence's 16 kHz
+    mono waveform; ``frame_numbers``: each row's frame index within the sentence at
+    ``config.fps`` (frame ``k`` is centred at ``k / fps`` seconds). The NeRF stage computes
+    per-frame features of other front-ends (the sync stage's F_lip) from these.
+    """
+    root = dataset_root(config, progress=False)
+    voca = load_voca(root, template_mesh=config.template_mesh or None)
+    subjects = selected_subjects(voca, config)
+    by_id = {
+        (si, sequence_id(subject, sentence)): (subject, sentence)
+        for si, subject in enumerate(subjects)
+        for sentence in voca.sentences(subject)
+    }
+    tracks = []
+    for rows in source.sequence_rows():
+        key = (int(source.arrays["identity"][rows[0]]), int(source.arrays["sequence"][rows[0]]))
+        if key not in by_id:
+            raise DatasetError(
+                root, f"no sentence of the dataset matches cached sequence {key}",
+                "delete the frame cache (data.cache_dir/frames) so that it is rendered again",
+            )  # fmt: skip
+        subject, sentence = by_id[key]
+        samples = np.asarray(voca.audio(subject, sentence), np.float32)
+        tracks.append((np.asarray(rows), samples, source.arrays["frame"][rows].astype(np.int64)))
+    return tracks

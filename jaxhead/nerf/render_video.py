@@ -131,6 +131,11 @@ def render_frames(trained: Trained, frames: dict, codes: dict, batch: int = 8) -
     return np.concatenate(out)
 
 
+def _lip_of(source, rows: np.ndarray) -> dict:
+    """``{"lip": [T, D]}`` when ``source`` carries the sync stage's F_lip, else ``{}``."""
+    return {"lip": source.lip[rows]} if isinstance(source, stage.LipFrames) else {}
+
+
 def _codes_for_rows(trained: Trained, rows: np.ndarray, identity: int, ex_rows=None) -> dict:
     tables = trained.tables
     arrays = trained.train_frames.arrays
@@ -143,9 +148,9 @@ def _codes_for_rows(trained: Trained, rows: np.ndarray, identity: int, ex_rows=N
         elif name == "ill":
             codes[name] = np.repeat(table[int(seq_index)][None], len(rows), 0)
         elif name == "ex":
-            codes[name] = (
-                table[ex_rows] if ex_rows is not None else np.zeros((len(rows), table.shape[1]))
-            )
+            # No own code: the mean training expression (as stage.heldout_codes).
+            mean = np.repeat(table.mean(0, keepdims=True), len(rows), 0)
+            codes[name] = table[ex_rows] if ex_rows is not None else mean
     del arrays
     return {k: v.astype(np.float32) for k, v in codes.items()}
 
@@ -166,12 +171,11 @@ def drive(
     the GP-VAE, :func:`jaxhead.gpvae.stage.generate_pose_blink`); the pose moves the head in front
     of the frontal world camera, i.e. the camera in the head frame (AD-NeRF's convention).
     """
-    windows = audio_windows(trained.config, audio)
-    count = len(windows)
+    count = int(np.floor(len(audio) / SAMPLE_RATE * float(trained.config.data.fps)))
     rows = _ping_pong(_identity_rows(trained, identity), count)
     arrays = trained.train_frames.arrays
     frames = {
-        "audio": windows.astype(np.float32),
+        **stage.audio_conditions(trained.config, audio, count),
         "blink": arrays["blink"][rows].astype(np.float32),
         "intrinsics": arrays["intrinsics"][rows].astype(np.float32),
         "c2w": arrays["c2w"][rows].astype(np.float32),
@@ -203,6 +207,7 @@ def swap_expression(trained: Trained, identity: int, source_identity: int) -> np
     arrays = trained.train_frames.arrays
     frames = {
         "audio": arrays["audio"][rows],
+        **_lip_of(trained.train_frames, rows),
         "blink": arrays["blink"][rows],
         "intrinsics": arrays["intrinsics"][rows],
         "c2w": arrays["c2w"][rows],
@@ -214,16 +219,17 @@ def swap_expression(trained: Trained, identity: int, source_identity: int) -> np
 
 def held_out_sequence(trained: Trained, index: int) -> tuple[np.ndarray, np.ndarray]:
     """Re-renders held-out sentence ``index`` beside its ground truth; returns (frames, audio)."""
-    source = voca_frames.load_frames(trained.config.data, "val", progress=False)
+    source = stage.load_frames(trained.config, "val", progress=False)
     sequences = source.sequence_rows()
     if not 0 <= index < len(sequences):
         raise ValueError(f"--sequence {index}: the run holds out {len(sequences)} sentences")
     rows = sequences[index]
     identity = int(source.arrays["identity"][rows[0]])
     frames = {k: source.arrays[k][rows] for k in ("audio", "blink", "intrinsics", "c2w")}
-    frames = {k: v.astype(np.float32) for k, v in frames.items()}
+    frames = {k: v.astype(np.float32) for k, v in {**frames, **_lip_of(source, rows)}.items()}
     codes = _codes_for_rows(trained, rows, identity)
-    first = {k: jnp.asarray(np.stack([source[int(rows[0])][k]])) for k in stage.BATCH_KEYS}
+    keys = stage.frame_keys(trained.setup)
+    first = {k: jnp.asarray(np.stack([source[int(rows[0])][k]])) for k in keys}
     if "ill" in codes and int(trained.config.eval.fit_steps) > 0:
         fitted = stage.fit_illumination(
             stage.render_fn(trained.graphdefs), trained.params, first,

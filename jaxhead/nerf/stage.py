@@ -38,6 +38,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jaxhead.audio.io import SAMPLE_RATE
 from jaxhead.data import voca_frames
 from jaxhead.data.pipeline import make_pipeline
 from jaxhead.nerf import losses as nerf_losses
@@ -75,21 +76,196 @@ def psnr(mse: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class NeRFSetup:
-    """What the stage's pure functions close over: static shapes and module graph definitions."""
+    """What the stage's pure functions close over: static shapes and module graph definitions.
+
+    ``lip``: where F_lip comes from: ``"audio_net"`` (the AD-NeRF-style audio network over each
+    frame's log-mel window, trained with the NeRF) or ``"sync"`` (the frozen audio encoder of
+    the sync stage, ``config.sync.init_from``; frames carry a precomputed ``lip`` entry).
+    ``disentangle``: whether the train step adds L_dis against the extractor's reference codes.
+    """
 
     model_config: HeadNeRFConfig
     code_sizes: dict
     num_train_frames: int
     seed: int
+    lip: str = "audio_net"
+    disentangle: bool = False
 
 
-def model_config_from(config: ml_collections.ConfigDict, audio_dim: int) -> HeadNeRFConfig:
+def _init_from(config: ml_collections.ConfigDict, block: str) -> str:
+    """``config.<block>.init_from`` ('' when the block is absent: configs of older runs)."""
+    return str(config[block].init_from) if block in config else ""
+
+
+def model_config_from(
+    config: ml_collections.ConfigDict, audio_dim: int, sync_dim: int = 0
+) -> HeadNeRFConfig:
+    """The field's condition layout; ``sync_dim > 0``: F_lip is the sync embedding itself."""
     values = config.model.to_dict()
     codes = values.pop("codes")
+    lip_dim = values.pop("lip_dim")
     condition_dims = [(name, dim) for name, dim in codes.items() if dim > 0]
-    condition_dims += [("lip", values.pop("lip_dim")), ("blink", 1)]
-    values.update(condition_dims=tuple(condition_dims), audio_net=True, audio_dim=audio_dim)
+    condition_dims += [("lip", sync_dim or lip_dim), ("blink", 1)]
+    values.update(condition_dims=tuple(condition_dims), audio_net=not sync_dim, audio_dim=audio_dim)
     return HeadNeRFConfig.from_dict(values)
+
+
+# --- data: frame sources, F_lip from the sync stage -----------------------------------------
+
+
+def frames_module(data_config: ml_collections.ConfigDict):
+    """The frame-source module of ``config.data.kind``: ``voca`` or ``video``."""
+    if data_config.kind == "voca":
+        return voca_frames
+    if data_config.kind == "video":
+        from jaxhead.data import video_frames
+
+        return video_frames
+    raise ValueError(
+        f"unknown config.data.kind {data_config.kind!r}; the NeRF stage reads 'voca' "
+        "(configs/voca.py) or 'video' (configs/video.py: a preprocessed video folder)"
+    )
+
+
+@functools.cache
+def sync_encoder(init_from: str):
+    """The sync stage of ``config.sync.init_from``, loaded once per process."""
+    from jaxhead.sync.stage import load_sync_encoder
+
+    return load_sync_encoder(init_from)
+
+
+def sync_lip_features(
+    config: ml_collections.ConfigDict, samples: np.ndarray, frame_numbers: np.ndarray
+) -> np.ndarray:
+    """``[len(frame_numbers), D]`` F_lip of the sync stage's audio encoder (paper 000 fig. 3).
+
+    ``samples``: a 16 kHz track; ``frame_numbers``: frames of that track at ``config.data.fps``.
+    """
+    encoder = sync_encoder(_init_from(config, "sync"))
+    fps = float(config.data.fps)
+    if abs(encoder.fps - fps) > 1e-6:
+        raise ValueError(
+            f"the sync stage in {encoder.workdir} was trained at {encoder.fps} fps but "
+            f"config.data.fps is {fps}; train the sync stage at the NeRF's frame rate "
+            f"(--config.data.fps={fps}) or set config.sync.init_from=''"
+        )
+    frame_numbers = np.asarray(frame_numbers, np.int64)
+    num = max(int(frame_numbers.max(initial=-1)) + 1, int(len(samples) / SAMPLE_RATE * fps))
+    windows = encoder.audio_windows(np.asarray(samples, np.float32), num)
+    lip = np.asarray(encoder.embed_audio(jnp.asarray(windows)), np.float32)
+    return lip[frame_numbers]
+
+
+def audio_conditions(
+    config: ml_collections.ConfigDict, samples: np.ndarray, num_frames: int
+) -> dict[str, np.ndarray]:
+    """Per-frame audio conditioning of a new 16 kHz track for ``num_frames`` frames.
+
+    ``{"lip": [T, D]}`` with a sync stage (``config.sync.init_from``), else ``{"audio": [T,
+    window, 80]}`` log-mel windows for the model's audio network (as the training frames have).
+    """
+    if _init_from(config, "sync"):
+        return {"lip": sync_lip_features(config, samples, np.arange(num_frames))}
+    from jaxhead.audio import spectral
+
+    feats = jax.jit(spectral.log_mel)(jnp.asarray(samples, jnp.float32))
+    windows = spectral.window_features(
+        feats, num_frames, float(config.data.fps), voca_frames.LOGMEL_RATE,
+        int(config.data.audio_window),
+    )  # fmt: skip
+    return {"audio": np.asarray(windows, np.float32)}
+
+
+class LipFrames:
+    """A frame source with each frame's precomputed F_lip (``"lip"``, ``[D]``) added."""
+
+    def __init__(self, source, lip: np.ndarray):
+        if len(lip) != len(source):
+            raise ValueError(f"{len(lip)} lip features for {len(source)} frames")
+        self.source, self.lip = source, lip
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        return {**self.source[i], "lip": self.lip[int(i)]}
+
+    def __getattr__(self, name):
+        return getattr(self.source, name)
+
+
+def load_frames(config: ml_collections.ConfigDict, split: str, *, progress: bool = True):
+    """One split of the stage's data, with the sync stage's F_lip when configured."""
+    module = frames_module(config.data)
+    source = module.load_frames(config.data, split, progress=progress)
+    if not _init_from(config, "sync"):
+        return source
+    encoder = sync_encoder(_init_from(config, "sync"))
+    lip = np.zeros((len(source), encoder.embed_dim), np.float32)
+    for rows, samples, frame_numbers in module.audio_tracks(config.data, source):
+        lip[rows] = sync_lip_features(config, samples, frame_numbers)
+    return LipFrames(source, lip)
+
+
+def frame_keys(setup: NeRFSetup) -> tuple[str, ...]:
+    """The keys of a frame that the train step and the renderer read."""
+    return BATCH_KEYS + (("lip",) if setup.lip == "sync" else ())
+
+
+# --- reference codes of the disentangle stage (paper 000 sec. 3.3) ----------------------------
+
+
+def _unit_rms(x: np.ndarray) -> np.ndarray:
+    return x / np.sqrt(np.mean(np.square(x), axis=-1, keepdims=True) + 1e-12)
+
+
+def reference_codes(
+    config: ml_collections.ConfigDict, setup: NeRFSetup, frames, batch: int = 64
+) -> dict[str, np.ndarray]:
+    """The reference tables C̄ of L_dis from the extractor of ``config.disentangle.init_from``.
+
+    ``ex``: the extractor's expression code of each training frame; ``id`` / ``al``: the mean
+    over an identity's frames, ``ill``: over a sequence's frames, each mean brought back to unit
+    RMS (the extractor's code space). Tables match ``setup.code_sizes`` row for row.
+    """
+    from jaxhead.disentangle.stage import load_extractor
+
+    extractor = load_extractor(_init_from(config, "disentangle"))
+    for name, (_, dim) in setup.code_sizes.items():
+        have = extractor.code_sizes.get(name)
+        if have != dim:
+            raise ValueError(
+                f"config.model.codes.{name} is {dim} but the extractor in {extractor.workdir} "
+                f"emits {have}-dim C_{name} codes; set --config.model.codes.{name}={have} "
+                "(or train the extractor with the NeRF's code sizes)"
+            )
+    n = len(frames)
+    per_frame: dict[str, list[np.ndarray]] = {name: [] for name in setup.code_sizes}
+    identity = np.zeros(n, np.int64)
+    sequence = np.zeros(n, np.int64)
+    for start in range(0, n, batch):
+        items = [frames[i] for i in range(start, min(start + batch, n))]
+        codes = extractor(np.stack([item["image"] for item in items]))
+        for name in per_frame:
+            per_frame[name].append(codes[name])
+        identity[start : start + len(items)] = [int(item["identity"]) for item in items]
+        sequence[start : start + len(items)] = [int(item["sequence_index"]) for item in items]
+    group_of = {"id": identity, "al": identity, "ill": sequence}
+    tables = {}
+    for name, (rows, _) in setup.code_sizes.items():
+        values = np.concatenate(per_frame[name]).astype(np.float32)
+        if name == "ex":
+            tables[name] = values
+            continue
+        groups = group_of[name]
+        table = np.zeros((rows, values.shape[1]), np.float32)
+        for g in range(rows):
+            members = values[groups == g]
+            if len(members):
+                table[g] = _unit_rms(members.mean(0))
+        tables[name] = table
+    return tables
 
 
 def build_models(setup: NeRFSetup, seed: int) -> tuple[HeadNeRF, LatentCodes]:
@@ -111,8 +287,14 @@ def code_indices(batch: Mapping[str, jax.Array], sizes: Mapping) -> dict:
 
 
 def conditions_for(codes: dict, batch: Mapping[str, jax.Array]) -> dict:
+    """The field's conditions of a batch: codes, F_lip (``lip``, or the ``audio`` window of the
+    model's audio network) and the blink signal."""
     out = dict(codes)
-    out["audio"] = batch["audio"].reshape(batch["audio"].shape[0], -1, batch["audio"].shape[-1])
+    if "lip" in batch:
+        out["lip"] = batch["lip"].reshape(batch["lip"].shape[0], -1)
+    else:
+        audio = batch["audio"]
+        out["audio"] = audio.reshape(audio.shape[0], -1, audio.shape[-1])
     out["blink"] = batch["blink"].reshape(-1, 1)
     return out
 
@@ -140,17 +322,21 @@ def reconstruction_losses(
 def make_train_step(
     setup: NeRFSetup, graphdefs, tx: optax.GradientTransformation, weights, vgg_graphdef=None
 ):
-    """``train_step(state, batch[, vgg_params]) -> (state, metrics)`` over pairs ``[B, 2, ...]``.
+    """``train_step(state, batch[, constants]) -> (state, metrics)`` over pairs ``[B, 2, ...]``.
 
-    With ``vgg_graphdef`` the step takes the frozen VGG16 parameters as a third argument (the
-    loop's ``Task.constants``) and uses the VGG perceptual loss; else the SSIM fallback.
+    ``constants`` (the loop's ``Task.constants``, replicated, never trained): ``{"vgg": frozen
+    VGG16 parameters}`` when ``vgg_graphdef`` is given (the VGG perceptual loss; else the SSIM
+    fallback) and ``{"ref": reference code tables}`` with ``setup.disentangle`` (L_dis, paper
+    000 eq. 6).
     """
     nerf_def, codes_def = graphdefs
     base_key = jax.random.key(setup.seed)
 
-    def train_step(state: TrainState, batch: Mapping[str, jax.Array], vgg_params=None):
+    def train_step(state: TrainState, batch: Mapping[str, jax.Array], constants=None):
+        constants = constants or {}
         features_fn = None
         if vgg_graphdef is not None:
+            vgg_params = constants["vgg"]
             features_fn = lambda images: nnx.merge(vgg_graphdef, vgg_params)(images)  # noqa: E731
 
         key = jax.random.fold_in(base_key, state.step)
@@ -160,7 +346,8 @@ def make_train_step(
         def loss_fn(params):
             nerf = nnx.merge(nerf_def, params["nerf"])
             codes = nnx.merge(codes_def, params["codes"])
-            code_values = codes(code_indices(frames, setup.code_sizes))
+            indices = code_indices(frames, setup.code_sizes)
+            code_values = codes(indices)
             cameras = {"c2w": frames["c2w"], "intrinsics": frames["intrinsics"]}
             out = nerf(cameras, conditions_for(code_values, frames), key)
             terms = reconstruction_losses(out, frames, features_fn)
@@ -169,6 +356,13 @@ def make_train_step(
             target = batch["image"]
             terms["velocity"] = jnp.mean(jax.vmap(nerf_losses.velocity_loss)(pred, target))
             terms["code"] = sum(jnp.mean(jnp.square(v)) for v in code_values.values())
+            dis = 0.0
+            if setup.disentangle:
+                ref = {k: jnp.take(constants["ref"][k], indices[k], axis=0) for k in indices}
+                terms["dis"] = nerf_losses.disentangle_loss(
+                    code_values, ref, dict.fromkeys(code_values, 1.0)
+                )
+                dis = weights.dis * terms["dis"]
             rec = (
                 terms["pho"]
                 + weights.background * terms["whole"]
@@ -179,6 +373,7 @@ def make_train_step(
                 + weights.velocity * terms["velocity"]
                 + weights.mask * terms["mask"]
                 + weights.code * terms["code"]
+                + dis
             )
             return total, (terms, out)
 
@@ -199,13 +394,14 @@ def make_train_step(
 class _Batches:
     """The grain pipeline's iterator with its state (resumable) for the shared loop."""
 
-    def __init__(self, pipeline):
+    def __init__(self, pipeline, keys=None):
         self._pipeline = pipeline
         self._it = iter(pipeline)
+        self._keys = keys or BATCH_KEYS
 
     def __next__(self):
         batch = next(self._it)
-        return {k: batch[k] for k in BATCH_KEYS}
+        return {k: batch[k] for k in self._keys}
 
     def get_state(self) -> dict:
         return self._it.get_state()
@@ -254,24 +450,52 @@ def fit_illumination(render, params, frame, codes, steps: int, lr: float = 0.05)
     return ill
 
 
+MOUTH = slice(48, 68)  # the iBUG-68 layout's lip points (outer 48-59, inner 60-67)
+
+
+def mouth_box(landmarks: np.ndarray, height: int, width: int, margin: float = 0.3) -> np.ndarray:
+    """``[H, W]`` bool: the box around the 68-point layout's lip points, widened on every side
+    by ``margin`` x the mouth width (the "lip region" of paper 000 table 2's lip error)."""
+    lips = np.asarray(landmarks, np.float64)[MOUTH]
+    lo, hi = lips.min(0), lips.max(0)
+    pad = margin * (hi[0] - lo[0])
+    x0, y0 = np.floor(np.maximum(lo - pad, 0)).astype(int)
+    x1, y1 = np.ceil(np.minimum(hi + pad, [width, height])).astype(int)
+    box = np.zeros((height, width), bool)
+    box[y0:y1, x0:x1] = True
+    return box
+
+
+def heldout_codes(setup: NeRFSetup, tables, identity: int) -> dict[str, jax.Array]:
+    """Codes of a held-out frame of ``identity``: its ``id`` / ``al``; ``ex`` the mean training
+    expression (the frame has none of its own: the mouth follows F_lip); ``ill`` zero (to be
+    fitted, :func:`fit_illumination`)."""
+    base = {}
+    for name, (_, dim) in setup.code_sizes.items():
+        if name in ("id", "al"):
+            base[name] = tables[name][...][identity][None]
+        elif name == "ex":
+            base[name] = jnp.mean(tables[name][...], axis=0, keepdims=True)
+        else:
+            base[name] = jnp.zeros((1, dim), jnp.float32)
+    return base
+
+
 def evaluate_split(setup, graphdefs, params, source, *, fit_steps: int, batch: int, samples=None):
-    """PSNR / SSIM over the frames of ``source`` (held-out sentences or views)."""
+    """PSNR / SSIM over the frames of ``source`` (held-out sentences or views), and the lip
+    region's PSNR / L1 (:func:`mouth_box` around the frame's ground-truth lip landmarks)."""
     render = render_fn(graphdefs)
     codes_def = graphdefs[1]
     tables = nnx.merge(codes_def, params["codes"]).tables
-    psnrs, ssims = [], []
+    keys = frame_keys(setup)
+    psnrs, ssims, mouth_psnrs, mouth_l1s = [], [], [], []
     ssim_fn = jax.jit(jax.vmap(ssim))
     shown = []
     for rows in source.sequence_rows():
-        first = {k: jnp.asarray(np.stack([source[int(rows[0])][k]])) for k in BATCH_KEYS}
+        first = {k: jnp.asarray(np.stack([source[int(rows[0])][k]])) for k in keys}
         n = len(rows)
         identity = int(first["identity"][0])
-        base = {}
-        for name, (_, dim) in setup.code_sizes.items():
-            if name in ("id", "al"):
-                base[name] = tables[name][...][identity][None]
-            else:
-                base[name] = jnp.zeros((1, dim), jnp.float32)
+        base = heldout_codes(setup, tables, identity)
         if "ill" in base and fit_steps > 0:
             base["ill"] = fit_illumination(render, params, first, base, fit_steps)
         scored = rows[1:] if (fit_steps > 0 and n > 1 and "ill" in base) else rows
@@ -280,25 +504,39 @@ def evaluate_split(setup, graphdefs, params, source, *, fit_steps: int, batch: i
             chunk = scored[start : start + batch]
             # Pad the last chunk to the batch size: one compiled shape for every call.
             padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk))])
-            frames = {
-                k: jnp.asarray(np.stack([source[int(r)][k] for r in padded])) for k in BATCH_KEYS
-            }
+            items = [source[int(r)] for r in padded]
+            frames = {k: jnp.asarray(np.stack([item[k] for item in items])) for k in keys}
             out = render(params, frames, codes)
             mse = jnp.mean(jnp.square(out["image"] - frames["image"]), axis=(1, 2, 3))
             psnrs.extend(np.asarray(psnr(mse))[: len(chunk)].tolist())
             ssims.extend(np.asarray(ssim_fn(out["image"], frames["image"]))[: len(chunk)].tolist())
+            pred, truth = np.asarray(out["image"]), np.asarray(frames["image"])
+            for j in range(len(chunk)):
+                box = mouth_box(items[j]["landmarks"], *truth.shape[1:3])
+                diff = (pred[j] - truth[j])[box]
+                mouth_psnrs.append(float(psnr(np.mean(np.square(diff)))))
+                mouth_l1s.append(float(np.mean(np.abs(diff))))
             if samples is not None and len(shown) < 4:
-                shown.append((np.asarray(out["image"][0]), np.asarray(frames["image"][0])))
+                shown.append((pred[0], truth[0]))
     if samples is not None and shown:
         _save_grid(samples, shown)
-    return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "frames": len(psnrs)}
+    return {
+        "psnr": float(np.mean(psnrs)),
+        "ssim": float(np.mean(ssims)),
+        "mouth_psnr": float(np.mean(mouth_psnrs)),
+        "mouth_l1": float(np.mean(mouth_l1s)),
+        "frames": len(psnrs),
+    }
 
 
-def evaluate_run(config, setup, graphdefs, params, workdir=None, splits=("val", "val_views")):
-    """PSNR / SSIM on held-out sentences (``val``) and views (``val_views``)."""
+def evaluate_run(config, setup, graphdefs, params, workdir=None, splits=None):
+    """PSNR / SSIM (+ lip region) on the held-out splits: ``config.eval.splits`` when set, else
+    held-out sentences (``val``) and views (``val_views``)."""
+    if splits is None:
+        splits = tuple(config.eval.get("splits", ("val", "val_views")))
     results = {}
     for split in splits:
-        source = voca_frames.load_frames(config.data, split)
+        source = load_frames(config, split)
         results[split] = evaluate_split(
             setup, graphdefs, params, source,
             fit_steps=int(config.eval.fit_steps), batch=int(config.eval.batch_size),
@@ -319,20 +557,20 @@ def _save_grid(path: pathlib.Path, pairs) -> None:
 
 def make_setup(config: ml_collections.ConfigDict):
     """``(setup, graphdefs, train_frames)`` of a NeRF config: shapes, module graphs, data."""
-    if config.data.kind != "voca":
-        raise ValueError(
-            f"unknown config.data.kind {config.data.kind!r}; this stage reads 'voca' data "
-            "(video datasets come with configs/video.py)"
-        )
-    train_frames = voca_frames.load_frames(config.data, "train")
+    train_frames = load_frames(config, "train")
     audio_dim = int(train_frames[0]["audio"].shape[-1])
-    model_config = model_config_from(config, audio_dim)
+    sync_dim = int(train_frames.lip.shape[1]) if isinstance(train_frames, LipFrames) else 0
+    model_config = model_config_from(config, audio_dim, sync_dim)
     sizes = {"id": train_frames.num_identities, "al": train_frames.num_identities,
              "ill": train_frames.num_sequences, "ex": len(train_frames)}  # fmt: skip
     code_sizes = {
         name: (sizes[name], int(dim)) for name, dim in config.model.codes.items() if dim > 0
     }
-    setup = NeRFSetup(model_config, code_sizes, len(train_frames), int(config.seed))
+    setup = NeRFSetup(
+        model_config, code_sizes, len(train_frames), int(config.seed),
+        lip="sync" if sync_dim else "audio_net",
+        disentangle=bool(_init_from(config, "disentangle")),
+    )  # fmt: skip
     nerf, codes = build_models(setup, config.seed)
     return setup, (nnx.graphdef(nerf), nnx.graphdef(codes)), train_frames
 
@@ -346,9 +584,19 @@ def build_task(
     weights = config.loss
     kind, message = perceptual_loss_choice(config.loss.vgg_weights)
     print(message, flush=True)  # said once per run: which perceptual loss this run uses
-    vgg_graphdef = vgg_params = None
+    constants = {}
+    vgg_graphdef = None
     if kind == "vgg16":
-        vgg_graphdef, vgg_params = nnx.split(load_vgg16(config.loss.vgg_weights))
+        vgg_graphdef, constants["vgg"] = nnx.split(load_vgg16(config.loss.vgg_weights))
+    if setup.lip == "sync":
+        print(f"F_lip: the sync stage of {_init_from(config, 'sync')} (frozen).", flush=True)
+    if setup.disentangle:
+        constants["ref"] = reference_codes(config, setup, train_frames)
+        print(
+            f"L_dis (weight {weights.dis}): reference codes from the extractor of "
+            f"{_init_from(config, 'disentangle')}.",
+            flush=True,
+        )
 
     def init_fn():
         nerf, codes = build_models(setup, config.seed)
@@ -356,6 +604,9 @@ def build_task(
             "nerf": nnx.to_pure_dict(nnx.state(nerf, nnx.Param)),
             "codes": nnx.to_pure_dict(nnx.state(codes, nnx.Param)),
         }
+        if setup.disentangle and bool(config.disentangle.init_codes):
+            # Paper 000: the extractor's codes initialise the learnable ones.
+            params["codes"]["tables"] = {k: jnp.asarray(v) for k, v in constants["ref"].items()}
         return TrainState.create(params, tx)
 
     pipeline = make_pipeline(
@@ -365,6 +616,7 @@ def build_task(
         num_threads=int(config.data.num_threads),
         data_axis_size=mesh.shape["data"],
     )
+    keys = frame_keys(setup)
 
     def evaluate(state):
         params = jax.device_get(state.params)
@@ -384,7 +636,7 @@ def build_task(
 
     def write_samples(state, step, samples_dir):
         params = jax.device_get(state.params)
-        source = voca_frames.load_frames(config.data, "val", progress=False)
+        source = load_frames(config, str(config.eval.get("splits", ("val",))[0]), progress=False)
         rows = source.sequence_rows()[0][:2]
         sub = _Subset(source, rows)
         evaluate_split(
@@ -395,10 +647,10 @@ def build_task(
     return loop.Task(
         init_fn=init_fn,
         train_step=make_train_step(setup, graphdefs, tx, weights, vgg_graphdef),
-        data=_Batches(pipeline),
+        data=_Batches(pipeline, keys),
         evaluate=evaluate,
         write_samples=write_samples,
-        constants=vgg_params,
+        constants=constants or None,
     )
 
 

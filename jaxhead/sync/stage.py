@@ -342,6 +342,7 @@ class SyncEncoder:
       audio_windows: host ``(audio [num_samples] at 16 kHz, num_frames) -> [num_frames, steps, F]``
         (the same front-end and per-clip normalisation as in training).
       embed_dim: ``D``.
+      fps: the video frame rate the windows are cut for.
       step: the checkpoint's training step.
       workdir: where it was loaded from.
     """
@@ -350,6 +351,7 @@ class SyncEncoder:
     embed_lips: Callable[[jax.Array], jax.Array]
     audio_windows: Callable[[np.ndarray, int], np.ndarray]
     embed_dim: int
+    fps: float
     step: int
     workdir: pathlib.Path
 
@@ -423,5 +425,6 @@ def load_sync_encoder(init_from: str | pathlib.Path) -> SyncEncoder:
             )
 
     return SyncEncoder(
-        embed_audio, embed_lips, audio_windows, int(config.model.embed_dim), int(step), workdir
-    )
+        embed_audio, embed_lips, audio_windows, int(config.model.embed_dim), float(info["fps"]),
+        int(step), workdir,
+    )  # fmt: skip
