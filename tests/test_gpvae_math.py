@@ -177,3 +177,26 @@ def test_gaussian_kl_finite_gradients_at_extreme_scales(scale):
     np.testing.assert_allclose(kl, unit, rtol=1e-3)
     grads = jax.grad(gaussian_kl, argnums=(0, 1, 2, 3))(mean_q, cov_q, mean_p, cov_p)
     chex.assert_tree_all_finite(grads)
+
+
+def test_structured_kl_matches_gaussian_kl_and_needs_no_lapack():
+    """The training step's KL (precomputed prior whitener, posterior L) equals gaussian_kl, and
+    its jitted program calls no LAPACK kernel (jaxlib's CPU trsm can deadlock on 2 threads)."""
+    from jaxhead.gpvae import models
+    from jaxhead.gpvae.losses import structured_kl, whitened_prior
+
+    rng = np.random.default_rng(0)
+    prior = np.asarray(gp_prior_covariance(16, 1.0, 8.0, 1e-3))
+    whitener, log_det = whitened_prior(prior)
+    mean = rng.normal(size=(3, 2, 16)).astype(np.float32)
+    scale = rng.uniform(0.2, 1.5, size=(3, 2, 16)).astype(np.float32)
+    coeff = rng.uniform(-0.95, 0.95, size=(3, 2, 16)).astype(np.float32)
+
+    def fn(mean, scale, coeff):
+        return structured_kl(mean, models.ar1_cholesky(scale, coeff), whitener, log_det)
+
+    got = jax.jit(fn)(mean, scale, coeff)
+    want = gaussian_kl(mean, models.posterior_covariance(scale, coeff), np.zeros(16), prior)
+    np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3)
+    hlo = jax.jit(jax.grad(lambda *a: jnp.sum(fn(*a)))).lower(mean, scale, coeff).as_text()
+    assert "lapack" not in hlo and "custom_call" not in hlo

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.linalg import solve_triangular
 
 
@@ -48,3 +49,29 @@ def gaussian_kl(
     log_det_p = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol_p, axis1=-2, axis2=-1)), axis=-1)
     log_det_q = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol_q, axis1=-2, axis2=-1)), axis=-1)
     return 0.5 * (trace_term + mahalanobis - size + log_det_p - log_det_q)
+
+
+def whitened_prior(cov_p) -> tuple[np.ndarray, float]:
+    """``(Lp⁻¹ [T, T], log|Σp|)`` of a fixed prior covariance, in float64 on the host."""
+    chol = np.linalg.cholesky(np.asarray(cov_p, np.float64))
+    inverse = np.linalg.solve(chol, np.eye(len(chol)))
+    return inverse, float(2.0 * np.sum(np.log(np.diagonal(chol))))
+
+
+def structured_kl(
+    mean_q: jax.Array, chol_q: jax.Array, prior_whitener: jax.Array, prior_log_det: float
+) -> jax.Array:
+    """:func:`gaussian_kl` to a fixed zero-mean prior, from ``q``'s Cholesky factor.
+
+    ``prior_whitener`` is ``Lp⁻¹`` and ``prior_log_det`` ``log|Σp|`` (:func:`whitened_prior`),
+    computed once; ``chol_q [..., T, T]`` is lower triangular with a positive diagonal (the
+    posterior's ``L``). Only matrix products: no Cholesky or triangular solve in the training
+    step (jaxlib's CPU trsm kernel can deadlock when two run at once on a small thread pool).
+    """
+    size = mean_q.shape[-1]
+    whitener = jnp.asarray(prior_whitener, chol_q.dtype)
+    trace_term = jnp.sum(jnp.square(whitener @ chol_q), axis=(-2, -1))
+    mahalanobis = jnp.sum(jnp.square(jnp.einsum("ij,...j->...i", whitener, mean_q)), axis=-1)
+    diag = jnp.diagonal(chol_q, axis1=-2, axis2=-1)
+    log_det_q = 2.0 * jnp.sum(jnp.log(diag), axis=-1)
+    return 0.5 * (trace_term + mahalanobis - size + prior_log_det - log_det_q)

@@ -31,7 +31,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.scipy.linalg import solve_triangular
 
 # Ablation variants of paper 001 table 4: (backbone, prior, posterior).
 VARIANTS = {
@@ -59,13 +58,17 @@ def ar1_cholesky(scale: jax.Array, coeff: jax.Array) -> jax.Array:
     Returns:
       ``[..., T, T]`` lower-triangular with diagonal ``s``; ``L[t, u] = s_u ∏_{k=u+1..t} ρ_k``.
     """
+    # Built in closed form by a cumulative product down each column (R[t, u] = ρ_t below the
+    # diagonal, 1 elsewhere), not by a triangular solve: jaxlib's CPU LAPACK trsm kernel splits
+    # its batch over the intra-op thread pool and waits on it from a pool thread, which deadlocks
+    # when two such kernels run concurrently on a 2-thread pool (seen as a silent hang of 2-core
+    # CPU training; docs/gpvae.md). Matmuls and cumprod only, and no division by ρ.
     size = scale.shape[-1]
-    eye = jnp.eye(size, dtype=scale.dtype)
-    sub = jnp.eye(size, k=-1, dtype=scale.dtype)  # ones at (t, t−1)
-    shape = (*scale.shape, size)
-    a = jnp.broadcast_to(eye, shape) - jnp.broadcast_to(sub, shape) * coeff[..., :, None]
-    rhs = jnp.broadcast_to(eye, shape) * scale[..., None, :]
-    return solve_triangular(a, rhs, lower=True, unit_diagonal=True)
+    below = jnp.tril(jnp.ones((size, size), dtype=bool), k=-1)  # t > u
+    factors = jnp.where(below, coeff[..., :, None], jnp.ones((), scale.dtype))
+    products = jnp.cumprod(factors, axis=-2)  # [t, u] = ∏_{k=u+1..t} ρ_k for t ≥ u
+    lower = jnp.tril(jnp.ones((size, size), dtype=bool))
+    return jnp.where(lower, products * scale[..., None, :], jnp.zeros((), scale.dtype))
 
 
 def posterior_covariance(scale: jax.Array, coeff: jax.Array) -> jax.Array:
