@@ -340,3 +340,22 @@ def test_background_is_read_at_the_loaded_size(fixture):
     (fixture.root / "bc.jpg").unlink()
     with pytest.raises(MissingFileError, match="bc.jpg: file not found"):
         video.VideoDataset(fixture.root).background()
+
+
+def test_jaxhead_mfcc_and_logmel_feature_files_load_and_lose_auto_to_peer_files(tmp_path):
+    fx = write_video_fixture(tmp_path / "p", audio=("aud_ds.npy",))
+    rows = max(fx.train_ids + fx.val_ids) + 1
+    rng = np.random.default_rng(0)
+    mfcc = rng.normal(size=(rows, 16, 13)).astype(np.float32)
+    np.save(fx.root / "aud_mfcc.npy", mfcc)
+    np.save(fx.root / "aud_logmel.npy", rng.normal(size=(rows, 16, 80)).astype(np.float32))
+    assert video.VideoDataset(fx.root).audio_path.name == "aud_ds.npy"
+    dataset = video.VideoDataset(fx.root, audio="aud_mfcc.npy", audio_window=4)
+    np.testing.assert_array_equal(dataset.audio_features, mfcc)
+    assert dataset[0]["audio"].shape == (4, 16 * 13)
+    assert video.VideoDataset(fx.root, audio="aud_logmel.npy").audio_features.shape[1:] == (16, 80)
+    (fx.root / "aud_ds.npy").unlink()
+    assert video.VideoDataset(fx.root).audio_path.name == "aud_mfcc.npy"
+    np.save(fx.root / "aud_mfcc.npy", mfcc[:, :, :12])
+    with pytest.raises(FeatureShapeError, match=r"aud_mfcc.npy: has shape .*\[N, 16, 13\]"):
+        video.VideoDataset(fx.root, audio="aud_mfcc.npy")

@@ -102,6 +102,12 @@ AUDIO_FEATURE_FILES: dict[str, AudioFeatureFile] = {
     ),
     "aud_hu.npy": AudioFeatureFile("HuBERT", (2,), (1024,), None, f"{PREPROCESS}, HuBERT features"),
     "aud_hubert.npy": AudioFeatureFile("HuBERT", (), (1024,), 2, f"{PREPROCESS}, HuBERT features"),
+    # jaxhead's own features (scripts/preprocess.py, `jaxhead.audio.features`): windows of 16 MFCC
+    # (100 Hz) or log-mel (80 Hz) steps centred on each frame. Last, so peers' files win "auto".
+    "aud_mfcc.npy": AudioFeatureFile("MFCC", (16,), (13,), None, f"{PREPROCESS}, MFCC features"),
+    "aud_logmel.npy": AudioFeatureFile(
+        "log-mel", (16,), (80,), None, f"{PREPROCESS}, log-mel features"
+    ),
 }
 
 # parsing/<i>.png class colours (RGB), as AD-NeRF's face-parsing step writes them.
