@@ -55,9 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     except PreprocessError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    summary = {step: info for step, info in state["steps"].items()}
-    print(json.dumps(summary, indent=1))
-    print(f"dataset ready: {args.out}")
+    for step, info in state["steps"].items():
+        numbers = {k: v for k, v in info.items() if k not in ("status", "options", "finished")}
+        print(f"{step:>14}: {json.dumps(numbers)}")
+    print(f"dataset ready: {args.out} (details in {args.out}/preprocess.json)")
     return 0
 
 

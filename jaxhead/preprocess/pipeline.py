@@ -601,7 +601,7 @@ def mediapipe_python(option: str | None) -> str | None:
             raise PreprocessError(
                 python, "the MediaPipe interpreter does not exist.", MEDIAPIPE_SETUP
             )
-        return found
+        return os.path.abspath(found)
     if mediapipe_worker.available():
         return None
     raise PreprocessError(None, "MediaPipe is not available.", MEDIAPIPE_SETUP)
@@ -627,8 +627,9 @@ def run_mediapipe(
     env = dict(os.environ)
     package_root = os.fspath(pathlib.Path(mediapipe_worker.__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    command = [python, "-m", "jaxhead.preprocess.mediapipe_worker", "--frames", os.fspath(frames)]
-    command += ["--out", os.fspath(out), "--segmentation", os.fspath(segmentation)]
+    command = [python, "-m", "jaxhead.preprocess.mediapipe_worker"]
+    command += ["--frames", os.path.abspath(frames), "--out", os.path.abspath(out)]
+    command += ["--segmentation", os.path.abspath(segmentation)]
     with tempfile.TemporaryFile("w+") as errors:
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=errors, text=True, env=env, cwd=package_root
