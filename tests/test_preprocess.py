@@ -46,6 +46,26 @@ needs_mediapipe = pytest.mark.skipif(
 )
 
 
+def test_the_mediapipe_worker_imports_nothing_of_the_main_environment():
+    import ast
+
+    tree = ast.parse(pathlib.Path(mediapipe_worker.__file__).read_text())
+    modules = {alias.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+               for alias in n.names}  # fmt: skip
+    modules |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert modules <= {"__future__", "argparse", "os", "pathlib", "sys", "tempfile"} | {
+        "cv2", "numpy", "mediapipe",
+    }  # fmt: skip
+    code = (
+        "import sys, jaxhead.preprocess.mediapipe_worker; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('jax', 'grain', 'orbax', 'flax', 'av', 'google')))"
+    )
+    env = dict(os.environ, PYTHONPATH=os.fspath(REPO))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
 # -- pure functions ------------------------------------------------------------------------------
 
 
@@ -247,7 +267,7 @@ def _assert_nothing_written(out: pathlib.Path):
     assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
 
 
-def _run_cli(video_path, out, *extra):
+def _run_cli(video_path, out, *extra, cwd=None):
     env = dict(os.environ, PYTHONPATH=os.fspath(REPO))
     command = [sys.executable, os.fspath(REPO / "scripts" / "preprocess.py"), os.fspath(video_path)]
     return subprocess.run(
@@ -256,6 +276,7 @@ def _run_cli(video_path, out, *extra):
         text=True,
         env=env,
         timeout=300,
+        cwd=cwd,
     )
 
 
@@ -458,8 +479,8 @@ def test_real_clip_end_to_end(tmp_path, shared_data):
     source = shared_data / "real" / "video" / "May_5s.mp4"
     if not source.is_file():
         pytest.skip(f"{source} is absent")
-    out = tmp_path / "may"
-    result = _run_cli(source, out, "--max_seconds", "2")
+    out = tmp_path / "may"  # given relative to another working directory
+    result = _run_cli(source, "may", "--max_seconds", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     state = json.loads((out / "preprocess.json").read_text())
     assert state["complete"] and state["steps"]["mediapipe"]["faces_found"] == 50
