@@ -37,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--smooth_sigma", type=float, default=Options.smooth_sigma, help="pose filter (frames)"
     )
+    parser.add_argument(
+        "--redo",
+        choices=["mediapipe", "landmarks", "pose", "masks", "audio_features", "finalize"],
+        help="re-run this step and the later ones (after a code or model change)",
+    )
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
@@ -50,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             hubert_checkpoint=args.hubert_checkpoint,
             focal=args.focal,
             smooth_sigma=args.smooth_sigma,
+            redo=args.redo,
             progress=not args.no_progress,
         )
     except PreprocessError as error:

@@ -4,8 +4,9 @@ Per frame (`parse_frame`), from the Face Mesh points and MediaPipe's selfie-segm
 probability:
 
 * **head** = the convex hull of the 478 Face Mesh points, plus the person pixels above the jaw
-  line (the iBUG jaw contour 0-16; beyond its ends, the chin's level) within 35 % of the face's
-  width to either side of it: hair and skull, which the face mesh does not cover.
+  line (the iBUG jaw contour 0-16; beyond its ends, halfway down from the end to the chin's
+  level) within 30 % of the face's width to either side of it: hair and skull, which the face
+  mesh does not cover.
 * **neck** = the remaining person pixels under the jaw down to 0.6 face heights below the chin
   and within 0.35 face widths of the chin horizontally.
 * **torso** = every other person pixel; **background** = the rest.
@@ -59,12 +60,15 @@ def parse_frame(
     xs = np.arange(width, dtype=np.float32)
     chin = points[JAW[8]]
     jaw_y = np.interp(xs, jaw[order, 0], jaw[order, 1])
-    # Beyond the jaw's ends (hair falling beside the face) the line drops to the chin's level.
-    jaw_y[(xs < jaw[:, 0].min()) | (xs > jaw[:, 0].max())] = max(chin[1], jaw[:, 1].max())
+    # Beyond the jaw's ends (hair falling beside the face) the line drops halfway from the end's
+    # height to the chin's (lower would take in raised shoulders).
+    left, right = jaw[order[0]], jaw[order[-1]]
+    jaw_y[xs < left[0]] = 0.5 * (left[1] + chin[1])
+    jaw_y[xs > right[0]] = 0.5 * (right[1] + chin[1])
     face_w = float(points[:, 0].max() - points[:, 0].min())
     face_h = float(points[:, 1].max() - points[:, 1].min())
     yy = np.arange(height, dtype=np.float32)[:, None]
-    band = (xs >= jaw[:, 0].min() - 0.35 * face_w) & (xs <= jaw[:, 0].max() + 0.35 * face_w)
+    band = (xs >= jaw[:, 0].min() - 0.3 * face_w) & (xs <= jaw[:, 0].max() + 0.3 * face_w)
     above = (yy < jaw_y[None, :]) & band[None, :]
     head = hull | (person & above)
     near_chin = (np.abs(xs - chin[0]) < 0.35 * face_w)[None, :]

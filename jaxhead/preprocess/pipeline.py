@@ -72,6 +72,7 @@ class Options:
     jpeg_quality: int = 95
     debug_frames: int = 4
     progress: bool = True
+    redo: str | None = None  # re-run this step and the later ones even when done
 
 
 # The options each step depends on (a change re-runs the step and the ones after it).
@@ -148,6 +149,8 @@ class Run:
     # -- driver ------------------------------------------------------------------------------
 
     def run(self) -> dict:
+        if self.options.redo is not None and self.options.redo not in STEPS[1:]:
+            raise ValueError(f"--redo must be one of {STEPS[1:]}, got {self.options.redo!r}")
         if not self.video.is_file():
             raise PreprocessError(self.video, "file not found.", "check the path of the video.")
         identity = _video_identity(self.video)
@@ -182,6 +185,8 @@ class Run:
             done = record.get("status") == "done" and record.get("options") == (
                 self.step_options(step)
             )
+            if step == self.options.redo and step != "decode":
+                done = False
             if done and not redo:
                 self.log(f"[{step}] done before ({record.get('seconds', 0):.1f} s), skipped")
                 continue
