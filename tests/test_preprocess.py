@@ -424,6 +424,20 @@ def test_pipeline_output_loads_keeps_ids_and_resumes(tmp_path, fake_face, monkey
     assert split["steps"]["finalize"]["val_frames"] == 40 - int(40 * 10 / 11)
     assert _mtimes(out)["aud_mfcc.npy"] == before["aud_mfcc.npy"]
 
+    # A HuBERT checkpoint adds aud_hu.npy (re-running the audio features and the transforms only).
+    from test_hubert import _numpy_checkpoint
+
+    model = _numpy_checkpoint(tmp_path / "hubert", layout="base")
+    hubert = pipeline.preprocess(path, out, progress=False, hubert_checkpoint=tmp_path / "hubert")
+    assert hubert["steps"]["masks"] == state["steps"]["masks"]
+    assert np.load(out / "aud_hu.npy").shape == (40, 2, model.config.hidden_size)
+    # --redo re-runs a finished step and the later ones.
+    redo = pipeline.preprocess(path, out, progress=False, redo="masks")
+    assert redo["steps"]["pose"] == state["steps"]["pose"]
+    assert redo["steps"]["masks"]["finished"] >= state["steps"]["masks"]["finished"]
+    assert not (out / "aud_hu.npy").exists()  # the options of this run have no checkpoint
+    assert _mtimes(out)["parsing/0.png"] > before["parsing/0.png"]
+
     # A different video (or decode option) for the same folder is refused.
     with pytest.raises(PreprocessError, match="is not overwritten"):
         pipeline.preprocess(path, out, progress=False, max_seconds=1.0)

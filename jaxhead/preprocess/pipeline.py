@@ -124,6 +124,10 @@ class Run:
     def __init__(self, video: str | os.PathLike, out: str | os.PathLike, options: Options):
         self.video = pathlib.Path(video)
         self.out = pathlib.Path(out)
+        for name in ("hubert_checkpoint", "mediapipe_python"):  # paths are stored as strings
+            value = getattr(options, name)
+            if value is not None:
+                setattr(options, name, os.fspath(value))
         self.options = options
         self.state: dict = {}
 
