@@ -259,6 +259,40 @@ def test_a_30_fps_video_is_resampled_to_25_fps_by_nearest_timestamp(tmp_path):
     assert audio.shape == (16000,) and np.abs(audio).max() > 0.1
 
 
+def test_a_variable_frame_rate_video_maps_each_output_frame_to_the_nearest_source_frame(tmp_path):
+    import fractions
+
+    import av
+
+    times_ms = [0, 30, 70, 100, 150, 160, 200, 290, 300, 330, 400, 410, 480]  # irregular
+    path = tmp_path / "vfr.mp4"
+    with av.open(os.fspath(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fractions.Fraction(100))
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = fractions.Fraction(1, 1000)
+        for k, t in enumerate(times_ms):
+            frame = av.VideoFrame.from_ndarray(
+                np.full((32, 32, 3), frame_value(k), np.uint8), format="rgb24"
+            )
+            frame.pts, frame.time_base = t, fractions.Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    got = []
+    num, start = decode.decode_frames(path, 25, None, lambda i, rgb: got.append(int(rgb.mean())))
+    with av.open(os.fspath(path)) as container:  # the timestamps as the container stores them
+        stamps = [float(f.pts * f.time_base) for f in container.decode(video=0)]
+    assert stamps[0] == 0.0 and len(stamps) == len(times_ms)
+    end = stamps[-1] + (stamps[-1] - stamps[-2])
+    assert num == int(np.ceil(end * 25 - 1e-9))
+    for i, value in enumerate(got):  # nearest timestamp, ties to the earlier frame
+        distance = np.abs(np.array(stamps) - i / 25)
+        k = int(np.flatnonzero(distance <= distance.min() + 1e-9)[0])
+        assert abs(value - frame_value(k)) <= 2, (i, k, value)
+
+
 # -- bad inputs ----------------------------------------------------------------------------------
 
 
