@@ -386,6 +386,7 @@ def test_missing_mediapipe_stops_with_the_commands_that_make_its_environment(tmp
     path = write_clip(tmp_path / "clip.mp4", num_frames=10)
     with pytest.raises(PreprocessError, match="MediaPipe is not available") as error:
         pipeline.preprocess(path, tmp_path / "clip", progress=False)
+    _assert_nothing_written(tmp_path / "clip")  # checked before the decoded folder appears
     assert 'pip install "mediapipe==0.10.14"' in str(error.value)
     assert "--mediapipe_python .venv-mediapipe/bin/python" in str(error.value)
     with pytest.raises(PreprocessError, match="interpreter does not exist"):
@@ -409,6 +410,7 @@ def test_a_folder_that_is_not_a_preprocessing_folder_is_never_written_into(tmp_p
 def fake_face(monkeypatch):
     face = FakeFace(missing=(5, 6))
     monkeypatch.setattr(pipeline, "run_mediapipe", fake_mediapipe(face))
+    monkeypatch.setattr(pipeline, "mediapipe_python", lambda option: None)
     return face
 
 
@@ -510,6 +512,7 @@ def test_the_sync_stage_reads_the_output_when_every_frame_has_a_face(tmp_path, m
     from jaxhead.sync.data import load_video_clip
 
     monkeypatch.setattr(pipeline, "run_mediapipe", fake_mediapipe(FakeFace()))
+    monkeypatch.setattr(pipeline, "mediapipe_python", lambda option: None)
     path = write_clip(tmp_path / "clip.mp4", num_frames=30, size=128)
     out = tmp_path / "clip"
     pipeline.preprocess(path, out, progress=False)

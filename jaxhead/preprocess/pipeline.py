@@ -260,6 +260,9 @@ class Run:
             from jaxhead.audio.io import SAMPLE_RATE, save_wav
 
             audio = decode.extract_audio(self.video, num, opts.fps, start)
+            # The input is good; without MediaPipe the next step cannot run: stop before the
+            # folder appears.
+            mediapipe_python(opts.mediapipe_python)
             save_wav(staging / "aud.wav", audio, SAMPLE_RATE)
             stats = {
                 "num_frames": num,
