@@ -1,9 +1,14 @@
-"""Render a trained head NeRF into an mp4 with sound.
+"""Render a trained head NeRF into an mp4 with sound (VOCASET-format and video runs).
 
 python scripts/render.py --workdir runs/voca --audio speech.wav --out out.mp4
 python scripts/render.py --workdir runs/voca --sequence 0 --out heldout.mp4
-python scripts/render.py --workdir runs/voca --audio speech.wav --yaw-sweep 30 --out sweep.mp4
-python scripts/render.py --workdir runs/voca --swap-expression-from 1 --identity 0 --out swap.mp4
+python scripts/render.py --workdir runs/voca --audio speech.wav --yaw_sweep 30 --out sweep.mp4
+python scripts/render.py --workdir runs/voca --swap_expression_from 1 --identity 0 --out swap.mp4
+python scripts/render.py --workdir runs/french --audio speech.wav --pose_from gpvae \\
+    --gpvae_workdir runs/gpvae --out generated_pose.mp4
+
+With --audio the head pose and blinks are replayed from the run's training frames (a video run:
+the video's own motion) unless --pose_from gpvae generates them from the audio.
 """
 
 from absl import flags
@@ -18,7 +23,7 @@ _AUDIO = flags.DEFINE_string(
     "audio", None, "Driving audio (wav/mp3/flac/mp4), resampled to 16 kHz."
 )
 _SEQUENCE = flags.DEFINE_integer(
-    "sequence", None, "Re-render held-out sentence N beside the truth."
+    "sequence", None, "Re-render held-out sequence N beside the truth."
 )
 _YAW = flags.DEFINE_float("yaw_sweep", 0.0, "Orbit the camera from -DEG to +DEG (with --audio).")
 _SWAP = flags.DEFINE_integer("swap_expression_from", None, "Expression of this identity.")
@@ -35,12 +40,24 @@ def main(argv):
     modes = [_AUDIO.value is not None, _SEQUENCE.value is not None, _SWAP.value is not None]
     if sum(modes) != 1:
         raise SystemExit("error: give exactly one of --audio, --sequence, --swap_expression_from")
+    if _POSE_FROM.value == "gpvae" and (_AUDIO.value is None or not _GPVAE.value):
+        raise SystemExit("error: --pose_from gpvae needs --audio and --gpvae_workdir")
     trained = render_video.load_trained(_WORKDIR.value)
     fps = float(trained.config.data.fps)
     audio = None
     if _AUDIO.value is not None:
         audio = render_video.load_driving_audio(_AUDIO.value)
-        frames = render_video.drive(trained, audio, identity=_IDENTITY.value, yaw_sweep=_YAW.value)
+        pose_blink = None
+        if _POSE_FROM.value == "gpvae":
+            from jaxhead.gpvae.stage import generate_pose_blink
+
+            count = render_video.num_audio_frames(trained.config, audio)
+            pose_blink = generate_pose_blink(
+                _GPVAE.value, audio=audio, num_frames=count, fps=fps, seed=_SEED.value
+            )
+        frames = render_video.drive(
+            trained, audio, identity=_IDENTITY.value, yaw_sweep=_YAW.value, pose_blink=pose_blink
+        )
     elif _SEQUENCE.value is not None:
         frames, audio = render_video.held_out_sequence(trained, _SEQUENCE.value)
     else:

@@ -1,0 +1,122 @@
+"""The evaluation suite of a trained NeRF run (render_video.evaluate_workdir, scripts/evaluate.py)
+and video runs end to end: configs/video.py:smoke on a fixture folder -> train -> evaluate."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pathlib
+import types
+
+import av
+import numpy as np
+import pytest
+from video_fixture import write_video_fixture
+
+from jaxhead.audio.io import save_wav
+from jaxhead.nerf import render_video
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def no_face_mesh(monkeypatch):
+    monkeypatch.setenv("JAXHEAD_MEDIAPIPE_PYTHON", "/nonexistent/mediapipe/python")
+
+
+def test_face_mesh_without_an_environment_is_not_computed(monkeypatch):
+    no_face_mesh(monkeypatch)
+    with pytest.raises(render_video.FaceMeshUnavailable, match=render_video.NO_FACE_MESH):
+        render_video.face_mesh(np.zeros((2, 32, 32, 3), np.float32))
+
+
+def test_generated_pose_round_trips_through_the_cameras():
+    c2w = np.tile(np.eye(4, dtype=np.float32), (3, 1, 1))
+    c2w[:, 2, 3] = 1.2
+    trained = types.SimpleNamespace(train_frames=types.SimpleNamespace(arrays={"c2w": c2w}))
+    rng = np.random.default_rng(0)
+    pose = np.concatenate([rng.uniform(-0.3, 0.3, (5, 3)), rng.uniform(-0.05, 0.05, (5, 3))], 1)
+    cameras = render_video.posed_cameras(trained, pose.astype(np.float32))
+    assert np.allclose(render_video.head_poses(trained, cameras), pose, atol=1e-5)
+
+
+def test_mouth_opening_gap_filling_and_trace_plot(tmp_path):
+    points = np.zeros((4, 478, 3))
+    points[:, 33, 0], points[:, 263, 0] = 0.0, 10.0  # eye corners 10 px apart
+    points[:, 14, 1] = [0.0, 2.0, 5.0, 1.0]  # lower inner lip moves down
+    assert np.allclose(render_video.mouth_opening(points), [0.0, 0.2, 0.5, 0.1])
+    series = np.array([[0.0], [np.nan], [4.0], [np.nan]])
+    assert np.allclose(render_video._fill_gaps(series)[:, 0], [0.0, 2.0, 4.0, 4.0])
+    traces = {
+        "fps": 25.0,
+        "psnr": np.ones(10),
+        "mouth_pred": np.ones(10),
+        "blink_truth": np.ones(10),
+    }
+    path = render_video.plot_traces(tmp_path / "t.png", traces, "test")
+    assert path.stat().st_size > 1000
+
+
+def test_face_mesh_finds_the_face_of_a_real_frame(shared_data):
+    if not os.environ.get("JAXHEAD_MEDIAPIPE_PYTHON"):
+        pytest.skip("set JAXHEAD_MEDIAPIPE_PYTHON to a MediaPipe environment's python")
+    with av.open(str(shared_data / "real" / "video" / "May_5s.mp4")) as container:
+        frame = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    points = render_video.face_mesh(frame[None].astype(np.float32) / 255.0)
+    assert points.shape == (1, 478, 3) and np.isfinite(points).all()
+    assert 0 < points[0, :, 0].min() and points[0, :, 0].max() < frame.shape[1]
+
+
+def video_config(root: pathlib.Path, cache: pathlib.Path):
+    spec = importlib.util.spec_from_file_location("video_config", ROOT / "configs" / "video.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("smoke")
+    with config.unlocked():
+        config.data.root = str(root)
+        config.data.cache_dir = str(cache)
+        config.mesh.data = 1
+        config.train.update(progress=False, steps=2, log_every=1, checkpoint_every=2)
+    return config
+
+
+@pytest.mark.slow
+def test_video_smoke_run_trains_renders_and_evaluates(tmp_path, monkeypatch):
+    from jaxhead.data.media import write_video
+    from jaxhead.nerf import stage
+
+    no_face_mesh(monkeypatch)
+    fixture = write_video_fixture(
+        tmp_path / "person", train_ids=list(range(12)), val_ids=list(range(12, 20)),
+        height=64, width=64,
+    )  # fmt: skip
+    t = np.arange(16000) / 16000
+    save_wav(fixture.root / "aud.wav", (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32))
+    workdir = tmp_path / "run"
+    stage.train(video_config(fixture.root, tmp_path / "cache"), workdir)
+    assert json.loads((workdir / "eval.json").read_text())["val"]["frames"] == 8
+
+    results = render_video.evaluate_workdir(workdir)
+    val = results["val"]
+    assert 0 < val["psnr"] < 60 and -1 <= val["ssim"] <= 1 and val["frames"] == 8
+    assert val["lpips"] == {"lpips": None, "reason": val["lpips"]["reason"]}
+    assert "weights not configured" in val["lpips"]["reason"]
+    assert val["fid"]["fid"] is None and "InceptionV3" in val["fid"]["reason"]
+    assert val["lmd"]["lmd_px"] is None and render_video.NO_FACE_MESH in val["lmd"]["reason"]
+    assert val["sync"]["confidence"] is None
+    assert val["syncnet"] == {"syncnet_confidence": None, "reason": "weights not configured"}
+    assert val["blinks_per_second"]["truth_signal"] >= 0
+    assert (workdir / val["plot"]).exists()
+    table = (workdir / "eval.md").read_text()
+    assert "not computed: weights not configured" in table and "val.psnr" in table
+
+    trained = render_video.load_trained(workdir)
+    speech = (0.3 * np.sin(2 * np.pi * 220 * np.arange(8000) / 16000)).astype(np.float32)
+    frames = render_video.drive(trained, speech)
+    assert frames.shape == (12, 64, 64, 3) and np.isfinite(frames).all()
+    side_by_side, audio = render_video.held_out_sequence(trained, 0)
+    assert side_by_side.shape == (8, 64, 128, 3)
+    assert audio is not None and len(audio) == 8 * 16000 // 25
+    video = write_video(tmp_path / "out.mp4", side_by_side, 25, audio)
+    with av.open(str(video)) as container:
+        assert {s.type for s in container.streams} == {"video", "audio"}
