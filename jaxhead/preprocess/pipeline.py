@@ -169,7 +169,14 @@ class Run:
                     )
                 self.out.rmdir()
             else:
-                self.state = json.loads(self.state_path.read_text())
+                try:
+                    self.state = json.loads(self.state_path.read_text())
+                except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+                    raise PreprocessError(
+                        self.state_path,
+                        f"cannot be read ({error}); the run that wrote it was cut.",
+                        "delete the folder and run again.",
+                    ) from error
                 recorded = self.state.get("video", {})
                 decode_opts = self.state.get("steps", {}).get("decode", {}).get("options")
                 same_video = {k: recorded.get(k) for k in ("bytes", "mtime")} == {
@@ -219,6 +226,7 @@ class Run:
             }
             if step == "finalize":
                 self.state["complete"] = True
+            self.state["options"] = dataclasses.asdict(self.options)  # the latest run's
             self.save()
             self.log(f"[{step}] done in {seconds:.1f} s")
         return self.state
@@ -279,16 +287,16 @@ class Run:
                 "options": dataclasses.asdict(opts),
                 "complete": False,
                 "info": stats,
-                "steps": {},
+                # Recorded in the folder as it appears (the driver adds the time right after).
+                "steps": {"decode": {"status": "done", "options": self.step_options("decode")}},
             }
             _write_json(staging / "preprocess.json", self.state)
-            if self.out.exists():  # an emptied folder from a failed earlier attempt
-                shutil.rmtree(self.out)
+            if self.out.exists():
+                raise PreprocessError(self.out, "appeared while decoding.", "run again.")
             os.replace(staging, self.out)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        self.state["options"] = dataclasses.asdict(opts)
         return stats
 
     @property
@@ -306,8 +314,8 @@ class Run:
         frames, selfie = self.out / "ori_imgs", self.out / "selfie"
         with self._bar(self.num_frames, "face mesh + segmentation") as bar:
             run_mediapipe(frames, result_path, selfie, self.options.mediapipe_python, bar)
-        result = np.load(result_path)
-        marks, found = result["landmarks"], result["found"]
+        with np.load(result_path) as result:
+            marks, found = result["landmarks"], result["found"]
         if len(found) != self.num_frames:
             raise PreprocessError(result_path, f"has {len(found)} frames, not {self.num_frames}.")
         if not found.any():
