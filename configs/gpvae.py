@@ -28,7 +28,7 @@ from jaxhead.train.optim import optim_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    arg = parse_arg(arg, smoke=False, variant="transformer_gpvae")
+    arg = parse_arg(arg, smoke=False, ablation=False, variant="transformer_gpvae")
     config = base_config(seed=0, steps=3000, log_every=50, checkpoint_every=500)
     config.optim = optim_config(
         learning_rate=1e-3, schedule="cosine", warmup_steps=100, grad_clip_norm=1.0
@@ -68,6 +68,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "vae_fraction": 0.6,  # steps of phase 1 (VAE trains); then only E_ah trains
         }
     )
+    # Per-person fine-tuning (paper 001 §3.4): start from a pre-trained GP-VAE run and train only
+    # the cross-modal encoder E_ah on this config's data (E_h and D frozen; vae_fraction ignored).
+    config.finetune = ml_collections.ConfigDict(
+        {
+            "init_from": "",  # a pre-trained GP-VAE workdir (or its checkpoints/<step>)
+            "normalize": "data",  # data: this person's mean/std | pretrained: the pre-trained run's
+        }
+    )
     config.eval = ml_collections.ConfigDict(
         {
             "num_samples": 4,
@@ -78,6 +86,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "blink_min_gap_s": 0.2,
         }
     )
+    if arg.ablation:
+        # scripts/gpvae_ablation.py: the default model and data at a CPU budget of ~7 min per
+        # variant on 2 shared cores (measured in docs/gpvae.md).
+        config.train.steps = 1500
+        config.train.log_every = 100
+        config.train.progress = False
     if arg.smoke:
         config.train.steps = 60
         config.train.log_every = 10

@@ -123,3 +123,58 @@ def test_config_variants():
     assert module.get_config("smoke,variant=lstm_vae").model.variant == "lstm_vae"
     with pytest.raises(ValueError, match="unknown config variant"):
         module.get_config("fast")
+
+
+def _train_only(config, mesh):
+    task = stage.build_task(config, mesh)
+    task.evaluate = task.write_samples = None
+    return task
+
+
+@pytest.mark.slow  # ~1 min on 2 free CPU cores (two tiny trainings, two evaluations)
+def test_finetune_trains_only_the_cross_modal_encoder(voca_root, tmp_path):
+    pre = tiny_config(voca_root, steps=4)
+    pretrained = loop.train(pre, tmp_path / "pre", _train_only)
+    config = tiny_config(voca_root, steps=4)
+    with config.unlocked():
+        config.finetune.init_from = str(tmp_path / "pre")
+        config.eval.plot_sequences = 0
+    tuned = stage.train(config, tmp_path / "tuned")
+    before, after = jax.device_get(pretrained.params), jax.device_get(tuned.params)
+    for part in before:
+        pairs = zip(jax.tree.leaves(before[part]), jax.tree.leaves(after[part]), strict=True)
+        same = [np.array_equal(a, b) for a, b in pairs]
+        if part == "cme":
+            assert not all(same), "E_ah did not change"
+        else:
+            assert all(same), f"{part} changed while frozen"
+    results = json.loads((tmp_path / "tuned" / "eval.json").read_text())
+    assert np.isfinite(results["before_finetune"]["d_rot"]) and np.isfinite(results["d_rot"])
+
+    missing = tiny_config(voca_root)
+    with missing.unlocked():
+        missing.finetune.init_from = str(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="scripts/train_gpvae.py"):
+        stage.build_task(missing, None)
+    other = tiny_config(voca_root)
+    with other.unlocked():
+        other.finetune.init_from = str(tmp_path / "pre")
+        other.model.width = 24
+    with pytest.raises(ValueError, match="model.width"):
+        stage.build_task(other, None)
+
+
+def test_ablation_table_rows_means_and_baseline():
+    base = {"d_rot": 50.0, "d_pos": 40.0, "d_rot_long": 101.0, "d_pos_long": 99.0,
+            "blinks_per_s_generated": 0.2, "blinks_per_s_ground_truth": 0.3, "diversity": 0.1,
+            "motion_ratio": 0.8, "d_rot_hold": 97.0, "d_pos_hold": 96.0, "d_rot_long_hold": 130.0,
+            "d_pos_long_hold": 131.0, "wall_s": 400.0}  # fmt: skip
+    rows = [
+        {**base, "variant": "mlp_vae", "seed": 0},
+        {**base, "variant": "transformer_gpvae", "seed": 0, "d_rot": 10.0},
+        {**base, "variant": "transformer_gpvae", "seed": 1, "d_rot": 20.0},
+    ]
+    table = stage.ablation_table(rows)
+    assert "| MLP VAE | 0 | 50.00% |" in table
+    assert "| **Trans GP-VAE, mean ± std** | 2 seeds | 15.00 ± 5.00% |" in table
+    assert "| hold last BOP frame | - | 97.00% | 96.00% |" in table

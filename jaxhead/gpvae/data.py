@@ -201,6 +201,30 @@ def load_synthetic(root: str | os.PathLike, fps: float = 25.0) -> list[PoseSeque
     return out
 
 
+def generate_synthetic(synthetic_config, root: str | os.PathLike) -> pathlib.Path:
+    """Generates ``config.data.synthetic`` (identities, sequences, seconds, seed) into ``root``.
+
+    Small meshes (8 x 12): only the factors and the audio are used here. Reuses ``root`` when a
+    complete generation with the same settings is there (``root/gpvae_settings.json`` is written
+    last), so several runs can share one data set (scripts/gpvae_ablation.py).
+    """
+    from jaxhead.data import synthetic
+
+    s = synthetic_config
+    root = pathlib.Path(root)
+    settings = {k: s[k] for k in ("identities", "sequences", "seconds", "seed")}
+    marker = root / "gpvae_settings.json"
+    if marker.is_file() and json.loads(marker.read_text()) == settings:
+        return root
+    if root.exists():
+        shutil.rmtree(root)
+    synthetic.generate(
+        root, s.identities, s.sequences, s.seconds, s.seed, mesh_rows=8, mesh_cols=12
+    )
+    marker.write_text(json.dumps(settings))
+    return root
+
+
 def load_sequences(data) -> tuple[list[PoseSequence], list[PoseSequence]]:
     """``(train, held_out)`` sequences from ``config.data`` (see the module docstring).
 
@@ -212,16 +236,9 @@ def load_sequences(data) -> tuple[list[PoseSequence], list[PoseSequence]]:
         if data.root:
             sequences = load_synthetic(data.root, fps)
         else:
-            from jaxhead.data import synthetic
-
             tmp = pathlib.Path(tempfile.mkdtemp(prefix="jaxhead_gpvae_"))
             try:
-                s = data.synthetic
-                synthetic.generate(
-                    tmp / "voca", s.identities, s.sequences, s.seconds, s.seed,
-                    mesh_rows=8, mesh_cols=12,
-                )  # fmt: skip
-                sequences = load_synthetic(tmp / "voca", fps)
+                sequences = load_synthetic(generate_synthetic(data.synthetic, tmp / "voca"), fps)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         by_group: dict[str, list[PoseSequence]] = {}

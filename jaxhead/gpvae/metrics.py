@@ -29,34 +29,49 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def relative_mae(predictions: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> float:
+def relative_mae(
+    predictions: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    centers: Sequence[np.ndarray] | None = None,
+) -> float:
     """Pooled relative MAE in percent (D-Rot / D-Pos above).
 
     Args:
       predictions, targets: sequences of ``[N_i, C]`` arrays (same shapes pairwise).
+      centers: optional ``[C]`` per pair, the value the target's deviation is measured from
+        (default: the target's own mean). The windowed metric passes the mean of the whole
+        held-out sequence a window comes from, so that the scale does not shrink with the window.
 
     Returns:
-      ``100 · Σ|pred − target| / Σ|target − per-sequence mean|``; ``nan`` when the targets are
-      constant.
+      ``100 · Σ|pred − target| / Σ|target − center|``; ``nan`` when the targets are constant.
     """
     num, den = 0.0, 0.0
-    for pred, target in zip(predictions, targets, strict=True):
+    if centers is None:
+        centers = [None] * len(targets)
+    for pred, target, center in zip(predictions, targets, centers, strict=True):
         pred = np.asarray(pred, np.float64)
         target = np.asarray(target, np.float64)
         if pred.shape != target.shape:
             raise ValueError(f"relative_mae: shapes differ, {pred.shape} vs {target.shape}")
+        center = target.mean(0) if center is None else np.asarray(center, np.float64)
         num += np.abs(pred - target).sum()
-        den += np.abs(target - target.mean(0, keepdims=True)).sum()
+        den += np.abs(target - center).sum()
     return float(100.0 * num / den) if den > 0 else float("nan")
 
 
 def pose_distances(
-    predictions: Sequence[np.ndarray], targets: Sequence[np.ndarray]
+    predictions: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    centers: Sequence[np.ndarray] | None = None,
 ) -> dict[str, float]:
     """``{"d_rot", "d_pos"}`` from ``[N_i, 6]`` poses (rotation first, then translation)."""
+    c_rot = None if centers is None else [np.asarray(c)[:3] for c in centers]
+    c_pos = None if centers is None else [np.asarray(c)[3:6] for c in centers]
     return {
-        "d_rot": relative_mae([p[:, :3] for p in predictions], [t[:, :3] for t in targets]),
-        "d_pos": relative_mae([p[:, 3:6] for p in predictions], [t[:, 3:6] for t in targets]),
+        "d_rot": relative_mae([p[:, :3] for p in predictions], [t[:, :3] for t in targets], c_rot),
+        "d_pos": relative_mae(
+            [p[:, 3:6] for p in predictions], [t[:, 3:6] for t in targets], c_pos
+        ),
     }
 
 

@@ -36,7 +36,7 @@ from jaxhead.gpvae import data as data_lib
 from jaxhead.gpvae import metrics as metrics_lib
 from jaxhead.gpvae import models
 from jaxhead.gpvae.kernels import gp_prior_covariance
-from jaxhead.gpvae.losses import gaussian_kl
+from jaxhead.gpvae.losses import structured_kl, whitened_prior
 from jaxhead.train import loop
 from jaxhead.train.optim import make_optimizer
 from jaxhead.train.state import tree_l2
@@ -110,10 +110,14 @@ def _init_state(config, spec, tx, mean, std) -> GPVAEState:
 
 
 def _kl(mean, scale, coeff, prior_cov):
-    """``[B]`` KL summed over latent channels (eq. 8), posterior ``[B, L, T]``."""
-    cov_q = models.posterior_covariance(scale, coeff)
-    zero = jnp.zeros(prior_cov.shape[-1], mean.dtype)
-    return jnp.sum(gaussian_kl(mean, cov_q, zero, prior_cov), axis=-1)
+    """``[B]`` KL summed over latent channels (eq. 8), posterior ``[B, L, T]``.
+
+    ``prior_cov`` is a concrete (not traced) ``[T, T]`` matrix: its whitener is computed once on
+    the host, and the step needs no Cholesky or triangular solve (see ``losses.structured_kl``).
+    """
+    whitener, log_det = whitened_prior(prior_cov)
+    chol_q = models.ar1_cholesky(scale, coeff)
+    return jnp.sum(structured_kl(mean, chol_q, whitener, log_det), axis=-1)
 
 
 def vae_loss(model, h, key, prior_cov, beta):
@@ -161,15 +165,29 @@ def build_task(config: ml_collections.ConfigDict, mesh) -> loop.Task:
     total = int(config.train.steps)
     tx = make_optimizer(config.optim, total)
     graphdef = _graphdef(spec)
-    prior_cov = prior_covariance(config)
+    prior_cov = np.asarray(prior_covariance(config))
     beta = float(config.loss.beta)
     cme_weight = float(config.loss.cme_weight)
     vae_steps = int(round(float(config.loss.vae_fraction) * total))
     bop = int(config.data.bop)
     base_key = jax.random.key(int(config.seed))
+    pretrained = _pretrained(config)
+    if pretrained is not None:
+        if str(config.finetune.normalize) not in ("data", "pretrained"):
+            raise ValueError(
+                f"config.finetune.normalize={config.finetune.normalize!r}; "
+                "use 'data' or 'pretrained'"
+            )
+        vae_steps = 0  # fine-tuning: E_h and D stay the pre-trained ones, only E_ah trains
+        if str(config.finetune.normalize) == "pretrained":
+            mean, std = pretrained.mean, pretrained.std
 
     def init_fn():
-        return _init_state(config, spec, tx, mean, std)
+        state = _init_state(config, spec, tx, mean, std)
+        if pretrained is None:
+            return state
+        params = jax.tree.map(jnp.asarray, pretrained.params)
+        return state.replace(params=params, opt_state=tx.init(params))
 
     def train_step(state: GPVAEState, batch):
         key = jax.random.fold_in(base_key, state.step)
@@ -217,7 +235,14 @@ def build_task(config: ml_collections.ConfigDict, mesh) -> loop.Task:
     eval_seqs = held_seqs[: int(config.eval.max_sequences)]
 
     def evaluate(state):
-        return evaluate_generation(generator, state, eval_seqs, config)
+        results = evaluate_generation(generator, state, eval_seqs, config)
+        if pretrained is not None:  # the same evaluation with the pre-trained E_ah, for comparison
+            before = evaluate_generation(generator, init_fn(), eval_seqs, config)
+            keys = ["d_rot", "d_pos", "d_rot_long", "d_pos_long", "blinks_per_s_generated",
+                    "diversity", "motion_ratio"]  # fmt: skip
+            results["before_finetune"] = {k: before[k] for k in keys}
+            results["init_from"] = str(config.finetune.init_from)
+        return results
 
     def write_samples(state, step, samples_dir):
         plot_traces(generator, state, eval_seqs[: int(config.eval.plot_sequences)], config,
@@ -227,6 +252,67 @@ def build_task(config: ml_collections.ConfigDict, mesh) -> loop.Task:
         init_fn=init_fn, train_step=train_step, data=data, evaluate=evaluate,
         write_samples=write_samples,
     )  # fmt: skip
+
+
+@flax.struct.dataclass
+class Pretrained:
+    """Weights and normalisation of a pre-trained GP-VAE run (``config.finetune.init_from``)."""
+
+    params: PyTree
+    mean: np.ndarray
+    std: np.ndarray
+
+
+# Config fields that must equal the pre-trained run's for its weights to fit and mean the same.
+_ARCHITECTURE_FIELDS = (
+    "variant",
+    "latent_dim",
+    "width",
+    "depth",
+    "heads",
+    "mlp_ratio",
+    "cme_depth",
+)
+
+
+def _pretrained(config: ml_collections.ConfigDict) -> Pretrained | None:
+    """The pre-trained run named by ``config.finetune.init_from`` (None when empty).
+
+    Paper 001 §3.4: the VAE (``E_h``, ``D``) is trained on many sequences, then the cross-modal
+    encoder ``E_ah`` is fine-tuned on one person with ``E_h`` and ``D`` frozen. The pre-trained
+    run's architecture, window and BOP must match this config's (checked, with the differing
+    fields named).
+    """
+    finetune = config.get("finetune")
+    init_from = str(finetune.init_from) if finetune is not None else ""
+    if not init_from:
+        return None
+    try:
+        pre_config, _, pre_state = load_state(init_from)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"config.finetune.init_from={init_from!r}: {err}. Pre-train one first, e.g. "
+            f"`{TRAIN_COMMAND}` (on many sequences), then fine-tune with "
+            "--config.finetune.init_from=DIR"
+        ) from None
+    diffs = [
+        f"model.{k}: pre-trained {pre_config.model[k]!r}, here {config.model[k]!r}"
+        for k in _ARCHITECTURE_FIELDS
+        if pre_config.model[k] != config.model[k]
+    ] + [
+        f"data.{k}: pre-trained {pre_config.data[k]!r}, here {config.data[k]!r}"
+        for k in ("window", "bop", "fps")
+        if pre_config.data[k] != config.data[k]
+    ]
+    if diffs:
+        raise ValueError(
+            f"config.finetune.init_from={init_from!r} does not fit this config: " + "; ".join(diffs)
+        )
+    return Pretrained(
+        params=jax.device_get(pre_state.params),
+        mean=np.asarray(pre_state.mean),
+        std=np.asarray(pre_state.std),
+    )
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike):
@@ -294,8 +380,60 @@ class Generator:
         return np.concatenate([np.asarray(c) for c in chunks], -2)[..., :num_frames, :]
 
 
+def window_distances(generator: Generator, state, sequences) -> dict:
+    """D-Rot / D-Pos of one window ``ĥ_{τ+1:T}`` from its ground-truth BOP and audio (eq. 9).
+
+    Every held-out sequence is cut into windows starting at ``0, T−τ, 2(T−τ), …`` (the predicted
+    parts tile the sequence without overlap); each window's frames ``τ..T−1`` are generated from
+    the window's true first ``τ`` frames and its audio (posterior mean, noise 0) and pooled with
+    :func:`metrics.relative_mae`, deviations measured from the whole sequence's mean pose (so a
+    constant per-sequence mean scores ≈ 100 %). ``*_hold`` is the trivial baseline that repeats the
+    last BOP frame: a model below it has learned something about head motion.
+    """
+    window, bop = generator.window, generator.bop
+    mean, std = np.asarray(state.mean), np.asarray(state.std)
+    audio_rows, bop_rows, targets, holds, centers = [], [], [], [], []
+    for seq in sequences:
+        h = seq.features
+        audio = seq.audio if seq.audio is not None else np.zeros((len(h), data_lib.AUDIO_DIM))
+        for start in range(0, len(h) - window + 1, window - bop):
+            audio_rows.append(audio[start : start + window])
+            bop_rows.append((h[start : start + bop] - mean) / std)
+            targets.append(h[start + bop : start + window, :6])
+            holds.append(np.repeat(h[start + bop - 1 : start + bop, :6], window - bop, 0))
+            centers.append(h[:, :6].mean(0))
+    if not targets:
+        return {"d_rot": float("nan"), "d_pos": float("nan"), "num_windows": 0}
+    preds = []
+    for i in range(0, len(targets), 64):  # fixed-size chunks: one compilation
+        a = np.stack(audio_rows[i : i + 64]).astype(np.float32)
+        b = np.stack(bop_rows[i : i + 64]).astype(np.float32)
+        n = len(a)
+        a = np.concatenate([a, np.repeat(a[-1:], 64 - n, 0)])
+        b = np.concatenate([b, np.repeat(b[-1:], 64 - n, 0)])
+        noise = jnp.zeros((64, generator.spec.latent_dim, window), jnp.float32)
+        out = np.asarray(generator._window_fn(state.params, a, b, noise))[:n]
+        preds += list(out[:, bop:, :6] * std[:6] + mean[:6])
+    model = metrics_lib.pose_distances(preds, targets, centers)
+    hold = metrics_lib.pose_distances(holds, targets, centers)
+    return {
+        "d_rot": model["d_rot"],
+        "d_pos": model["d_pos"],
+        "d_rot_hold": hold["d_rot"],
+        "d_pos_hold": hold["d_pos"],
+        "num_windows": len(targets),
+    }
+
+
 def evaluate_generation(generator: Generator, state, sequences, config) -> dict:
-    """eval.json: D-Rot, D-Pos, blinks/s, diversity, motion ratio on held-out sequences."""
+    """eval.json on held-out sequences (definitions in docs/gpvae.md).
+
+    ``d_rot`` / ``d_pos``: one window ahead of a true BOP (:func:`window_distances`, the paper's
+    ``ĥ_{τ+1:T}``), with the hold-last-frame baseline ``*_hold``; ``d_rot_long`` / ``d_pos_long``:
+    the whole sequence generated autoregressively from its first ``τ`` frames (posterior mean),
+    with its hold baseline ``*_long_hold``; blinks/s (generated samples and ground truth),
+    diversity and motion ratio of the whole-sequence samples.
+    """
     num_samples = int(config.eval.num_samples)
     bop = generator.bop
     thresholds = dict(
@@ -306,6 +444,7 @@ def evaluate_generation(generator: Generator, state, sequences, config) -> dict:
     key = jax.random.key(int(config.seed) + 1)
     mean, std = np.asarray(state.mean), np.asarray(state.std)
     preds, targets, diversity, gen_blinks, gt_blinks, gen_norm, gt_norm = [], [], [], [], [], [], []
+    full_targets = []
     for i, seq in enumerate(sequences):
         h = seq.features
         if len(h) <= bop:
@@ -325,6 +464,7 @@ def evaluate_generation(generator: Generator, state, sequences, config) -> dict:
         frames = out * std + mean
         preds.append(frames[0, bop:, :6])
         targets.append(h[bop:, :6])
+        full_targets.append(h)
         diversity.append(metrics_lib.sample_diversity(out[1:, bop:]))
         gen_norm += [o[bop:] for o in out[1:]]
         gt_norm += [hn[bop:]] * num_samples
@@ -339,8 +479,18 @@ def evaluate_generation(generator: Generator, state, sequences, config) -> dict:
         gt_blinks.append(metrics_lib.blinks_per_second(h[:, 6], generator.fps, **thresholds))
     if not preds:
         raise ValueError(f"no held-out sequence is longer than the BOP ({bop} frames)")
-    results = metrics_lib.pose_distances(preds, targets)
+    results = window_distances(generator, state, sequences)
+    long = metrics_lib.pose_distances(preds, targets, [h[:, :6].mean(0) for h in full_targets])
+    hold = metrics_lib.pose_distances(
+        [np.repeat(h[bop - 1 : bop, :6], len(h) - bop, 0) for h in full_targets],
+        targets,
+        [h[:, :6].mean(0) for h in full_targets],
+    )
     results.update(
+        d_rot_long=long["d_rot"],
+        d_pos_long=long["d_pos"],
+        d_rot_long_hold=hold["d_rot"],
+        d_pos_long_hold=hold["d_pos"],
         blinks_per_s_generated=float(np.mean(gen_blinks)),
         blinks_per_s_ground_truth=float(np.mean(gt_blinks)),
         diversity=float(np.mean(diversity)),
@@ -531,34 +681,89 @@ def generate_pose_blink(
 # ------------------------------------------------------------------------------------------------
 
 
-def run_ablation(configs: dict[str, ml_collections.ConfigDict], root: str | os.PathLike) -> str:
-    """Trains one run per variant in ``root/<variant>`` and writes ``root/ablation.md``.
+ABLATION_NAMES = {
+    "mlp_vae": "MLP VAE",
+    "lstm_vae": "LSTM VAE",
+    "transformer_vae": "Trans VAE",
+    "transformer_gpvae": "Trans GP-VAE",
+}
 
-    Each run resumes if its workdir exists. Returns the markdown table (D-Rot, D-Pos, blinks/s,
-    diversity, motion ratio), in the layout of paper 001 table 4.
+
+def run_ablation(configs: dict[str, ml_collections.ConfigDict], root: str | os.PathLike) -> str:
+    """Trains one run per config in ``root/<name>`` and writes ``root/ablation.{md,json}``.
+
+    ``configs`` maps a run name (e.g. ``transformer_gpvae_seed0``) to its config; each run resumes
+    if its workdir exists (its recorded wall time is then the one of the call that finished it).
+    Returns the markdown table in the layout of paper 001 table 4 plus our extra columns: one row
+    per run, a mean row per variant with several seeds, and the hold-last-BOP-frame baseline.
     """
+    import time
+
     root = pathlib.Path(root)
-    names = {
-        "mlp_vae": "MLP VAE",
-        "lstm_vae": "LSTM VAE",
-        "transformer_vae": "Trans VAE",
-        "transformer_gpvae": "Trans GP-VAE",
-    }
     rows = []
-    for variant, config in configs.items():
-        train(config, root / variant)
-        results = json.loads((root / variant / "eval.json").read_text())
-        rows.append((names.get(variant, variant), results))
-    gt = rows[0][1]["blinks_per_s_ground_truth"] if rows else float("nan")
-    lines = [
-        f"| Method | D-Rot ↓ | D-Pos ↓ | blinks/s (GT {gt:.2f}) | diversity | motion ratio |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, r in rows:
-        lines.append(
-            f"| {name} | {r['d_rot']:.2f}% | {r['d_pos']:.2f}% | "
-            f"{r['blinks_per_s_generated']:.2f} | {r['diversity']:.3f} | {r['motion_ratio']:.3f} |"
-        )
-    table = "\n".join(lines) + "\n"
+    for name, config in configs.items():
+        workdir = root / name
+        timing = workdir / "ablation_wall_s.json"
+        if not (workdir / "eval.json").is_file() or not timing.is_file():
+            start = time.perf_counter()
+            train(config, workdir)
+            timing.write_text(json.dumps({"wall_s": time.perf_counter() - start}))
+        results = json.loads((workdir / "eval.json").read_text())
+        results["wall_s"] = json.loads(timing.read_text())["wall_s"]
+        results["seed"] = int(config.seed)
+        results["run"] = name
+        rows.append(results)
+    (root / "ablation.json").write_text(json.dumps(rows, indent=2))
+    table = ablation_table(rows)
     (root / "ablation.md").write_text(table)
     return table
+
+
+def shared_synthetic_data(data_config, folder: str | os.PathLike) -> pathlib.Path:
+    """Generates (or reuses) ``data_config.synthetic`` under ``folder/voca`` for several runs."""
+    return data_lib.generate_synthetic(data_config.synthetic, pathlib.Path(folder) / "voca")
+
+
+def ablation_table(rows: list[dict]) -> str:
+    """Markdown table of :func:`run_ablation` results (see docs/gpvae.md for the columns)."""
+    if not rows:
+        return ""
+    gt = rows[0]["blinks_per_s_ground_truth"]
+    head = (
+        "| Method | seed | D-Rot ↓ | D-Pos ↓ | D-Rot long ↓ | D-Pos long ↓ | "
+        f"blinks/s (GT {gt:.2f}) | diversity | motion ratio | train wall |"
+    )
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def line(name, seed, r, wall):
+        return (
+            f"| {name} | {seed} | {r['d_rot']:.2f}% | {r['d_pos']:.2f}% | {r['d_rot_long']:.2f}% | "
+            f"{r['d_pos_long']:.2f}% | {r['blinks_per_s_generated']:.2f} | {r['diversity']:.3f} | "
+            f"{r['motion_ratio']:.3f} | {wall} |"
+        )
+
+    keys = ["d_rot", "d_pos", "d_rot_long", "d_pos_long", "blinks_per_s_generated", "diversity",
+            "motion_ratio"]  # fmt: skip
+    by_variant: dict[str, list[dict]] = {}
+    for r in rows:
+        by_variant.setdefault(r["variant"], []).append(r)
+    for variant, group in by_variant.items():
+        name = ABLATION_NAMES.get(variant, variant)
+        for r in group:
+            lines.append(line(name, r["seed"], r, f"{r['wall_s'] / 60:.1f} min"))
+        if len(group) > 1:
+            cells = []
+            for k in keys:
+                values = [r[k] for r in group]
+                unit = "%" if k.startswith("d_") else ""
+                cells.append(f"{np.mean(values):.2f} ± {np.std(values):.2f}{unit}")
+            lines.append(
+                f"| **{name}, mean ± std** | {len(group)} seeds | " + " | ".join(cells) + " | |"
+            )
+    r = rows[0]
+    if "d_rot_hold" in r:
+        lines.append(
+            f"| hold last BOP frame | - | {r['d_rot_hold']:.2f}% | {r['d_pos_hold']:.2f}% | "
+            f"{r['d_rot_long_hold']:.2f}% | {r['d_pos_long_hold']:.2f}% | - | - | - | - |"
+        )
+    return "\n".join(lines) + "\n"
