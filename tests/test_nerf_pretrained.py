@@ -1,0 +1,161 @@
+"""The NeRF stage with pre-trained stages: the sync stage's F_lip and the extractor's L_dis."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_nerf_stage import smoke_config
+
+from jaxhead.disentangle import stage as dis_stage
+from jaxhead.nerf import losses as nerf_losses
+from jaxhead.nerf import render_video, stage
+from jaxhead.sync import stage as sync_stage
+from jaxhead.train import loop
+from jaxhead.train.metrics import read_metrics
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+
+
+def config_of(name: str, arg: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_config", CONFIGS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A smoke sync stage and a smoke extractor, trained once for this module."""
+    root = tmp_path_factory.mktemp("pretrained")
+    sync = config_of("sync", "smoke")
+    extractor = config_of("disentangle", "smoke")
+    for config in (sync, extractor):
+        with config.unlocked():
+            config.data.cache_dir = str(root / "cache")
+            config.train.progress = False
+            config.mesh.data = 1
+    sync_stage.train(sync, root / "sync")
+    dis_stage.train(extractor, root / "extractor")
+    return {"sync": root / "sync", "extractor": root / "extractor", "cache": root / "cache"}
+
+
+def with_pretrained(config, pretrained, sync=True, dis=True):
+    with config.unlocked():
+        config.sync.init_from = str(pretrained["sync"]) if sync else ""
+        config.disentangle.init_from = str(pretrained["extractor"]) if dis else ""
+    return config
+
+
+def no_eval(config, mesh):
+    return dataclasses.replace(stage.build_task(config, mesh), evaluate=None, write_samples=None)
+
+
+def test_sync_f_lip_replaces_the_audio_network(pretrained, tmp_path):
+    config = with_pretrained(smoke_config(pretrained["cache"]), pretrained, dis=False)
+    setup, graphdefs, frames = stage.make_setup(config)
+    encoder = stage.sync_encoder(str(pretrained["sync"]))
+    assert setup.lip == "sync" and not setup.model_config.audio_net
+    assert dict(setup.model_config.condition_dims)["lip"] == encoder.embed_dim
+    assert "lip" in stage.frame_keys(setup)
+    # Each frame's F_lip is the encoder's embedding of its sentence's audio at its frame.
+    rows, samples, numbers = stage.frames_module(config.data).audio_tracks(config.data, frames)[0]
+    windows = encoder.audio_windows(samples, int(numbers.max()) + 1)
+    expected = np.asarray(encoder.embed_audio(jnp.asarray(windows)))[numbers]
+    np.testing.assert_allclose(frames.lip[rows], expected, rtol=1e-5, atol=1e-6)
+    assert np.abs(frames.lip[rows[0]] - frames.lip[rows[-1]]).max() > 1e-4  # varies with audio
+    # New audio drives the model through the same encoder.
+    tone = 0.3 * np.sin(2 * np.pi * 200 * np.arange(16000) / 16000).astype(np.float32)
+    driven = stage.audio_conditions(config, tone, 25)
+    assert set(driven) == {"lip"} and driven["lip"].shape == (25, encoder.embed_dim)
+    plain = stage.audio_conditions(smoke_config(pretrained["cache"]), tone, 25)
+    assert set(plain) == {"audio"} and plain["audio"].shape[0] == 25
+
+
+def test_l_dis_pulls_codes_to_the_extractor_references(pretrained, tmp_path):
+    config = with_pretrained(
+        smoke_config(pretrained["cache"], steps=2, log_every=1), pretrained, sync=False
+    )
+    with config.unlocked():
+        config.disentangle.init_codes = False
+    setup, _, frames = stage.make_setup(config)
+    assert setup.disentangle
+    ref = stage.reference_codes(config, setup, frames)
+    assert {k: v.shape for k, v in ref.items()} == {
+        name: (rows, dim) for name, (rows, dim) in setup.code_sizes.items()
+    }
+    # Per-identity references are the unit-RMS means of the identity's frame codes.
+    extractor = dis_stage.load_extractor(pretrained["extractor"])
+    ids = np.array([int(frames[i]["identity"]) for i in range(len(frames))])
+    codes = extractor(np.stack([frames[i]["image"] for i in range(len(frames))]))
+    mean = codes["id"][ids == 1].mean(0)
+    np.testing.assert_allclose(ref["id"][1], mean / np.sqrt(np.mean(mean**2)), rtol=1e-4)
+    np.testing.assert_allclose(ref["ex"], codes["ex"], rtol=1e-4, atol=1e-6)
+
+    # With zero-initialised codes, the first step's L_dis is eq. 6 of the references alone.
+    state = loop.train(config, tmp_path / "zero", no_eval)
+    first = read_metrics(tmp_path / "zero" / "metrics.jsonl")[0]
+    assert first["step"] == 1
+    # (a batch mean over frames: between the smallest and largest per-frame sums)
+    per_key = {k: np.sum(v**2, -1) for k, v in ref.items()}
+    low = sum(v.min() for v in per_key.values())
+    high = sum(v.max() for v in per_key.values())
+    assert low - 1e-4 <= first["loss_dis"] <= high + 1e-4
+    assert np.isfinite(jax.tree.leaves(state.params)[0]).all()
+
+    # init_codes: the tables start at the references, so L_dis starts at (almost) zero.
+    with config.unlocked():
+        config.disentangle.init_codes = True
+    loop.train(config, tmp_path / "init", no_eval)
+    assert read_metrics(tmp_path / "init" / "metrics.jsonl")[0]["loss_dis"] < 1e-3 * low
+
+
+def test_disentangle_loss_matches_eq6_on_a_batch():
+    codes = {"ex": jnp.ones((3, 4)), "id": jnp.zeros((3, 2))}
+    ref = {"ex": jnp.zeros((3, 4)), "id": jnp.full((3, 2), 2.0)}
+    value = nerf_losses.disentangle_loss(codes, ref, {"ex": 1.0, "id": 1.0})
+    assert float(value) == pytest.approx(4.0 + 8.0)
+
+
+def test_both_pretrained_stages_train_evaluate_and_render(pretrained, tmp_path):
+    config = with_pretrained(smoke_config(pretrained["cache"], steps=2), pretrained)
+    stage.train(config, tmp_path)
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert np.isfinite(records[-1]["loss_dis"])
+    results = json.loads((tmp_path / "eval.json").read_text())
+    for split in ("val", "val_views"):
+        assert 0.0 < results[split]["mouth_psnr"] < 60.0
+        assert results[split]["mouth_l1"] >= 0.0
+    trained = render_video.load_trained(tmp_path)
+    assert trained.setup.lip == "sync" and trained.setup.disentangle
+    tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(8000) / 16000).astype(np.float32)
+    frames = render_video.drive(trained, tone, identity=0)
+    assert frames.shape == (12, 64, 64, 3) and np.isfinite(frames).all()
+
+
+def test_mismatched_code_sizes_and_missing_runs_are_clear_errors(pretrained, tmp_path):
+    config = with_pretrained(smoke_config(pretrained["cache"]), pretrained, sync=False)
+    with config.unlocked():
+        config.model.codes.ex = 8
+    with pytest.raises(ValueError, match=r"codes.ex is 8 .* set --config.model.codes.ex=16"):
+        stage.build_task(config, None)
+    missing = with_pretrained(smoke_config(pretrained["cache"]), pretrained, dis=False)
+    with missing.unlocked():
+        missing.sync.init_from = str(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="train_sync.py"):
+        stage.make_setup(missing)
+
+
+def test_mouth_box_covers_the_lips_with_a_margin():
+    landmarks = np.zeros((68, 2))
+    landmarks[48:68] = [[40, 50], [60, 50], [50, 45], [50, 58]] * 5
+    box = stage.mouth_box(landmarks, 100, 100, margin=0.5)
+    ys, xs = np.nonzero(box)
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (30, 69, 35, 67)
+    assert not stage.mouth_box(landmarks, 100, 100)[10, 10]
