@@ -179,6 +179,8 @@ def test_camera_to_world_is_the_opengl_inverse_of_the_head_pose():
         cam_gl = w2c[:3, :3] @ point + w2c[:3, 3]  # OpenGL: x right, y up, looking along -z
         got = [100 + 500 * cam_gl[0] / -cam_gl[2], 50 - 500 * cam_gl[1] / -cam_gl[2]]
         np.testing.assert_allclose(got, expected, atol=1e-9)
+        projected = pose.project_opengl(point[None], c2w[i : i + 1], 500.0, 200, 100)
+        np.testing.assert_allclose(projected[0, 0], expected, atol=1e-9)
 
 
 def test_pose_smoothing_keeps_constants_and_ramps_reduces_noise_and_ignores_invalid_frames():
@@ -433,6 +435,7 @@ def test_pipeline_output_loads_keeps_ids_and_resumes(tmp_path, fake_face, monkey
     assert not (out / "ori_imgs" / "5.lms").exists() and (out / "ori_imgs" / "5.jpg").exists()
     assert state["steps"]["landmarks"]["blinks"] == 1
     assert state["steps"]["pose"]["focal"] == pytest.approx(fake_face.focal(128), rel=0.15)
+    assert state["steps"]["pose"]["median_camera_reprojection_px"] < 0.5
 
     train = video.VideoDataset(out, "train", audio="auto", lr_factor=4, image_dir="ori_imgs")
     val = video.VideoDataset(out, "val", audio="aud_logmel.npy")

@@ -394,6 +394,9 @@ class Run:
             focal_curve=np.array(list(curve.items()), np.float64).reshape(-1, 2),
         )
         idx = np.flatnonzero(ok)
+        # The cameras as a NeRF reads them, against the detected points (the whole chain).
+        projected = pose.project_opengl(shape[rigid], c2w[idx], focal, width, height)
+        camera_error = np.linalg.norm(projected - marks[idx][:, rigid, :2], axis=-1)
         steps_raw = pose.angular_steps(rots[idx])
         steps_s = pose.angular_steps(rots_s[idx])
         contiguous = np.diff(idx) == 1
@@ -406,6 +409,7 @@ class Run:
             "focal": round(focal, 1),
             "fov_x_deg": round(float(np.degrees(2 * np.arctan(width / (2 * focal)))), 2),
             "median_reprojection_px": round(float(np.nanmedian(rmse)), 3),
+            "median_camera_reprojection_px": round(float(np.median(camera_error)), 3),
             "camera_distance_m": round(float(np.median(np.linalg.norm(trans_s[idx], axis=1))), 3),
             "rotation_step_deg_raw": round(float(np.mean(steps_raw[contiguous])), 4),
             "rotation_step_deg_smoothed": round(float(np.mean(steps_s[contiguous])), 4),
@@ -507,7 +511,7 @@ class Run:
                 f"validation frames with a face.",
                 "choose a --val_seconds shorter than the video (or leave it out).",
             )
-        self._write_debug(c2w, ok)
+        self._write_debug(c2w, ok, data["shape"][data["rigid"]], focal)
         for name, split in (("transforms_val.json", val), ("transforms_train.json", train)):
             frames = []
             for i in split.tolist():
@@ -534,7 +538,9 @@ class Run:
         check = check_dataset(self.out)
         return {"train_frames": len(train), "val_frames": len(val), "check": check}
 
-    def _write_debug(self, c2w: np.ndarray, ok: np.ndarray) -> None:
+    def _write_debug(self, c2w: np.ndarray, ok: np.ndarray, rigid_shape, focal: float) -> None:
+        """Frames with parsing colours, the 68 points (yellow) and the person's rigid 3D points
+        seen through the written camera (magenta); the pose / blink traces."""
         debug = self.out / "debug"
         debug.mkdir(exist_ok=True)
         marks, valid = self._landmarks()
@@ -549,6 +555,11 @@ class Run:
             for label, color in masks.LABEL_COLORS.items():
                 labels[(parsing == np.array(color)).all(-1)] = label
             picture = masks.overlay(image, labels, landmarks.to_ibug68(marks[i]))
+            if ok[i]:
+                height, width = labels.shape
+                seen = pose.project_opengl(rigid_shape, c2w[i : i + 1], focal, width, height)[0]
+                for x, y in seen:
+                    cv2.circle(picture, (int(round(x)), int(round(y))), 1, (255, 0, 255), -1)
             cv2.imwrite(os.fspath(debug / f"frame_{i}.png"), picture[..., ::-1].copy())
         plot_traces(debug / "pose_blink.png", c2w, ok, np.load(self.out / "blink.npy"), valid)
 

@@ -320,6 +320,23 @@ def camera_to_world(rots: np.ndarray, trans: np.ndarray) -> np.ndarray:
     return c2w
 
 
+def project_opengl(
+    points: np.ndarray, c2w: np.ndarray, focal: float, width: int, height: int
+) -> np.ndarray:
+    """World points ``[P, 3]`` seen by OpenGL cameras ``[N, 4, 4]`` -> pixels ``[N, P, 2]``.
+
+    The reading a NeRF makes of the cameras (camera x right, y up, looking along -z; pixel
+    ``(cx + f x / -z, cy - f y / -z)``), so comparing it with the landmarks checks the whole
+    chain from the pose solve to the transforms file.
+    """
+    w2c = np.linalg.inv(np.asarray(c2w, np.float64))
+    cam = np.einsum("nij,pj->npi", w2c[:, :3, :3], points) + w2c[:, None, :3, 3]
+    depth = -cam[..., 2]
+    u = width / 2 + focal * cam[..., 0] / depth
+    v = height / 2 - focal * cam[..., 1] / depth
+    return np.stack([u, v], -1)
+
+
 def rotation_angles(rots: np.ndarray) -> np.ndarray:
     """``[N, 3, 3]`` -> ``[N, 3]`` (pitch, yaw, roll) in degrees (x, y, z Euler, world axes)."""
     r = np.asarray(rots, np.float64)
