@@ -110,6 +110,20 @@ def test_video_smoke_run_trains_renders_and_evaluates(tmp_path, monkeypatch):
     table = (workdir / "eval.md").read_text()
     assert "not computed: weights not configured" in table and "val.psnr" in table
 
+    # A generated pose (what --pose_from gpvae scores): D-Rot / D-Pos vs the tracked pose.
+    import jaxhead.gpvae.stage as gpvae_stage
+
+    def generated(workdir, audio=None, num_frames=None, fps=25.0, seed=0, bop=None):
+        pose = np.zeros((num_frames, 6), np.float32)
+        pose[:, 1] = np.linspace(-0.1, 0.1, num_frames)
+        return pose, np.zeros(num_frames, np.float32)
+
+    monkeypatch.setattr(gpvae_stage, "generate_pose_blink", generated)
+    gen = render_video.evaluate_workdir(workdir, pose_from="gpvae", gpvae_workdir="gp")
+    scores = gen["val_gpvae_pose"]
+    assert np.isfinite(scores["d_rot"]) and np.isfinite(scores["d_pos"])
+    assert gen["val"]["psnr"] == val["psnr"]  # merged into eval.json beside the first results
+
     trained = render_video.load_trained(workdir)
     speech = (0.3 * np.sin(2 * np.pi * 220 * np.arange(8000) / 16000)).astype(np.float32)
     frames = render_video.drive(trained, speech)
