@@ -197,10 +197,12 @@ def build_task(config: ml_collections.ConfigDict, mesh) -> loop.Task:
         audio = batch["audio"]
 
         def loss_fn(params):
-            model = nnx.merge(graphdef, params)
-            l_vae, m_vae = vae_loss(model, h, vae_key, prior_cov, beta)
             frozen = nnx.merge(graphdef, _freeze_vae(params))
             l_cme, m_cme = cme_loss(frozen, h, audio, cme_key, prior_cov, beta, bop)
+            if vae_steps == 0:  # fine-tuning E_ah only: the VAE loss is not needed at all
+                return cme_weight * l_cme, {"cme_loss": l_cme, **m_cme}
+            model = nnx.merge(graphdef, params)
+            l_vae, m_vae = vae_loss(model, h, vae_key, prior_cov, beta)
             in_vae_phase = (state.step < vae_steps).astype(jnp.float32)
             loss = in_vae_phase * l_vae + cme_weight * l_cme
             return loss, {"vae_loss": l_vae, "cme_loss": l_cme, **m_vae, **m_cme}
