@@ -14,6 +14,7 @@ import pytest
 from test_nerf_stage import smoke_config
 
 from jaxhead.disentangle import stage as dis_stage
+from jaxhead.disentangle import swap
 from jaxhead.nerf import losses as nerf_losses
 from jaxhead.nerf import render_video, stage
 from jaxhead.sync import stage as sync_stage
@@ -137,6 +138,21 @@ def test_both_pretrained_stages_train_evaluate_and_render(pretrained, tmp_path):
     tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(8000) / 16000).astype(np.float32)
     frames = render_video.drive(trained, tone, identity=0)
     assert frames.shape == (12, 64, 64, 3) and np.isfinite(frames).all()
+
+    # The swap test's ground truth: identity B with B's own expression is B's training frame;
+    # identity A with B's expression differs from it (the test can tell the two apart).
+    scene = swap.SwapScene(trained)
+    source = trained.train_frames
+    row = int(np.argmax(source.arrays["identity"] == 1))
+    own, landmarks = scene.render(1, row, scene.expression(row))
+    np.testing.assert_allclose(own, source[row]["image"], atol=1.5 / 255)
+    np.testing.assert_allclose(landmarks, source[row]["landmarks"], atol=1e-3)
+    other, _ = scene.render(0, row, scene.expression(row))
+    assert np.abs(other - own).mean() > 0.01
+    result = swap.write_swap_report(tmp_path, frames=2)
+    assert result["summary"]["pairs"] == 2 and len(result["pairs"]) == 2
+    assert "swap" in json.loads((tmp_path / "eval.json").read_text())
+    assert (tmp_path / "swap.md").is_file() and (tmp_path / "samples" / "swap.png").is_file()
 
 
 def test_mismatched_code_sizes_and_missing_runs_are_clear_errors(pretrained, tmp_path):

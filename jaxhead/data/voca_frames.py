@@ -154,7 +154,7 @@ def _selected(voca: VocaSet, config) -> list[tuple[str, list[str], list[str]]]:
     return out
 
 
-def _camera(voca: VocaSet, config) -> tuple[float, float]:
+def camera_setup(voca: VocaSet, config) -> tuple[float, float]:
     factors = voca.factors or {}
     fov = config.fov_deg or float(factors.get("camera_fov_deg", synthetic.CAMERA_FOV_DEG))
     dist = config.camera_distance or float(
@@ -177,7 +177,7 @@ def render_split(voca: VocaSet, config, split: str, *, progress: bool = True) ->
     res, lr = int(config.resolution), int(config.lr_resolution)
     if res % lr:
         raise ValueError(f"data.resolution {res} must be a multiple of data.lr_resolution {lr}")
-    fov, dist = _camera(voca, config)
+    fov, dist = camera_setup(voca, config)
     intrinsics = raster.intrinsics_from_fov(fov, res, res).astype(np.float32)
     subjects = _selected(voca, config)
     items = []  # (subject index, sentence id, frame index within the sentence, row, yaw)
@@ -368,3 +368,23 @@ def audio_tracks(
         samples = np.asarray(voca.audio(subject, sentence), np.float32)
         tracks.append((np.asarray(rows), samples, source.arrays["frame"][rows].astype(np.int64)))
     return tracks
+
+
+def dataset_rows(
+    config: ml_collections.ConfigDict, source: CachedFrames, voca: VocaSet
+) -> np.ndarray:
+    """The ``data_verts`` row of each frame of ``source`` (its mesh and ground-truth factors)."""
+    subjects = selected_subjects(voca, config)
+    by_id = {
+        (si, sequence_id(subject, sentence)): (subject, sentence)
+        for si, subject in enumerate(subjects)
+        for sentence in voca.sentences(subject)
+    }
+    arrays = source.arrays
+    out = np.zeros(len(arrays["frame"]), np.int64)
+    for rows in source.sequence_rows():
+        subject, sentence = by_id[
+            (int(arrays["identity"][rows[0]]), int(arrays["sequence"][rows[0]]))
+        ]
+        out[rows] = voca.rows_at_fps(subject, sentence, config.fps)[arrays["frame"][rows]]
+    return out
