@@ -359,3 +359,15 @@ def test_jaxhead_mfcc_and_logmel_feature_files_load_and_lose_auto_to_peer_files(
     np.save(fx.root / "aud_mfcc.npy", mfcc[:, :, :12])
     with pytest.raises(FeatureShapeError, match=r"aud_mfcc.npy: has shape .*\[N, 16, 13\]"):
         video.VideoDataset(fx.root, audio="aud_mfcc.npy")
+
+
+def test_base_size_hubert_features_are_read_and_other_widths_refused(tmp_path):
+    fx = write_video_fixture(tmp_path / "p", audio=("aud_hu.npy",))
+    rows = fx.audio["aud_hu.npy"].shape[0]
+    base = np.random.default_rng(0).normal(size=(rows, 2, 768)).astype(np.float32)
+    np.save(fx.root / "aud_hu.npy", base)
+    dataset = video.VideoDataset(fx.root, audio="aud_hu.npy")
+    np.testing.assert_array_equal(dataset.audio_features, base)
+    np.save(fx.root / "aud_hu.npy", base[..., :512])
+    with pytest.raises(DatasetError, match=r"1024\|768"):
+        video.VideoDataset(fx.root, audio="aud_hu.npy")

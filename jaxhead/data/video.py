@@ -100,8 +100,13 @@ AUDIO_FEATURE_FILES: dict[str, AudioFeatureFile] = {
     "aud_eo.npy": AudioFeatureFile(
         "wav2vec", (16,), (44, 32), None, f"{PREPROCESS}, wav2vec (esperanto) features"
     ),
-    "aud_hu.npy": AudioFeatureFile("HuBERT", (2,), (1024,), None, f"{PREPROCESS}, HuBERT features"),
-    "aud_hubert.npy": AudioFeatureFile("HuBERT", (), (1024,), 2, f"{PREPROCESS}, HuBERT features"),
+    # HuBERT-large (1024, the peers' hubert-large-ls960-ft) or a base-size HuBERT (768).
+    "aud_hu.npy": AudioFeatureFile(
+        "HuBERT", (2,), (1024, 768), None, f"{PREPROCESS}, HuBERT features"
+    ),
+    "aud_hubert.npy": AudioFeatureFile(
+        "HuBERT", (), (1024, 768), 2, f"{PREPROCESS}, HuBERT features"
+    ),
     # jaxhead's own features (scripts/preprocess.py, `jaxhead.audio.features`): windows of 16 MFCC
     # (100 Hz) or log-mel (80 Hz) steps centred on each frame. Last, so peers' files win "auto".
     "aud_mfcc.npy": AudioFeatureFile("MFCC", (16,), (13,), None, f"{PREPROCESS}, MFCC features"),
