@@ -256,7 +256,7 @@ def _video_crop(datasets: dict[str, VideoDataset], config) -> tuple[int, int, in
             raise ValueError(f"data.crop.box {tuple(config.crop.box)}: the side must be > 0")
         return x0, y0, side
     landmarks = [
-        read_landmarks(ds._frame_paths(int(img_id))["landmarks"])
+        read_landmarks(ds.root / "ori_imgs" / f"{int(img_id)}.lms")
         for ds in datasets.values()
         for img_id in ds.img_ids
     ]
