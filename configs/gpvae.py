@@ -13,10 +13,15 @@ temporary folder, 8 subjects x 6 sentences x 12 s); ``--config.data.root=DIR`` r
 synthetic folder; ``--config.data.source=files --config.data.paths="('a.mat', 'b.json')"`` reads
 real pose sequences (AD-NeRF transforms, Deep3DFaceRecon .mat, AniPortrait .npy).
 
-Expected: default ~10 min on 2 CPU cores (3000 steps), eval.json d_rot / d_pos in percent and
-blinks_per_s_generated near blinks_per_s_ground_truth (~0.3/s); smoke ~30-40 s on 2 CPU cores
-(numbers not meaningful). On the synthetic data the head motion is random and unrelated to the
-audio, so D-Rot/D-Pos measure extrapolation from the BOP; see docs/gpvae.md for measured values.
+Expected: default ~10 min on 2 CPU cores (3000 steps), eval.json d_rot / d_pos in percent (one
+window after a true BOP; the hold-last-frame baseline alongside) and the long-horizon
+d_rot_long / d_pos_long; smoke ~30-40 s on 2 CPU cores (numbers not meaningful); ``:ablation``
+(1500 steps, what scripts/gpvae_ablation.py runs) 1.5-4.5 min per variant on 2 shared cores. On the
+synthetic data the head motion is random and unrelated to the audio, so D-Rot/D-Pos measure
+extrapolation from the BOP; see docs/gpvae.md for measured values.
+
+Fine-tuning E_ah on one person from a pre-trained run (E_h and D frozen):
+``--config.finetune.init_from=RUN --config.data.source=files --config.data.paths="('p.mat',)"``.
 """
 
 from __future__ import annotations
