@@ -133,6 +133,7 @@ def test_both_pretrained_stages_train_evaluate_and_render(pretrained, tmp_path):
     for split in ("val", "val_views"):
         assert 0.0 < results[split]["mouth_psnr"] < 60.0
         assert results[split]["mouth_l1"] >= 0.0
+        assert -1.0 <= results[split]["mouth_motion_r"] <= 1.0
     trained = render_video.load_trained(tmp_path)
     assert trained.setup.lip == "sync" and trained.setup.disentangle
     tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(8000) / 16000).astype(np.float32)
@@ -166,6 +167,13 @@ def test_mismatched_code_sizes_and_missing_runs_are_clear_errors(pretrained, tmp
         missing.sync.init_from = str(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="train_sync.py"):
         stage.make_setup(missing)
+
+
+def test_mouth_motion_correlation():
+    t = np.linspace(0, 4, 50)
+    assert stage._correlation(np.sin(t), 3 * np.sin(t) + 1) == pytest.approx(1.0)
+    assert stage._correlation(np.sin(t), -np.sin(t)) == pytest.approx(-1.0)
+    assert stage._correlation(np.sin(t), np.ones_like(t)) == 0.0  # a mouth that never moves
 
 
 def test_mouth_box_covers_the_lips_with_a_margin():

@@ -481,14 +481,24 @@ def heldout_codes(setup: NeRFSetup, tables, identity: int) -> dict[str, jax.Arra
     return base
 
 
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    denom = np.sqrt(np.sum(a * a) * np.sum(b * b))
+    return float(np.sum(a * b) / denom) if denom > 1e-12 else 0.0
+
+
 def evaluate_split(setup, graphdefs, params, source, *, fit_steps: int, batch: int, samples=None):
     """PSNR / SSIM over the frames of ``source`` (held-out sentences or views), and the lip
-    region's PSNR / L1 (:func:`mouth_box` around the frame's ground-truth lip landmarks)."""
+    region (:func:`mouth_box` around the frame's ground-truth lip landmarks): its PSNR / L1 and
+    ``mouth_motion_r``, the Pearson correlation over each sequence's frames of the rendered and
+    the true mean brightness in the box (the mouth interior darkens as it opens: 1 when the
+    rendered mouth opens and closes with the true one, ~0 when it does not move with it),
+    averaged over sequences."""
     render = render_fn(graphdefs)
     codes_def = graphdefs[1]
     tables = nnx.merge(codes_def, params["codes"]).tables
     keys = frame_keys(setup)
-    psnrs, ssims, mouth_psnrs, mouth_l1s = [], [], [], []
+    psnrs, ssims, mouth_psnrs, mouth_l1s, motion_rs = [], [], [], [], []
     ssim_fn = jax.jit(jax.vmap(ssim))
     shown = []
     for rows in source.sequence_rows():
@@ -500,6 +510,7 @@ def evaluate_split(setup, graphdefs, params, source, *, fit_steps: int, batch: i
             base["ill"] = fit_illumination(render, params, first, base, fit_steps)
         scored = rows[1:] if (fit_steps > 0 and n > 1 and "ill" in base) else rows
         codes = {k: jnp.repeat(v, batch, axis=0) for k, v in base.items()}
+        pred_level, true_level = [], []
         for start in range(0, len(scored), batch):
             chunk = scored[start : start + batch]
             # Pad the last chunk to the batch size: one compiled shape for every call.
@@ -516,8 +527,12 @@ def evaluate_split(setup, graphdefs, params, source, *, fit_steps: int, batch: i
                 diff = (pred[j] - truth[j])[box]
                 mouth_psnrs.append(float(psnr(np.mean(np.square(diff)))))
                 mouth_l1s.append(float(np.mean(np.abs(diff))))
+                pred_level.append(float(pred[j][box].mean()))
+                true_level.append(float(truth[j][box].mean()))
             if samples is not None and len(shown) < 4:
                 shown.append((pred[0], truth[0]))
+        if len(pred_level) > 2:
+            motion_rs.append(_correlation(np.asarray(pred_level), np.asarray(true_level)))
     if samples is not None and shown:
         _save_grid(samples, shown)
     return {
@@ -525,6 +540,7 @@ def evaluate_split(setup, graphdefs, params, source, *, fit_steps: int, batch: i
         "ssim": float(np.mean(ssims)),
         "mouth_psnr": float(np.mean(mouth_psnrs)),
         "mouth_l1": float(np.mean(mouth_l1s)),
+        "mouth_motion_r": float(np.mean(motion_rs)) if motion_rs else float("nan"),
         "frames": len(psnrs),
     }
 
