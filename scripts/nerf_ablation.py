@@ -13,7 +13,7 @@ it, a finished arm is only tabulated):
 * ``sync_dis``: both.
 
 Writes ``WORKDIR/eval.json`` (``ablation``: each arm's held-out scores, with the lip region's
-PSNR / L1 that table 2's lip error stands for; the swap test's summary where
+PSNR / L1 and motion correlation that table 2's lip error stands for; the swap test's summary where
 ``scripts/swap_test.py`` was run on the arm) and ``WORKDIR/ablation.md``.
 """
 
@@ -53,8 +53,8 @@ def tabulate(root: pathlib.Path, arms) -> tuple[dict, str]:
         if path.exists():
             results[arm] = json.loads(path.read_text())
     lines = [
-        "| arm | split | PSNR | SSIM | lip PSNR | lip L1 |",
-        "|---|---|---|---|---|---|",
+        "| arm | split | PSNR | SSIM | lip PSNR | lip L1 | lip motion r |",
+        "|---|---|---|---|---|---|---|",
     ]
     for arm, r in results.items():
         for split in ("val", "val_views"):
@@ -63,7 +63,8 @@ def tabulate(root: pathlib.Path, arms) -> tuple[dict, str]:
                 lines.append(
                     f"| {arm} | {split} | {s['psnr']:.2f} | {s['ssim']:.4f} "
                     f"| {s.get('mouth_psnr', float('nan')):.2f} "
-                    f"| {s.get('mouth_l1', float('nan')):.4f} |"
+                    f"| {s.get('mouth_l1', float('nan')):.4f} "
+                    f"| {s.get('mouth_motion_r', float('nan')):.3f} |"
                 )
     swaps = {arm: r["swap"]["summary"] for arm, r in results.items() if "swap" in r}
     if swaps:
