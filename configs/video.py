@@ -36,7 +36,7 @@ import ml_collections
 
 from jaxhead.data.video_frames import video_frames_config
 from jaxhead.disentangle.stage import disentangle_init_config
-from jaxhead.nerf.stage import loss_config
+from jaxhead.nerf.stage import FULL_MODEL, SMOKE_MODEL, loss_config, model_block
 from jaxhead.sync.stage import sync_init_config
 from jaxhead.train.config import base_config, parse_arg
 
@@ -52,30 +52,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data = video_frames_config()
     # CPU budget (as configs/voca.py): one frame pair per step; larger batches on accelerators.
     config.data.batch_size = 1
-    config.model = ml_collections.ConfigDict(
-        {
-            # Latent code sizes (paper 000: C_id, C_ex, C_al, C_ill); 0 drops a code. One video is
-            # one identity and one sequence: C_ill would be a single constant vector (and would
-            # have to be re-fitted on the held-out part), so it is dropped.
-            "codes": {"id": 32, "ex": 16, "al": 32, "ill": 0},
-            "lip_dim": 32,  # F_lip from the audio network (or the sync stage's embedding)
-            "view_input": "none",
-            "width": 128,
-            "depth": 4,
-            "skip_layer": 2,
-            "pos_freqs": 6,
-            "feature_dim": 64,
-            "render_size": (32, 32),
-            "num_coarse": 16,
-            "num_fine": 16,
-            # The frames are scaled so the crop's half side at the head is data.scene_radius
-            # (0.2): the bounding sphere holds what the crop shows, with a margin for depth.
-            "bound_radius": 0.22,
-            "upsample": 4,
-            "upsampler_widths": (64, 32),
-            "audio_channels": (32, 32, 64, 64),
-        }
-    )
+    # One video is one identity and one sequence: C_ill would be a single constant vector (and
+    # would have to be re-fitted on the held-out part), so it is dropped. The frames are scaled so
+    # the crop's half side at the head is data.scene_radius (0.2): the bounding sphere holds what
+    # the crop shows, with a margin for depth.
+    config.model = model_block(codes={"id": 32, "ex": 16, "al": 32, "ill": 0}, bound_radius=0.22)
     config.loss = loss_config()
     # Pre-trained stages (empty: none). sync: F_lip = the sync stage's frozen audio embedding
     # instead of the audio network; disentangle: L_dis (weight loss.dis) against the extractor's
@@ -89,19 +70,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.data.max_frames = 8
         config.data.resolution, config.data.lr_resolution = 64, 16
         config.data.batch_size = 2
-        config.model.update(
-            width=32, depth=2, skip_layer=None, feature_dim=16, render_size=(16, 16),
-            num_coarse=8, num_fine=8, upsampler_widths=(16, 8), audio_channels=(8, 8, 8, 8),
-        )  # fmt: skip
+        config.model.update(**SMOKE_MODEL)
         config.train.update(steps=6, log_every=2, checkpoint_every=3, sample_every=0)
     if arg.full:
         config.data.resolution, config.data.lr_resolution = 512, 64
         config.data.batch_size = 8
-        config.model.update(
-            width=256, depth=8, skip_layer=4, pos_freqs=10, feature_dim=256,
-            render_size=(64, 64), num_coarse=64, num_fine=64, upsample=8,
-            upsampler_widths=(256, 128, 64),
-        )  # fmt: skip
+        config.model.update(**FULL_MODEL)
         config.train.update(steps=200_000, checkpoint_every=2000, sample_every=5000)
         config.optim.learning_rate = 5e-4
     config.lock()

@@ -26,7 +26,7 @@ import ml_collections
 
 from jaxhead.data.voca_frames import voca_frames_config
 from jaxhead.disentangle.stage import disentangle_init_config
-from jaxhead.nerf.stage import loss_config
+from jaxhead.nerf.stage import FULL_MODEL, SMOKE_MODEL, loss_config, model_block
 from jaxhead.sync.stage import sync_init_config
 from jaxhead.train.config import base_config, parse_arg
 
@@ -43,26 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # CPU budget (benchmarks/RESULTS.md): one frame pair (2 frames x 32² rays x 32 samples) per
     # step keeps a step near half a second on 2 cores; use larger batches on accelerators.
     config.data.batch_size = 1
-    config.model = ml_collections.ConfigDict(
-        {
-            # Latent code sizes (paper 000: C_id, C_ex, C_al, C_ill); 0 drops a code.
-            "codes": {"id": 32, "ex": 16, "al": 32, "ill": 16},
-            "lip_dim": 32,  # F_lip from the audio network
-            "view_input": "none",
-            "width": 128,
-            "depth": 4,
-            "skip_layer": 2,
-            "pos_freqs": 6,
-            "feature_dim": 64,
-            "render_size": (32, 32),
-            "num_coarse": 16,
-            "num_fine": 16,
-            "bound_radius": 0.2,
-            "upsample": 4,
-            "upsampler_widths": (64, 32),
-            "audio_channels": (32, 32, 64, 64),
-        }
-    )
+    config.model = model_block()
     config.loss = loss_config()
     # Pre-trained stages (empty: none). sync: F_lip = the sync stage's frozen audio embedding
     # instead of the audio network; disentangle: L_dis (weight loss.dis) against the extractor's
@@ -79,21 +60,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.data.resolution, config.data.lr_resolution = 64, 16
         config.data.supersample = 1
         config.data.batch_size = 2
-        config.model.update(
-            width=32, depth=2, skip_layer=None, feature_dim=16, render_size=(16, 16),
-            num_coarse=8, num_fine=8, upsampler_widths=(16, 8), audio_channels=(8, 8, 8, 8),
-        )  # fmt: skip
+        config.model.update(**SMOKE_MODEL)
         config.train.update(steps=6, log_every=2, checkpoint_every=3, sample_every=0)
         config.eval.fit_steps = 2
     if arg.full:
         config.data.synthetic.update({"identities": 8, "sequences": 8, "seconds": 6.0})
         config.data.resolution, config.data.lr_resolution = 512, 64
         config.data.batch_size = 8
-        config.model.update(
-            width=256, depth=8, skip_layer=4, pos_freqs=10, feature_dim=256,
-            render_size=(64, 64), num_coarse=64, num_fine=64, upsample=8,
-            upsampler_widths=(256, 128, 64),
-        )  # fmt: skip
+        config.model.update(**FULL_MODEL)
         config.train.update(steps=200_000, checkpoint_every=2000, sample_every=5000)
         config.optim.learning_rate = 5e-4
     config.lock()

@@ -69,6 +69,46 @@ def loss_config() -> ml_collections.ConfigDict:
     )
 
 
+def model_block(**overrides) -> ml_collections.ConfigDict:
+    """The ``config.model`` block of the CPU-sized head NeRF (configs/voca.py, configs/video.py);
+    ``overrides`` replace fields. :data:`SMOKE_MODEL` / :data:`FULL_MODEL` resize it."""
+    block = {
+        # Latent code sizes (paper 000: C_id, C_ex, C_al, C_ill); 0 drops a code.
+        "codes": {"id": 32, "ex": 16, "al": 32, "ill": 16},
+        "lip_dim": 32,  # F_lip from the audio network (or the sync stage's embedding)
+        "view_input": "none",
+        "width": 128,
+        "depth": 4,
+        "skip_layer": 2,
+        "pos_freqs": 6,
+        "feature_dim": 64,
+        "render_size": (32, 32),
+        "num_coarse": 16,
+        "num_fine": 16,
+        "bound_radius": 0.2,
+        "upsample": 4,
+        "upsampler_widths": (64, 32),
+        "audio_channels": (32, 32, 64, 64),
+    }
+    unknown = sorted(set(overrides) - set(block))
+    if unknown:
+        raise KeyError(f"unknown model fields {unknown}; known: {sorted(block)}")
+    block.update(overrides)
+    return ml_collections.ConfigDict(block)
+
+
+# ``config.model.update(**SMOKE_MODEL)``: the few-second plumbing check.
+SMOKE_MODEL = dict(
+    width=32, depth=2, skip_layer=None, feature_dim=16, render_size=(16, 16), num_coarse=8,
+    num_fine=8, upsampler_widths=(16, 8), audio_channels=(8, 8, 8, 8),
+)  # fmt: skip
+# ``config.model.update(**FULL_MODEL)``: the GPU-sized model (8x256 field, 64² -> 512²).
+FULL_MODEL = dict(
+    width=256, depth=8, skip_layer=4, pos_freqs=10, feature_dim=256, render_size=(64, 64),
+    num_coarse=64, num_fine=64, upsample=8, upsampler_widths=(256, 128, 64),
+)  # fmt: skip
+
+
 def psnr(mse: jax.Array) -> jax.Array:
     """Peak signal-to-noise ratio in dB of images in [0, 1]."""
     return -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
