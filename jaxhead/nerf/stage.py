@@ -181,6 +181,9 @@ def sync_lip_features(
     """``[len(frame_numbers), D]`` F_lip of the sync stage's audio encoder (paper 000 fig. 3).
 
     ``samples``: a 16 kHz track; ``frame_numbers``: frames of that track at ``config.data.fps``.
+    ``config.sync.features``: ``"embedding"`` (the sync embedding itself, non-negative and
+    sparse: after its final ReLU most entries are zero) or ``"pre_activation"`` (the same output
+    layer before that ReLU: dense and signed, the default of new configs).
     """
     encoder = sync_encoder(_init_from(config, "sync"))
     fps = float(config.data.fps)
@@ -193,7 +196,11 @@ def sync_lip_features(
     frame_numbers = np.asarray(frame_numbers, np.int64)
     num = max(int(frame_numbers.max(initial=-1)) + 1, int(len(samples) / SAMPLE_RATE * fps))
     windows = encoder.audio_windows(np.asarray(samples, np.float32), num)
-    lip = np.asarray(encoder.embed_audio(jnp.asarray(windows)), np.float32)
+    kind = str(config.sync.get("features", "embedding"))
+    if kind not in ("embedding", "pre_activation"):
+        raise ValueError(f"config.sync.features={kind!r}: use 'embedding' or 'pre_activation'")
+    embed = encoder.audio_features if kind == "pre_activation" else encoder.embed_audio
+    lip = np.asarray(embed(jnp.asarray(windows)), np.float32)
     return lip[frame_numbers]
 
 

@@ -64,8 +64,12 @@ class WindowEncoder(nnx.Module):
         self.hidden = nnx.Linear(length * previous, hidden, rngs=rngs)
         self.out = nnx.Linear(hidden, embed_dim, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """``x``: ``[..., window, in_features]`` -> ``[..., embed_dim]`` (all entries >= 0)."""
+    def __call__(self, x: jax.Array, pre_activation: bool = False) -> jax.Array:
+        """``x``: ``[..., window, in_features]`` -> ``[..., embed_dim]`` (all entries >= 0).
+
+        ``pre_activation``: the output layer's values before the final ReLU (dense, signed): what
+        other stages read as a feature (most embedding entries are exactly zero after the ReLU).
+        """
         if x.shape[-2:] != (self.window, self.in_features):
             raise ValueError(
                 f"encoder input must be [..., {self.window}, {self.in_features}] "
@@ -77,7 +81,7 @@ class WindowEncoder(nnx.Module):
             h = jax.nn.relu(norm(conv(h)))
         h = jax.nn.relu(self.hidden(h.reshape((h.shape[0], -1))))
         # Final ReLU: non-negative embeddings (Wav2Lip's sync expert), so cosine >= 0 (eq. 3).
-        h = jax.nn.relu(self.out(h))
+        h = self.out(h) if pre_activation else jax.nn.relu(self.out(h))
         return h.reshape(batch + h.shape[-1:])
 
 

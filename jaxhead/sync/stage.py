@@ -325,9 +325,12 @@ def sync_init_config(init_from: str = "") -> ml_collections.ConfigDict:
     """The ``config.sync`` block of a stage that consumes the sync stage (the NeRF's F_lip).
 
     ``init_from``: a sync-stage workdir for :func:`load_sync_encoder`; empty: no sync module (the
-    "w/o sync module" ablation of paper 000 table 2).
+    "w/o sync module" ablation of paper 000 table 2). ``features``: what the NeRF reads as F_lip,
+    ``"pre_activation"`` (the audio encoder's output layer before its final ReLU: dense) or
+    ``"embedding"`` (the sync embedding itself: ~98 % of its entries are zero on the synthetic
+    data, which starves the NeRF's lip condition; see docs/nerf_ablation.md).
     """
-    return ml_collections.ConfigDict({"init_from": init_from})
+    return ml_collections.ConfigDict({"init_from": init_from, "features": "pre_activation"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -339,6 +342,9 @@ class SyncEncoder:
         the trained parameters): the audio encoder, trained so that its output matches the lip
         encoder's embedding of the synchronised mouth (paper 000 fig. 3).
       embed_lips: pure ``[..., window, 40] lip windows -> [..., D]``.
+      audio_features: pure ``[..., steps, F] -> [..., D]``: the audio encoder's output layer
+        before its final ReLU (dense and signed; after the ReLU most entries of an embedding are
+        exactly zero): the F_lip the NeRF stage reads.
       audio_windows: host ``(audio [num_samples] at 16 kHz, num_frames) -> [num_frames, steps, F]``
         (the same front-end and per-clip normalisation as in training).
       embed_dim: ``D``.
@@ -349,6 +355,7 @@ class SyncEncoder:
 
     embed_audio: Callable[[jax.Array], jax.Array]
     embed_lips: Callable[[jax.Array], jax.Array]
+    audio_features: Callable[[jax.Array], jax.Array]
     audio_windows: Callable[[np.ndarray, int], np.ndarray]
     embed_dim: int
     fps: float
@@ -408,6 +415,13 @@ def load_sync_encoder(init_from: str | pathlib.Path) -> SyncEncoder:
     def embed_lips(windows):
         return apply(trained, lips=windows)[1]
 
+    features_fn = jax.jit(
+        lambda params, windows: nnx.merge(graphdef, params).audio(windows, pre_activation=True)
+    )
+
+    def audio_features(windows):
+        return features_fn(trained, windows)
+
     features = info["features"]
     if features in data_lib.FEATURE_RATES:
 
@@ -425,6 +439,6 @@ def load_sync_encoder(init_from: str | pathlib.Path) -> SyncEncoder:
             )
 
     return SyncEncoder(
-        embed_audio, embed_lips, audio_windows, int(config.model.embed_dim), float(info["fps"]),
-        int(step), workdir,
+        embed_audio, embed_lips, audio_features, audio_windows, int(config.model.embed_dim),
+        float(info["fps"]), int(step), workdir,
     )  # fmt: skip
