@@ -68,14 +68,28 @@ def test_sync_f_lip_replaces_the_audio_network(pretrained, tmp_path):
     # Each frame's F_lip is the encoder's embedding of its sentence's audio at its frame.
     rows, samples, numbers = stage.frames_module(config.data).audio_tracks(config.data, frames)[0]
     windows = encoder.audio_windows(samples, int(numbers.max()) + 1)
-    assert config.sync.features == "pre_activation"
-    expected = np.asarray(encoder.audio_features(jnp.asarray(windows)))[numbers]
+    assert config.sync.features == "embedding"
+    expected = np.asarray(encoder.embed_audio(jnp.asarray(windows)))[numbers]
     np.testing.assert_allclose(frames.lip[rows], expected, rtol=1e-5, atol=1e-6)
-    # ... the sync embedding before its final ReLU.
-    embedded = np.asarray(encoder.embed_audio(jnp.asarray(windows)))[numbers]
-    np.testing.assert_allclose(np.maximum(expected, 0.0), embedded, rtol=1e-5, atol=1e-6)
-    assert (expected < 0).any()
-    assert np.abs(frames.lip[rows[0]] - frames.lip[rows[-1]]).max() > 1e-4  # varies with audio
+    # The other readings: the embedding before its final ReLU, and that standardised per frame.
+    pre = np.asarray(encoder.audio_features(jnp.asarray(windows)))[numbers]
+    np.testing.assert_allclose(np.maximum(pre, 0.0), expected, rtol=1e-5, atol=1e-6)
+    assert (pre < 0).any()
+    with config.unlocked():
+        config.sync.features = "normalized"
+    normalized = stage.sync_lip_features(config, samples, numbers)
+    np.testing.assert_allclose(normalized.mean(-1), 0.0, atol=1e-4)
+    np.testing.assert_allclose(normalized.std(-1), 1.0, atol=1e-3)
+    np.testing.assert_allclose(
+        normalized, (pre - pre.mean(-1, keepdims=True)) / pre.std(-1, keepdims=True), atol=1e-4
+    )
+    with config.unlocked():
+        config.sync.features = "relu"
+    with pytest.raises(ValueError, match="config.sync.features='relu'"):
+        stage.sync_lip_features(config, samples, numbers)
+    with config.unlocked():
+        config.sync.features = "embedding"
+    assert np.ptp(pre, axis=0).max() > 1e-4  # varies with the audio
     # New audio drives the model through the same encoder.
     tone = 0.3 * np.sin(2 * np.pi * 200 * np.arange(16000) / 16000).astype(np.float32)
     driven = stage.audio_conditions(config, tone, 25)

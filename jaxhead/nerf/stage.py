@@ -167,6 +167,9 @@ def frames_module(data_config: ml_collections.ConfigDict):
     )
 
 
+SYNC_FEATURES = ("embedding", "pre_activation", "normalized")
+
+
 @functools.cache
 def sync_encoder(init_from: str):
     """The sync stage of ``config.sync.init_from``, loaded once per process."""
@@ -182,8 +185,9 @@ def sync_lip_features(
 
     ``samples``: a 16 kHz track; ``frame_numbers``: frames of that track at ``config.data.fps``.
     ``config.sync.features``: ``"embedding"`` (the sync embedding itself, non-negative and
-    sparse: after its final ReLU most entries are zero) or ``"pre_activation"`` (the same output
-    layer before that ReLU: dense and signed, the default of new configs).
+    sparse: after its final ReLU most entries are zero), ``"pre_activation"`` (the same output
+    layer before that ReLU: dense and signed, but with norms around 40 it stalls the NeRF's fit)
+    or ``"normalized"`` (the pre-activation standardised over its dimensions, per frame).
     """
     encoder = sync_encoder(_init_from(config, "sync"))
     fps = float(config.data.fps)
@@ -197,10 +201,12 @@ def sync_lip_features(
     num = max(int(frame_numbers.max(initial=-1)) + 1, int(len(samples) / SAMPLE_RATE * fps))
     windows = encoder.audio_windows(np.asarray(samples, np.float32), num)
     kind = str(config.sync.get("features", "embedding"))
-    if kind not in ("embedding", "pre_activation"):
-        raise ValueError(f"config.sync.features={kind!r}: use 'embedding' or 'pre_activation'")
-    embed = encoder.audio_features if kind == "pre_activation" else encoder.embed_audio
+    if kind not in SYNC_FEATURES:
+        raise ValueError(f"config.sync.features={kind!r}: use one of {SYNC_FEATURES}")
+    embed = encoder.embed_audio if kind == "embedding" else encoder.audio_features
     lip = np.asarray(embed(jnp.asarray(windows)), np.float32)
+    if kind == "normalized":
+        lip = (lip - lip.mean(-1, keepdims=True)) / (lip.std(-1, keepdims=True) + 1e-6)
     return lip[frame_numbers]
 
 

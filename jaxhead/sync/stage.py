@@ -325,12 +325,13 @@ def sync_init_config(init_from: str = "") -> ml_collections.ConfigDict:
     """The ``config.sync`` block of a stage that consumes the sync stage (the NeRF's F_lip).
 
     ``init_from``: a sync-stage workdir for :func:`load_sync_encoder`; empty: no sync module (the
-    "w/o sync module" ablation of paper 000 table 2). ``features``: what the NeRF reads as F_lip,
-    ``"pre_activation"`` (the audio encoder's output layer before its final ReLU: dense) or
-    ``"embedding"`` (the sync embedding itself: ~98 % of its entries are zero on the synthetic
-    data, which starves the NeRF's lip condition; see docs/nerf_ablation.md).
+    "w/o sync module" ablation of paper 000 table 2). ``features``: what the NeRF reads as F_lip
+    (:func:`jaxhead.nerf.stage.sync_lip_features`): ``"embedding"`` (the sync embedding itself;
+    ~98 % of its entries are zero on the synthetic data), ``"pre_activation"`` (the output layer
+    before the final ReLU) or ``"normalized"`` (that, standardised per frame); measured in
+    docs/nerf_ablation.md.
     """
-    return ml_collections.ConfigDict({"init_from": init_from, "features": "pre_activation"})
+    return ml_collections.ConfigDict({"init_from": init_from, "features": "embedding"})
 
 
 @dataclasses.dataclass(frozen=True)
