@@ -47,9 +47,8 @@ import numpy as np
 import tqdm
 from flax import nnx
 
-from jaxhead.audio import spectral
 from jaxhead.audio.io import SAMPLE_RATE, load_audio
-from jaxhead.data import head_model, raster, voca_frames
+from jaxhead.data import head_model, raster
 from jaxhead.nerf import stage
 from jaxhead.train.checkpoint import Checkpointer
 from jaxhead.train.optim import make_optimizer
@@ -109,19 +108,6 @@ def load_trained(workdir: str | pathlib.Path) -> Trained:
     return Trained(config, setup, graphdefs, jax.device_get(state.params), frames, step)
 
 
-def audio_windows(config, audio: np.ndarray, num_frames: int | None = None) -> np.ndarray:
-    """``[T, window, 80]`` log-mel windows of a 16 kHz waveform at ``config.data.fps``."""
-    fps = float(config.data.fps)
-    if num_frames is None:
-        num_frames = num_audio_frames(config, audio)
-    feats = jax.jit(spectral.log_mel)(jnp.asarray(audio))
-    return np.asarray(
-        spectral.window_features(
-            feats, num_frames, fps, voca_frames.LOGMEL_RATE, int(config.data.audio_window)
-        )
-    )
-
-
 def num_audio_frames(config, audio: np.ndarray) -> int:
     """Video frames at ``config.data.fps`` that a 16 kHz waveform spans."""
     return int(np.floor(len(audio) / SAMPLE_RATE * float(config.data.fps)))
@@ -129,28 +115,16 @@ def num_audio_frames(config, audio: np.ndarray) -> int:
 
 def audio_conditions(config, audio: np.ndarray, num_frames: int) -> dict[str, np.ndarray]:
     """The audio conditioning of new audio as the run was trained (``audio`` or ``lip``)."""
-    if hasattr(stage, "audio_conditions"):
-        return stage.audio_conditions(config, audio, num_frames)
-    return {"audio": audio_windows(config, audio, num_frames).astype(np.float32)}
+    return stage.audio_conditions(config, audio, num_frames)
 
 
 def _frame_keys(trained: Trained) -> tuple[str, ...]:
-    if hasattr(stage, "frame_keys"):
-        return stage.frame_keys(trained.setup)
-    return stage.BATCH_KEYS
+    return stage.frame_keys(trained.setup)
 
 
 def load_split(config, split: str):
     """A held-out split of the run's data (with F_lip when the run uses a sync stage)."""
-    if hasattr(stage, "load_frames"):
-        return stage.load_frames(config, split, progress=False)
-    return voca_frames.load_frames(config.data, split, progress=False)
-
-
-def _data_module(config):
-    if hasattr(stage, "frames_module"):
-        return stage.frames_module(config.data)
-    return voca_frames
+    return stage.load_frames(config, split, progress=False)
 
 
 def _ping_pong(rows: np.ndarray, count: int) -> np.ndarray:
@@ -188,14 +162,8 @@ def render_frames(trained: Trained, frames: dict, codes: dict, batch: int = 8) -
 
 def _base_codes(trained: Trained, identity: int) -> dict[str, np.ndarray]:
     """``[1, dim]`` codes of a frame without its own ``ex``: the stage's held-out convention."""
-    if hasattr(stage, "heldout_codes"):
-        base = stage.heldout_codes(trained.setup, trained.tables, identity)
-        return {k: np.asarray(v, np.float32) for k, v in base.items()}
-    base = {}
-    for name, table in trained.tables.items():
-        row = table[identity] if name in ("id", "al") else np.zeros(table.shape[1])
-        base[name] = np.asarray(row, np.float32)[None]
-    return base
+    base = stage.heldout_codes(trained.setup, trained.tables, identity)
+    return {k: np.asarray(v, np.float32) for k, v in base.items()}
 
 
 def _codes_for_rows(trained: Trained, rows: np.ndarray, identity: int, ex_rows=None) -> dict:
@@ -386,9 +354,7 @@ def write_heldout_video(trained: Trained, index: int, path: str | pathlib.Path) 
 
 def sequence_audio(config, source, rows) -> np.ndarray | None:
     """The 16 kHz audio of held-out ``rows`` (one continuous sequence), frame 0 at sample 0."""
-    module = _data_module(config)
-    if not hasattr(module, "audio_tracks"):
-        return _voca_sentence_audio(config, source, rows) if module is voca_frames else None
+    module = stage.frames_module(config.data)
     fps = float(config.data.fps)
     first, count = int(rows[0]), len(rows)
     for track_rows, samples, numbers in module.audio_tracks(config.data, source):
@@ -397,20 +363,6 @@ def sequence_audio(config, source, rows) -> np.ndarray | None:
             start = int(round(int(numbers[where[0]]) / fps * SAMPLE_RATE))
             stop = start + int(round(count / fps * SAMPLE_RATE))
             return np.asarray(samples[start:stop], np.float32)
-    return None
-
-
-def _voca_sentence_audio(config, source, rows) -> np.ndarray | None:
-    """The whole sentence of a VOCASET-format sequence (data modules without audio_tracks)."""
-    from jaxhead.data.voca import load_voca
-
-    voca = load_voca(voca_frames.dataset_root(config.data, progress=False))
-    identity = int(source.arrays["identity"][rows[0]])
-    seq_id = int(source.arrays["sequence"][rows[0]])
-    subject = voca_frames.selected_subjects(voca, config.data)[identity]
-    for sentence in voca.sentences(subject):
-        if voca_frames.sequence_id(subject, sentence) == seq_id:
-            return voca.audio(subject, sentence)
     return None
 
 
@@ -592,15 +544,16 @@ def evaluate_split(
         scores = image_lib.image_metrics(pred, truth)
         per_frame = np.asarray(image_lib.psnr(pred, truth))
         result.update(psnr=scores["psnr"], ssim=scores["ssim"], frames=scores["frames"])
-        mouth_psnr, mouth_l1 = [], []
-        for h in held if hasattr(stage, "mouth_box") else ():
-            for t in np.nonzero(h.scored)[0]:
-                box = stage.mouth_box(h.landmarks[t], *h.truth.shape[1:3])
-                diff = (h.pred[t] - h.truth[t])[box]
-                mouth_psnr.append(-10 * np.log10(max(float(np.mean(diff**2)), 1e-10)))
-                mouth_l1.append(float(np.mean(np.abs(diff))))
-        if mouth_psnr:  # the lip region of paper 000 table 2 (stage.mouth_box)
-            result.update(mouth_psnr=float(np.mean(mouth_psnr)), mouth_l1=float(np.mean(mouth_l1)))
+        # The lip region of paper 000 table 2, as the stage's own evaluation scores it.
+        result.update(
+            stage.lip_region_summary(
+                [
+                    [stage.lip_region_frame(h.pred[t], h.truth[t], h.landmarks[t])
+                     for t in np.nonzero(h.scored)[0]]
+                    for h in held
+                ]
+            )
+        )  # fmt: skip
         if traces is not None:
             traces["psnr"] = per_frame
         lpips = lpips or {}

@@ -540,18 +540,49 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sum(a * b) / denom) if denom > 1e-12 else 0.0
 
 
+def lip_region_frame(pred, truth, landmarks) -> tuple[float, float, float, float]:
+    """``(mse, l1, rendered mean, true mean)`` of one frame ``[H, W, 3]`` in its
+    :func:`mouth_box` (the true lip landmarks ``[68, 2]``)."""
+    pred, truth = np.asarray(pred), np.asarray(truth)
+    box = mouth_box(landmarks, *truth.shape[:2])
+    diff = (pred - truth)[box]
+    return (
+        float(np.mean(np.square(diff))),
+        float(np.mean(np.abs(diff))),
+        float(pred[box].mean()),
+        float(truth[box].mean()),
+    )
+
+
+def lip_region_summary(sequences) -> dict[str, float]:
+    """The lip-region scores of held-out sequences, each a list of :func:`lip_region_frame`
+    tuples: ``mouth_psnr`` / ``mouth_l1`` (mean over frames) and ``mouth_motion_r``, the Pearson
+    correlation over a sequence's frames of the rendered and the true mean brightness in the box
+    (the mouth interior darkens as it opens: 1 when the rendered mouth opens and closes with the
+    true one, ~0 when it does not move with it), averaged over sequences of > 2 frames."""
+    frames = [f for seq in sequences for f in seq]
+    if not frames:
+        return {}
+    motion = [
+        _correlation(np.asarray([f[2] for f in seq]), np.asarray([f[3] for f in seq]))
+        for seq in sequences
+        if len(seq) > 2
+    ]
+    return {
+        "mouth_psnr": float(np.mean([psnr(max(f[0], 1e-10)) for f in frames])),
+        "mouth_l1": float(np.mean([f[1] for f in frames])),
+        "mouth_motion_r": float(np.mean(motion)) if motion else float("nan"),
+    }
+
+
 def evaluate_split(setup, graphdefs, params, source, *, fit_steps: int, batch: int, samples=None):
     """PSNR / SSIM over the frames of ``source`` (held-out sentences or views), and the lip
-    region (:func:`mouth_box` around the frame's ground-truth lip landmarks): its PSNR / L1 and
-    ``mouth_motion_r``, the Pearson correlation over each sequence's frames of the rendered and
-    the true mean brightness in the box (the mouth interior darkens as it opens: 1 when the
-    rendered mouth opens and closes with the true one, ~0 when it does not move with it),
-    averaged over sequences."""
+    region (:func:`lip_region_summary`)."""
     render = render_fn(graphdefs)
     codes_def = graphdefs[1]
     tables = nnx.merge(codes_def, params["codes"]).tables
     keys = frame_keys(setup)
-    psnrs, ssims, mouth_psnrs, mouth_l1s, motion_rs = [], [], [], [], []
+    psnrs, ssims, lips = [], [], []
     ssim_fn = jax.jit(jax.vmap(ssim))
     shown = []
     for rows in source.sequence_rows():
@@ -563,7 +594,7 @@ def evaluate_split(setup, graphdefs, params, source, *, fit_steps: int, batch: i
             base["ill"] = fit_illumination(render, params, first, base, fit_steps)
         scored = rows[1:] if (fit_steps > 0 and n > 1 and "ill" in base) else rows
         codes = {k: jnp.repeat(v, batch, axis=0) for k, v in base.items()}
-        pred_level, true_level = [], []
+        lips.append([])
         for start in range(0, len(scored), batch):
             chunk = scored[start : start + batch]
             # Pad the last chunk to the batch size: one compiled shape for every call.
@@ -576,24 +607,15 @@ def evaluate_split(setup, graphdefs, params, source, *, fit_steps: int, batch: i
             ssims.extend(np.asarray(ssim_fn(out["image"], frames["image"]))[: len(chunk)].tolist())
             pred, truth = np.asarray(out["image"]), np.asarray(frames["image"])
             for j in range(len(chunk)):
-                box = mouth_box(items[j]["landmarks"], *truth.shape[1:3])
-                diff = (pred[j] - truth[j])[box]
-                mouth_psnrs.append(float(psnr(np.mean(np.square(diff)))))
-                mouth_l1s.append(float(np.mean(np.abs(diff))))
-                pred_level.append(float(pred[j][box].mean()))
-                true_level.append(float(truth[j][box].mean()))
+                lips[-1].append(lip_region_frame(pred[j], truth[j], items[j]["landmarks"]))
             if samples is not None and len(shown) < 4:
                 shown.append((pred[0], truth[0]))
-        if len(pred_level) > 2:
-            motion_rs.append(_correlation(np.asarray(pred_level), np.asarray(true_level)))
     if samples is not None and shown:
         _save_grid(samples, shown)
     return {
         "psnr": float(np.mean(psnrs)),
         "ssim": float(np.mean(ssims)),
-        "mouth_psnr": float(np.mean(mouth_psnrs)),
-        "mouth_l1": float(np.mean(mouth_l1s)),
-        "mouth_motion_r": float(np.mean(motion_rs)) if motion_rs else float("nan"),
+        **lip_region_summary(lips),
         "frames": len(psnrs),
     }
 
