@@ -6,8 +6,12 @@
 Every arm is an ordinary NeRF run of the same config in ``WORKDIR/<arm>`` (re-running resumes
 it, a finished arm is only tabulated):
 
-* ``base``: F_lip from the audio network, no L_dis (codes start at zero);
-* ``sync``: F_lip = the sync stage's frozen audio embedding (``config.sync.init_from``);
+* ``no_lip``: no F_lip at all (``config.model.lip_dim=0``): the audio does not reach the field,
+  paper 000 table 2's "w/o sync module" taken literally;
+* ``base``: F_lip from the AD-NeRF-style audio network trained with the NeRF, no L_dis (codes
+  start at zero): the peers' way of feeding audio, the stronger "without";
+* ``sync``: F_lip from the sync stage's frozen audio encoder (``config.sync.init_from``, read as
+  ``config.sync.features`` / ``projection`` say);
 * ``dis``: L_dis against the extractor's reference codes, which also initialise the codes
   (``config.disentangle.init_from``);
 * ``sync_dis``: both.
@@ -28,12 +32,13 @@ from jaxhead.nerf import stage
 from jaxhead.train import cli
 from jaxhead.train.workdir import write_json_atomic
 
-# arm -> (sync module, L_dis)
+# arm -> (sync module, L_dis, F_lip at all)
 ARMS = {
-    "base": (False, False),
-    "sync": (True, False),
-    "dis": (False, True),
-    "sync_dis": (True, True),
+    "no_lip": (False, False, False),
+    "base": (False, False, True),
+    "sync": (True, False, True),
+    "dis": (False, True, True),
+    "sync_dis": (True, True, True),
 }
 
 _CONFIG = cli.define_config_flag()
@@ -85,15 +90,17 @@ def main(argv):
     if unknown:
         raise ValueError(f"unknown arms {unknown}; choose from {list(ARMS)}")
     for arm in _ARMS.value:
-        sync, dis = ARMS[arm]
+        sync, dis, _ = ARMS[arm]
         if (sync and not _SYNC.value) or (dis and not _EXTRACTOR.value):
             raise ValueError(f"arm {arm!r} needs --sync_workdir / --extractor_workdir")
     for arm in _ARMS.value:
-        sync, dis = ARMS[arm]
+        sync, dis, lip = ARMS[arm]
         config = _CONFIG.value.copy_and_resolve_references()
         with config.unlocked():
             config.sync.init_from = _SYNC.value if sync else ""
             config.disentangle.init_from = _EXTRACTOR.value if dis else ""
+            if not lip:
+                config.model.lip_dim = 0
         print(f"--- arm {arm}: {root / arm}", flush=True)
         stage.train(config, root / arm)
     results, table = tabulate(root, _ARMS.value)

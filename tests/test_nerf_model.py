@@ -441,6 +441,38 @@ def test_head_nerf_view_inputs_and_audio_net():
         nnx.eval_shape(lambda m: m(cameras(2, 4, upsample=2), conds), pose_model)
 
 
+def test_lip_projection_starts_at_zero_and_learns():
+    """lip_input_dim: precomputed F_lip features pass a zero-initialised linear map, so the
+    untrained model ignores them, while the gradient reaches the map."""
+    config = dataclasses.replace(TINY, lip_input_dim=7)
+    model = build(config)
+    cams = cameras(2, 6, upsample=2)
+    conds = {**conditions(TINY, 2), "lip": jax.random.normal(jax.random.key(3), (2, 7))}
+    forward = jitted_forward(model)
+    out = forward(cams, conds, None)
+    other = forward(cams, {**conds, "lip": 10.0 * conds["lip"] + 1.0}, None)
+    np.testing.assert_array_equal(np.asarray(out["image"]), np.asarray(other["image"]))
+    assert model.condition(conds).shape == (2, 3 + 4 + 5)
+    np.testing.assert_array_equal(np.asarray(model.condition(conds)[:, 7:]), 0.0)
+
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def loss(state):
+        image = nnx.merge(graphdef, state)(cams, conds)["image"]
+        return jnp.mean((image - 0.3) ** 2)
+
+    grads = jax.grad(loss)(state)
+    kernel = np.asarray(grads["lip_projection"]["kernel"][...])
+    assert kernel.shape == (7, 5) and np.abs(kernel).max() > 0.0
+    with pytest.raises(ValueError, match=r"condition 'lip' has shape \(2, 5\), expected \[B, 7\]"):
+        model.condition({**conds, "lip": jnp.zeros((2, 5))})
+    with pytest.raises(ValueError, match="lip_input_dim projects precomputed 'lip' features"):
+        dataclasses.replace(TINY, lip_input_dim=7, audio_net=True, audio_dim=4)
+    with pytest.raises(ValueError, match="lip_input_dim projects precomputed 'lip' features"):
+        dataclasses.replace(TINY, condition_dims=(("id", 3),), lip_input_dim=7)
+
+
 def test_head_nerf_input_errors():
     model = build(TINY)
     cams = cameras(2, 6, upsample=2)

@@ -98,6 +98,49 @@ def test_sync_f_lip_replaces_the_audio_network(pretrained, tmp_path):
     assert set(plain) == {"audio"} and plain["audio"].shape[0] == 25
 
 
+def test_standardized_sync_features_through_the_learned_projection(pretrained, tmp_path):
+    config = with_pretrained(smoke_config(pretrained["cache"], steps=2), pretrained, dis=False)
+    with config.unlocked():
+        config.sync.features = "standardized"
+        config.sync.projection = True
+    setup, _, frames = stage.make_setup(config)
+    encoder = stage.sync_encoder(str(pretrained["sync"]))
+    # Standardised per dimension over the training frames ...
+    np.testing.assert_allclose(frames.lip.mean(0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(frames.lip.std(0), 1.0, atol=1e-3)
+    # ... with constants that held-out frames and new audio share.
+    mean, std = stage.sync_statistics(config)
+    assert mean.shape == std.shape == (encoder.embed_dim,)
+    val = stage.load_frames(config, "val", progress=False)
+    rows, samples, numbers = stage.frames_module(config.data).audio_tracks(config.data, val)[0]
+    pre = np.asarray(encoder.audio_features(jnp.asarray(encoder.audio_windows(samples, 40))))
+    np.testing.assert_allclose(val.lip[rows], (pre[numbers] - mean) / std, rtol=1e-4, atol=1e-4)
+    assert np.abs(val.lip.mean(0)).max() > 1e-3  # held-out statistics are not re-estimated
+    driven = stage.audio_conditions(config, samples, int(numbers.max()) + 1)["lip"]
+    np.testing.assert_allclose(driven[numbers], val.lip[rows], rtol=1e-4, atol=1e-4)
+    # The field sees config.model.lip_dim dims, from the 128-dim features by a learned map.
+    assert setup.lip == "sync" and setup.model_config.lip_input_dim == encoder.embed_dim
+    assert dict(setup.model_config.condition_dims)["lip"] == config.model.lip_dim
+    stage.train(config, tmp_path)
+    trained = render_video.load_trained(tmp_path)
+    kernel = np.asarray(trained.params["nerf"]["lip_projection"]["kernel"])
+    assert kernel.shape == (encoder.embed_dim, config.model.lip_dim)
+    assert np.abs(kernel).max() > 0.0  # left its zero initialisation
+    assert np.isfinite(json.loads((tmp_path / "eval.json").read_text())["val"]["mouth_psnr"])
+
+
+def test_no_lip_condition_arm(pretrained, tmp_path):
+    """config.model.lip_dim=0 without a sync stage: paper 000 table 2's "w/o sync module"."""
+    config = smoke_config(pretrained["cache"], steps=2)
+    with config.unlocked():
+        config.model.lip_dim = 0
+    setup, _, _ = stage.make_setup(config)
+    assert setup.lip == "none" and not setup.model_config.audio_net
+    assert "lip" not in dict(setup.model_config.condition_dims)
+    stage.train(config, tmp_path)
+    assert np.isfinite(json.loads((tmp_path / "eval.json").read_text())["val"]["mouth_psnr"])
+
+
 def test_l_dis_pulls_codes_to_the_extractor_references(pretrained, tmp_path):
     config = with_pretrained(
         smoke_config(pretrained["cache"], steps=2, log_every=1), pretrained, sync=False

@@ -327,6 +327,10 @@ class HeadNeRFConfig:
     audio_net: bool = False
     audio_dim: int = 1024
     audio_channels: tuple[int, ...] = (32, 32, 64, 64)
+    # > 0: conditions["lip"] arrives as [B, lip_input_dim] precomputed features (e.g. the sync
+    # stage's frozen audio encoder) and a learned linear map, zero-initialised, projects them to
+    # the "lip" condition's size: the field starts audio-free and learns how much of F_lip to use.
+    lip_input_dim: int = 0
 
     def __post_init__(self):
         if self.view_input not in VIEW_INPUTS:
@@ -339,6 +343,11 @@ class HeadNeRFConfig:
         if self.audio_net and "lip" not in names:
             raise ValueError(
                 "audio_net=True produces the 'lip' condition; add it to condition_dims"
+            )
+        if self.lip_input_dim and (self.audio_net or "lip" not in names):
+            raise ValueError(
+                "lip_input_dim projects precomputed 'lip' features: needs a 'lip' condition and "
+                "audio_net=False"
             )
         if self.bound_radius <= 0:
             raise ValueError(f"bound_radius must be > 0, got {self.bound_radius}")
@@ -430,6 +439,17 @@ class HeadNeRF(nnx.Module):
             )
         else:
             self.audio_net = None
+        if config.lip_input_dim:
+            zeros = nnx.initializers.zeros_init()
+            self.lip_projection = nnx.Linear(
+                config.lip_input_dim,
+                dict(config.condition_dims)["lip"],
+                kernel_init=zeros,
+                bias_init=zeros,
+                rngs=rngs,
+            )
+        else:
+            self.lip_projection = None
         # NumPy, not jnp: the constant must stay concrete when the module is built under jit.
         background = np.zeros((config.feature_dim,), np.float32)
         background[:3] = [_logit(c) for c in config.background_color]
@@ -450,11 +470,20 @@ class HeadNeRF(nnx.Module):
         """``[B, condition_dim]``: the parts of ``config.condition_dims`` concatenated in order.
 
         ``lip`` comes from ``AudioNet(conditions["audio"])`` when the model has an audio network
-        and ``conditions`` has no ``lip`` entry.
+        and ``conditions`` has no ``lip`` entry; with ``lip_input_dim`` the given ``lip``
+        features ``[B, lip_input_dim]`` pass through the learned projection first.
         """
         parts = []
         for name, dim in self.config.condition_dims:
-            if name in conditions:
+            if name == "lip" and self.lip_projection is not None and name in conditions:
+                value = jnp.asarray(conditions[name])
+                if value.ndim != 2 or value.shape[-1] != self.config.lip_input_dim:
+                    raise ValueError(
+                        f"condition 'lip' has shape {value.shape}, expected "
+                        f"[B, {self.config.lip_input_dim}] features to project"
+                    )
+                value = self.lip_projection(value)
+            elif name in conditions:
                 value = jnp.asarray(conditions[name])
             elif name == "lip" and self.audio_net is not None and "audio" in conditions:
                 value = self.audio_net(conditions["audio"])

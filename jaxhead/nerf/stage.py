@@ -119,8 +119,10 @@ class NeRFSetup:
     """What the stage's pure functions close over: static shapes and module graph definitions.
 
     ``lip``: where F_lip comes from: ``"audio_net"`` (the AD-NeRF-style audio network over each
-    frame's log-mel window, trained with the NeRF) or ``"sync"`` (the frozen audio encoder of
-    the sync stage, ``config.sync.init_from``; frames carry a precomputed ``lip`` entry).
+    frame's log-mel window, trained with the NeRF), ``"sync"`` (the frozen audio encoder of the
+    sync stage, ``config.sync.init_from``; frames carry a precomputed ``lip`` entry) or
+    ``"none"`` (``config.model.lip_dim=0`` without a sync stage: no F_lip, the audio does not
+    reach the field; paper 000 table 2's "w/o sync module").
     ``disentangle``: whether the train step adds L_dis against the extractor's reference codes.
     """
 
@@ -140,13 +142,23 @@ def _init_from(config: ml_collections.ConfigDict, block: str) -> str:
 def model_config_from(
     config: ml_collections.ConfigDict, audio_dim: int, sync_dim: int = 0
 ) -> HeadNeRFConfig:
-    """The field's condition layout; ``sync_dim > 0``: F_lip is the sync embedding itself."""
+    """The field's condition layout; ``sync_dim > 0``: F_lip comes from the sync stage's
+    features: as they are, or with ``config.sync.projection`` through a learned linear map to
+    ``config.model.lip_dim`` (zero-initialised, :class:`HeadNeRFConfig` ``lip_input_dim``)."""
     values = config.model.to_dict()
     codes = values.pop("codes")
     lip_dim = values.pop("lip_dim")
+    project = bool(sync_dim) and bool(config.sync.get("projection", False))
     condition_dims = [(name, dim) for name, dim in codes.items() if dim > 0]
-    condition_dims += [("lip", sync_dim or lip_dim), ("blink", 1)]
-    values.update(condition_dims=tuple(condition_dims), audio_net=not sync_dim, audio_dim=audio_dim)
+    if sync_dim or lip_dim > 0:
+        condition_dims.append(("lip", lip_dim if project or not sync_dim else sync_dim))
+    condition_dims.append(("blink", 1))
+    values.update(
+        condition_dims=tuple(condition_dims),
+        audio_net=not sync_dim and lip_dim > 0,
+        audio_dim=audio_dim,
+        lip_input_dim=sync_dim if project else 0,
+    )
     return HeadNeRFConfig.from_dict(values)
 
 
@@ -167,7 +179,7 @@ def frames_module(data_config: ml_collections.ConfigDict):
     )
 
 
-SYNC_FEATURES = ("embedding", "pre_activation", "normalized")
+SYNC_FEATURES = ("embedding", "pre_activation", "normalized", "standardized")
 
 
 @functools.cache
@@ -178,17 +190,10 @@ def sync_encoder(init_from: str):
     return load_sync_encoder(init_from)
 
 
-def sync_lip_features(
-    config: ml_collections.ConfigDict, samples: np.ndarray, frame_numbers: np.ndarray
+def _sync_outputs(
+    config: ml_collections.ConfigDict, samples: np.ndarray, frame_numbers: np.ndarray, kind: str
 ) -> np.ndarray:
-    """``[len(frame_numbers), D]`` F_lip of the sync stage's audio encoder (paper 000 fig. 3).
-
-    ``samples``: a 16 kHz track; ``frame_numbers``: frames of that track at ``config.data.fps``.
-    ``config.sync.features``: ``"embedding"`` (the sync embedding itself, non-negative and
-    sparse: after its final ReLU most entries are zero), ``"pre_activation"`` (the same output
-    layer before that ReLU: dense and signed, but with norms around 40 it stalls the NeRF's fit)
-    or ``"normalized"`` (the pre-activation standardised over its dimensions, per frame).
-    """
+    """The sync audio encoder's ``embedding`` or ``pre_activation`` at ``frame_numbers``."""
     encoder = sync_encoder(_init_from(config, "sync"))
     fps = float(config.data.fps)
     if abs(encoder.fps - fps) > 1e-6:
@@ -200,14 +205,60 @@ def sync_lip_features(
     frame_numbers = np.asarray(frame_numbers, np.int64)
     num = max(int(frame_numbers.max(initial=-1)) + 1, int(len(samples) / SAMPLE_RATE * fps))
     windows = encoder.audio_windows(np.asarray(samples, np.float32), num)
+    embed = encoder.embed_audio if kind == "embedding" else encoder.audio_features
+    return np.asarray(embed(jnp.asarray(windows)), np.float32)[frame_numbers]
+
+
+def sync_lip_features(
+    config: ml_collections.ConfigDict, samples: np.ndarray, frame_numbers: np.ndarray
+) -> np.ndarray:
+    """``[len(frame_numbers), D]`` F_lip of the sync stage's audio encoder (paper 000 fig. 3).
+
+    ``samples``: a 16 kHz track; ``frame_numbers``: frames of that track at ``config.data.fps``.
+    ``config.sync.features``: ``"embedding"`` (the sync embedding itself, non-negative and
+    sparse: after its final ReLU most entries are zero), ``"pre_activation"`` (the same output
+    layer before that ReLU: dense and signed, but with norms around 40 it stalls the NeRF's fit),
+    ``"normalized"`` (the pre-activation standardised over its dimensions, per frame) or
+    ``"standardized"`` (the pre-activation standardised per dimension with the mean and standard
+    deviation over the training frames: :func:`sync_statistics`; new audio at render time is
+    standardised with the same constants).
+    """
     kind = str(config.sync.get("features", "embedding"))
     if kind not in SYNC_FEATURES:
         raise ValueError(f"config.sync.features={kind!r}: use one of {SYNC_FEATURES}")
-    embed = encoder.embed_audio if kind == "embedding" else encoder.audio_features
-    lip = np.asarray(embed(jnp.asarray(windows)), np.float32)
+    lip = _sync_outputs(config, samples, frame_numbers, kind)
     if kind == "normalized":
         lip = (lip - lip.mean(-1, keepdims=True)) / (lip.std(-1, keepdims=True) + 1e-6)
-    return lip[frame_numbers]
+    if kind == "standardized":
+        mean, std = sync_statistics(config)
+        lip = (lip - mean) / std
+    return lip
+
+
+_SYNC_STATISTICS: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def sync_statistics(config: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean [D], std [D])`` of the sync pre-activation over ``config``'s training frames.
+
+    Computed once per process and data config from the training split (deterministic given
+    ``config.data`` and the sync run), so training, held-out evaluation and renders of new audio
+    share the same constants.
+    """
+    key = (_init_from(config, "sync"), config.data.to_json(sort_keys=True))
+    if key not in _SYNC_STATISTICS:
+        module = frames_module(config.data)
+        source = module.load_frames(config.data, "train", progress=False)
+        values = [
+            _sync_outputs(config, samples, numbers, "pre_activation")
+            for _, samples, numbers in module.audio_tracks(config.data, source)
+        ]
+        values = np.concatenate(values, axis=0).astype(np.float64)
+        _SYNC_STATISTICS[key] = (
+            values.mean(0).astype(np.float32),
+            (values.std(0) + 1e-6).astype(np.float32),
+        )
+    return _SYNC_STATISTICS[key]
 
 
 def audio_conditions(
@@ -659,7 +710,7 @@ def make_setup(config: ml_collections.ConfigDict):
     }
     setup = NeRFSetup(
         model_config, code_sizes, len(train_frames), int(config.seed),
-        lip="sync" if sync_dim else "audio_net",
+        lip="sync" if sync_dim else ("audio_net" if model_config.audio_net else "none"),
         disentangle=bool(_init_from(config, "disentangle")),
     )  # fmt: skip
     nerf, codes = build_models(setup, config.seed)

@@ -328,10 +328,14 @@ def sync_init_config(init_from: str = "") -> ml_collections.ConfigDict:
     "w/o sync module" ablation of paper 000 table 2). ``features``: what the NeRF reads as F_lip
     (:func:`jaxhead.nerf.stage.sync_lip_features`): ``"embedding"`` (the sync embedding itself;
     ~98 % of its entries are zero on the synthetic data), ``"pre_activation"`` (the output layer
-    before the final ReLU) or ``"normalized"`` (that, standardised per frame); measured in
-    docs/nerf_ablation.md.
+    before the final ReLU), ``"normalized"`` (that, standardised per frame) or ``"standardized"``
+    (that, standardised per dimension over the training frames). ``projection``: pass the
+    features through a learned, zero-initialised linear map to ``config.model.lip_dim`` instead
+    of feeding them to the field as they are. Measured in docs/nerf_ablation.md.
     """
-    return ml_collections.ConfigDict({"init_from": init_from, "features": "embedding"})
+    return ml_collections.ConfigDict(
+        {"init_from": init_from, "features": "embedding", "projection": False}
+    )
 
 
 @dataclasses.dataclass(frozen=True)
