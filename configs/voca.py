@@ -45,9 +45,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.batch_size = 1
     config.model = model_block()
     config.loss = loss_config()
-    # Pre-trained stages (empty: none). sync: F_lip = the sync stage's frozen audio embedding
-    # instead of the audio network; disentangle: L_dis (weight loss.dis) against the extractor's
-    # reference codes, which also initialise the codes.
+    # Pre-trained stages (empty: none). sync: F_lip from the sync stage's frozen audio encoder
+    # (standardised, through a learned projection to lip_dim) instead of the audio network;
+    # disentangle: L_dis (weight loss.dis) against the extractor's reference codes, which also
+    # initialise the codes. model.lip_dim=0 without a sync stage: no F_lip at all.
     config.sync = sync_init_config()
     config.disentangle = disentangle_init_config()
     config.eval = ml_collections.ConfigDict(

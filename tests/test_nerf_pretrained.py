@@ -60,15 +60,19 @@ def no_eval(config, mesh):
 
 def test_sync_f_lip_replaces_the_audio_network(pretrained, tmp_path):
     config = with_pretrained(smoke_config(pretrained["cache"]), pretrained, dis=False)
+    assert config.sync.features == "standardized" and config.sync.projection  # the defaults
+    with config.unlocked():  # the embedding itself, fed to the field as it is
+        config.sync.features = "embedding"
+        config.sync.projection = False
     setup, graphdefs, frames = stage.make_setup(config)
     encoder = stage.sync_encoder(str(pretrained["sync"]))
     assert setup.lip == "sync" and not setup.model_config.audio_net
+    assert setup.model_config.lip_input_dim == 0
     assert dict(setup.model_config.condition_dims)["lip"] == encoder.embed_dim
     assert "lip" in stage.frame_keys(setup)
     # Each frame's F_lip is the encoder's embedding of its sentence's audio at its frame.
     rows, samples, numbers = stage.frames_module(config.data).audio_tracks(config.data, frames)[0]
     windows = encoder.audio_windows(samples, int(numbers.max()) + 1)
-    assert config.sync.features == "embedding"
     expected = np.asarray(encoder.embed_audio(jnp.asarray(windows)))[numbers]
     np.testing.assert_allclose(frames.lip[rows], expected, rtol=1e-5, atol=1e-6)
     # The other readings: the embedding before its final ReLU, and that standardised per frame.

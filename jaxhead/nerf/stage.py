@@ -75,7 +75,7 @@ def model_block(**overrides) -> ml_collections.ConfigDict:
     block = {
         # Latent code sizes (paper 000: C_id, C_ex, C_al, C_ill); 0 drops a code.
         "codes": {"id": 32, "ex": 16, "al": 32, "ill": 16},
-        "lip_dim": 32,  # F_lip from the audio network (or the sync stage's embedding)
+        "lip_dim": 32,  # F_lip (audio network or projected sync features); 0: no F_lip
         "view_input": "none",
         "width": 128,
         "depth": 4,

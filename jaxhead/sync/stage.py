@@ -324,17 +324,18 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path):
 def sync_init_config(init_from: str = "") -> ml_collections.ConfigDict:
     """The ``config.sync`` block of a stage that consumes the sync stage (the NeRF's F_lip).
 
-    ``init_from``: a sync-stage workdir for :func:`load_sync_encoder`; empty: no sync module (the
-    "w/o sync module" ablation of paper 000 table 2). ``features``: what the NeRF reads as F_lip
-    (:func:`jaxhead.nerf.stage.sync_lip_features`): ``"embedding"`` (the sync embedding itself;
-    ~98 % of its entries are zero on the synthetic data), ``"pre_activation"`` (the output layer
-    before the final ReLU), ``"normalized"`` (that, standardised per frame) or ``"standardized"``
-    (that, standardised per dimension over the training frames). ``projection``: pass the
-    features through a learned, zero-initialised linear map to ``config.model.lip_dim`` instead
-    of feeding them to the field as they are. Measured in docs/nerf_ablation.md.
+    ``init_from``: a sync-stage workdir for :func:`load_sync_encoder`; empty: no sync module.
+    ``features``: what the NeRF reads from the frozen audio encoder
+    (:func:`jaxhead.nerf.stage.sync_lip_features`): ``"standardized"`` (default: the output layer
+    before the final ReLU, standardised per dimension with the training frames' statistics),
+    ``"embedding"`` (the sync embedding itself; ~98 % of its entries are zero on the synthetic
+    data), ``"pre_activation"`` (unstandardised; norms ~40 stall the fit) or ``"normalized"``
+    (standardised per frame). ``projection`` (default on): a learned, zero-initialised linear map
+    of the features to ``config.model.lip_dim``; off: the field reads the features as they are.
+    Measured in docs/nerf_ablation.md.
     """
     return ml_collections.ConfigDict(
-        {"init_from": init_from, "features": "embedding", "projection": False}
+        {"init_from": init_from, "features": "standardized", "projection": True}
     )
 
 
