@@ -249,3 +249,40 @@ def test_mouth_box_covers_the_lips_with_a_margin():
     ys, xs = np.nonzero(box)
     assert (xs.min(), xs.max(), ys.min(), ys.max()) == (30, 69, 35, 67)
     assert not stage.mouth_box(landmarks, 100, 100)[10, 10]
+
+
+def test_lip_feature_probe(pretrained):
+    from jaxhead.nerf import lip_probe
+
+    config = smoke_config(pretrained["cache"])
+    results = lip_probe.lip_feature_probe(config, str(pretrained["sync"]))
+    assert list(results) == ["logmel_window", *lip_probe.SYNC_READINGS]
+    encoder = stage.sync_encoder(str(pretrained["sync"]))
+    assert results["embedding"]["dims"] == encoder.embed_dim
+    assert results["logmel_window"]["dims"] == config.data.audio_window * 80
+    for r in results.values():
+        assert r["alpha"] in lip_probe.ALPHAS
+        assert set(r["r2"]) == set(lip_probe.TARGETS)
+        assert all(v <= 1.0 for v in r["r2"].values())
+    table = lip_probe.probe_table(results)
+    assert table.count("\n") == 1 + len(results)
+    assert f"| standardized | {encoder.embed_dim} |" in table
+    video = smoke_config(pretrained["cache"])
+    with video.unlocked():
+        video.data.kind = "video"
+    with pytest.raises(ValueError, match="needs the true mouth parameters"):
+        lip_probe.lip_feature_probe(video)
+
+
+def test_probe_alpha_is_chosen_on_training_groups():
+    from jaxhead.nerf import lip_probe
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 40))
+    groups = np.repeat(np.arange(6), 50)
+    clean = x[:, :2] @ np.array([[1.0, 0.5], [-0.5, 1.0]])
+    assert lip_probe.choose_alpha(x, clean, groups) == min(lip_probe.ALPHAS)
+    # Targets unrelated to x: heavy shrinkage wins.
+    noise = rng.normal(size=(300, 2))
+    assert lip_probe.choose_alpha(x, noise, groups) == max(lip_probe.ALPHAS)
+    assert lip_probe.choose_alpha(x, clean, np.zeros(300, int)) == 1e-2  # one group: no CV
