@@ -251,6 +251,39 @@ def test_mouth_box_covers_the_lips_with_a_margin():
     assert not stage.mouth_box(landmarks, 100, 100)[10, 10]
 
 
+def test_motion_box_is_fixed_to_the_head_not_the_jaw():
+    landmarks = np.zeros((68, 2))
+    landmarks[33] = [50, 40]  # nose tip
+    landmarks[36], landmarks[45] = [30, 20], [70, 20]  # outer eye corners: 40 px apart
+    landmarks[48:68] = [[40, 50], [60, 50], [50, 45], [50, 58]] * 5
+    box = stage.motion_box(landmarks, 100, 100)
+    ys, xs = np.nonzero(box)
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (32, 67, 44, 71)
+    opened = landmarks.copy()
+    opened[48:68, 1] += np.linspace(0, 15, 20)  # the jaw opens: the lip box grows ...
+    assert not np.array_equal(
+        stage.mouth_box(opened, 100, 100), stage.mouth_box(landmarks, 100, 100)
+    )
+    np.testing.assert_array_equal(stage.motion_box(opened, 100, 100), box)  # ... this one not
+    moved = landmarks + [5, 3]  # the head moves: the box follows
+    np.testing.assert_array_equal(stage.motion_box(moved, 100, 100), np.roll(box, (3, 5), (0, 1)))
+    # A render that never moves its (closed) mouth scores r = 0 however the true jaw moves;
+    # the brightness in the growing lip box would have followed the truth.
+    still = np.full((100, 100, 3), 0.8, np.float32)
+    still[49:51, 40:60] = 0.2
+    frames, in_lip_box = [], []
+    for t in range(6):
+        truth = np.full((100, 100, 3), 0.8, np.float32)
+        lm = landmarks.copy()
+        lm[48:68, 1] += np.linspace(0, 3 * t, 20)
+        truth[45 : 52 + 3 * t, 40:60] = 0.2  # the opening mouth, darker
+        frames.append(stage.lip_region_frame(still, truth, lm))
+        box = stage.mouth_box(lm, 100, 100)
+        in_lip_box.append((still[box].mean(), truth[box].mean()))
+    assert stage.lip_region_summary([frames])["mouth_motion_r"] == 0.0
+    assert abs(stage._correlation(*np.asarray(in_lip_box).T)) > 0.5
+
+
 def test_lip_feature_probe(pretrained):
     from jaxhead.nerf import lip_probe
 
