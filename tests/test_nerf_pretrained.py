@@ -284,6 +284,21 @@ def test_motion_box_is_fixed_to_the_head_not_the_jaw():
     assert abs(stage._correlation(*np.asarray(in_lip_box).T)) > 0.5
 
 
+def test_mouth_darkness_grows_with_the_opening_and_ignores_global_shading():
+    box = np.zeros((40, 40), bool)
+    box[10:30, 10:30] = True
+    skin = np.full((40, 40, 3), [0.8, 0.6, 0.5], np.float32)
+    assert stage.mouth_darkness(skin, box) == 0.0
+    values = []
+    for rows in (2, 5, 8):
+        image = skin.copy()
+        image[18 : 18 + rows, 14:26] = [0.25, 0.02, 0.02]  # the mouth's interior
+        values.append(stage.mouth_darkness(image, box))
+        # Lighting or pose that scales the whole box leaves it unchanged.
+        assert stage.mouth_darkness(0.6 * image, box) == pytest.approx(values[-1])
+    assert 0.0 < values[0] < values[1] < values[2] < 1.0
+
+
 def test_lip_feature_probe(pretrained):
     from jaxhead.nerf import lip_probe
 
