@@ -271,17 +271,27 @@ def test_motion_box_is_fixed_to_the_head_not_the_jaw():
     # the brightness in the growing lip box would have followed the truth.
     still = np.full((100, 100, 3), 0.8, np.float32)
     still[49:51, 40:60] = 0.2
-    frames, in_lip_box = [], []
+    frames, in_lip_box, truths, lms = [], [], [], []
     for t in range(6):
         truth = np.full((100, 100, 3), 0.8, np.float32)
         lm = landmarks.copy()
         lm[48:68, 1] += np.linspace(0, 3 * t, 20)
         truth[45 : 52 + 3 * t, 40:60] = 0.2  # the opening mouth, darker
-        frames.append(stage.lip_region_frame(still, truth, lm))
+        truths.append(truth)
+        lms.append(lm)
+        frames.append(stage.lip_region_frame(still, truth, lm, opening=t / 5))
         box = stage.mouth_box(lm, 100, 100)
         in_lip_box.append((still[box].mean(), truth[box].mean()))
-    assert stage.lip_region_summary([frames])["mouth_motion_r"] == 0.0
+    summary = stage.lip_region_summary([frames])
+    assert summary["mouth_motion_r"] == 0.0 and summary["mouth_motion_reference"] == "jaw_open"
+    assert summary["mouth_motion_r_truth"] > 0.95  # the truth's darkness follows its jaw
     assert abs(stage._correlation(*np.asarray(in_lip_box).T)) > 0.5
+    # A render that opens with the truth scores ~1; without the jaw parameter (real videos) the
+    # reference is the true frames' darkness.
+    follows = [stage.lip_region_frame(t, t, lm) for t, lm in zip(truths, lms, strict=True)]
+    summary = stage.lip_region_summary([follows])
+    assert summary["mouth_motion_reference"] == "truth" and "mouth_motion_r_truth" not in summary
+    assert summary["mouth_motion_r"] == pytest.approx(1.0)
 
 
 def test_mouth_darkness_grows_with_the_opening_and_ignores_global_shading():
