@@ -285,6 +285,12 @@ def test_motion_box_is_fixed_to_the_head_not_the_jaw():
     summary = stage.lip_region_summary([frames])
     assert summary["mouth_motion_r"] == 0.0 and summary["mouth_motion_reference"] == "jaw_open"
     assert summary["mouth_motion_r_truth"] > 0.95  # the truth's darkness follows its jaw
+    opened = [f for f in frames if f[4] >= stage.OPEN_JAW]  # openings 0.6, 0.8, 1.0
+    assert summary["open_frames"] == len(opened) == 3
+    assert summary["mouth_psnr_open"] == pytest.approx(
+        np.mean([float(stage.psnr(f[0])) for f in opened])
+    )
+    assert summary["mouth_psnr_open"] < summary["mouth_psnr"]  # the still mouth is wrong there
     assert abs(stage._correlation(*np.asarray(in_lip_box).T)) > 0.5
     # A render that opens with the truth scores ~1; without the jaw parameter (real videos) the
     # reference is the true frames' darkness.

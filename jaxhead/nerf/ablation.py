@@ -33,7 +33,15 @@ ARMS = {
     "dis": (False, True, True),
     "sync_dis": (True, True, True),
 }
-SCORES = ("psnr", "ssim", "mouth_psnr", "mouth_l1", "mouth_motion_r", "mouth_motion_r_truth")
+SCORES = (
+    "psnr",
+    "ssim",
+    "mouth_psnr",
+    "mouth_psnr_open",
+    "mouth_l1",
+    "mouth_motion_r",
+    "mouth_motion_r_truth",
+)
 SPLITS = ("val", "val_views")
 DIGITS = {"ssim": 4, "mouth_l1": 4, "mouth_motion_r": 3, "mouth_motion_r_truth": 3}
 
@@ -126,8 +134,9 @@ def tabulate(
                 )
         summary[arm] = entry
     lines = [
-        "| arm | split | seeds | PSNR | SSIM | lip PSNR | lip L1 | lip motion r | (truth's) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| arm | split | seeds | PSNR | SSIM | lip PSNR | lip PSNR (open) | lip L1 | lip motion r "
+        "| (truth's) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *rows,
     ]
     if swap_rows:
