@@ -223,40 +223,59 @@ def sync_lip_features(
     deviation over the training frames: :func:`sync_statistics`; new audio at render time is
     standardised with the same constants).
     """
+    return _read_sync(config, [_sync_outputs(config, samples, frame_numbers, _raw(config))])[0]
+
+
+def _raw(config: ml_collections.ConfigDict) -> str:
+    """The encoder output that ``config.sync.features`` reads: the embedding or the layer
+    before its ReLU (checked against :data:`SYNC_FEATURES`)."""
     kind = str(config.sync.get("features", "embedding"))
     if kind not in SYNC_FEATURES:
         raise ValueError(f"config.sync.features={kind!r}: use one of {SYNC_FEATURES}")
-    lip = _sync_outputs(config, samples, frame_numbers, kind)
+    return "embedding" if kind == "embedding" else "pre_activation"
+
+
+def _read_sync(config: ml_collections.ConfigDict, outputs: list[np.ndarray]) -> list[np.ndarray]:
+    """``config.sync.features`` applied to raw encoder outputs (one array per track)."""
+    kind = str(config.sync.get("features", "embedding"))
     if kind == "normalized":
-        lip = (lip - lip.mean(-1, keepdims=True)) / (lip.std(-1, keepdims=True) + 1e-6)
+        return [
+            (x - x.mean(-1, keepdims=True)) / (x.std(-1, keepdims=True) + 1e-6) for x in outputs
+        ]
     if kind == "standardized":
         mean, std = sync_statistics(config)
-        lip = (lip - mean) / std
-    return lip
+        return [(x - mean) / std for x in outputs]
+    return outputs
 
 
 _SYNC_STATISTICS: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _statistics_key(config: ml_collections.ConfigDict) -> tuple[str, str]:
+    return _init_from(config, "sync"), config.data.to_json(sort_keys=True)
+
+
+def _moments(outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    values = np.concatenate(outputs, axis=0).astype(np.float64)
+    return values.mean(0).astype(np.float32), (values.std(0) + 1e-6).astype(np.float32)
 
 
 def sync_statistics(config: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray]:
     """``(mean [D], std [D])`` of the sync pre-activation over ``config``'s training frames.
 
     Computed once per process and data config from the training split (deterministic given
-    ``config.data`` and the sync run), so training, held-out evaluation and renders of new audio
-    share the same constants.
+    ``config.data`` and the sync run; :func:`load_frames` of the training split records them
+    from its own pass), so training, held-out evaluation and renders of new audio share them.
     """
-    key = (_init_from(config, "sync"), config.data.to_json(sort_keys=True))
+    key = _statistics_key(config)
     if key not in _SYNC_STATISTICS:
         module = frames_module(config.data)
         source = module.load_frames(config.data, "train", progress=False)
-        values = [
-            _sync_outputs(config, samples, numbers, "pre_activation")
-            for _, samples, numbers in module.audio_tracks(config.data, source)
-        ]
-        values = np.concatenate(values, axis=0).astype(np.float64)
-        _SYNC_STATISTICS[key] = (
-            values.mean(0).astype(np.float32),
-            (values.std(0) + 1e-6).astype(np.float32),
+        _SYNC_STATISTICS[key] = _moments(
+            [
+                _sync_outputs(config, samples, numbers, "pre_activation")
+                for _, samples, numbers in module.audio_tracks(config.data, source)
+            ]
         )
     return _SYNC_STATISTICS[key]
 
@@ -306,9 +325,14 @@ def load_frames(config: ml_collections.ConfigDict, split: str, *, progress: bool
     if not _init_from(config, "sync"):
         return source
     encoder = sync_encoder(_init_from(config, "sync"))
+    raw = _raw(config)
+    tracks = module.audio_tracks(config.data, source)
+    outputs = [_sync_outputs(config, samples, numbers, raw) for _, samples, numbers in tracks]
+    if split == "train" and raw == "pre_activation":
+        _SYNC_STATISTICS.setdefault(_statistics_key(config), _moments(outputs))
     lip = np.zeros((len(source), encoder.embed_dim), np.float32)
-    for rows, samples, frame_numbers in module.audio_tracks(config.data, source):
-        lip[rows] = sync_lip_features(config, samples, frame_numbers)
+    for (rows, _, _), values in zip(tracks, _read_sync(config, outputs), strict=True):
+        lip[rows] = values
     return LipFrames(source, lip)
 
 
@@ -563,8 +587,13 @@ def mouth_box(landmarks: np.ndarray, height: int, width: int, margin: float = 0.
     lips = np.asarray(landmarks, np.float64)[MOUTH]
     lo, hi = lips.min(0), lips.max(0)
     pad = margin * (hi[0] - lo[0])
-    x0, y0 = np.floor(np.maximum(lo - pad, 0)).astype(int)
-    x1, y1 = np.ceil(np.minimum(hi + pad, [width, height])).astype(int)
+    return _box_mask(lo - pad, hi + pad, height, width)
+
+
+def _box_mask(lo, hi, height: int, width: int) -> np.ndarray:
+    """``[H, W]`` bool, True inside the pixel box from ``lo`` to ``hi`` (x, y), clipped."""
+    x0, y0 = np.floor(np.maximum(lo, 0)).astype(int)
+    x1, y1 = np.ceil(np.minimum(hi, [width, height])).astype(int)
     box = np.zeros((height, width), bool)
     box[y0:y1, x0:x1] = True
     return box
@@ -584,13 +613,7 @@ def motion_box(landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
     points = np.asarray(landmarks, np.float64)
     nose = points[NOSE_TIP]
     d = float(np.linalg.norm(points[OUTER_EYE_CORNERS[1]] - points[OUTER_EYE_CORNERS[0]]))
-    lo = nose + np.array([-0.45 * d, 0.1 * d])
-    hi = nose + np.array([0.45 * d, 0.8 * d])
-    x0, y0 = np.floor(np.maximum(lo, 0)).astype(int)
-    x1, y1 = np.ceil(np.minimum(hi, [width, height])).astype(int)
-    box = np.zeros((height, width), bool)
-    box[y0:y1, x0:x1] = True
-    return box
+    return _box_mask(nose + [-0.45 * d, 0.1 * d], nose + [0.45 * d, 0.8 * d], height, width)
 
 
 def heldout_codes(setup: NeRFSetup, tables, identity: int) -> dict[str, jax.Array]:
