@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxhead.disentangle import data, losses, probe
+from jaxhead.disentangle import data, losses
 from jaxhead.disentangle.models import CodeExtractor, LandmarkAutoencoder, unit_rms
+from jaxhead.eval import probe
 
 # --- factor InfoNCE ------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from jaxhead.eval import lpips
-from jaxhead.nerf import vgg
+from jaxhead.pretrained import vgg
 
 SMALL_ALEX = (8, 12, 16, 12, 10)
 SMALL_VGG = (4, 6, 8, 8, 6)

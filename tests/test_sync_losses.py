@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxhead.nerf.math import cosine_similarity, safe_norm
+from jaxhead.numerics import cosine_similarity, safe_norm
 from jaxhead.sync.losses import bce_cosine, info_nce
 
 SETTINGS = settings(max_examples=20, deadline=None)

@@ -9,7 +9,9 @@ import pytest
 from flax import nnx
 from scipy import ndimage
 
-from jaxhead.nerf import perceptual, vgg
+from jaxhead.eval import image
+from jaxhead.nerf import perceptual
+from jaxhead.pretrained import vgg
 
 SMALL = (4, 6, 8, 8, 8)  # per-block widths of a small network in VGG16's layout
 
@@ -200,7 +202,7 @@ def test_ssim_matches_scipy_reference():
     rng = np.random.default_rng(0)
     a = rng.uniform(size=(2, 24, 20, 3)).astype(np.float32)
     b = np.clip(a + rng.normal(scale=0.1, size=a.shape), 0, 1).astype(np.float32)
-    got = np.asarray(perceptual.ssim(a, b))
+    got = np.asarray(image.ssim(a, b))
     want = [scipy_ssim(a[i], b[i]) for i in range(2)]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
@@ -208,17 +210,13 @@ def test_ssim_matches_scipy_reference():
 def test_ssim_identity_symmetry_and_jit():
     x = jnp.asarray(np.random.default_rng(1).uniform(size=(16, 16, 3)), jnp.float32)
     y = jnp.flip(x, axis=0)
-    np.testing.assert_allclose(float(perceptual.ssim(x, x)), 1.0, atol=1e-6)
-    np.testing.assert_allclose(
-        float(perceptual.ssim(x, y)), float(perceptual.ssim(y, x)), atol=1e-6
-    )
-    assert float(perceptual.ssim(x, y)) < 0.5
-    np.testing.assert_allclose(
-        float(jax.jit(perceptual.ssim)(x, y)), float(perceptual.ssim(x, y)), atol=1e-6
-    )
+    np.testing.assert_allclose(float(image.ssim(x, x)), 1.0, atol=1e-6)
+    np.testing.assert_allclose(float(image.ssim(x, y)), float(image.ssim(y, x)), atol=1e-6)
+    assert float(image.ssim(x, y)) < 0.5
+    np.testing.assert_allclose(float(jax.jit(image.ssim)(x, y)), float(image.ssim(x, y)), atol=1e-6)
     assert float(perceptual.ssim_loss(x[None], x[None])) == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="smaller than the 11"):
-        perceptual.ssim(jnp.zeros((8, 8, 3)), jnp.zeros((8, 8, 3)))
+        image.ssim(jnp.zeros((8, 8, 3)), jnp.zeros((8, 8, 3)))
 
 
 # --- perceptual loss --------------------------------------------------------------------------

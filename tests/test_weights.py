@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from jaxhead.weights import state_dict_problems
+from jaxhead.pretrained.weights import state_dict_problems
 
 
 def test_state_dict_problems_names_each_kind_in_natural_order():

@@ -20,15 +20,13 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import pickle
-import zipfile
-from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from jaxhead.audio.hubert import HubertConfig, HubertModel
+from jaxhead.pretrained.weights import CheckpointError, read_torch_state_dict
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
@@ -44,129 +42,6 @@ HOW_TO_GET = (
 
 _MODEL_PREFIXES = ("feature_extractor.", "feature_projection.", "encoder.")
 _POS_CONV = "encoder.pos_conv_embed.conv."
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder that is missing, incomplete or does not match the architecture."""
-
-
-# --------------------------------------------------------------------------------------------
-# torch-free pytorch_model.bin reader
-# --------------------------------------------------------------------------------------------
-
-# torch storage class name -> NumPy dtype of its raw little-endian bytes. bfloat16 has no NumPy
-# dtype: its bits are read as uint16 and widened to float32 after the tensor is rebuilt.
-_STORAGE_DTYPES = {
-    "DoubleStorage": np.float64,
-    "FloatStorage": np.float32,
-    "HalfStorage": np.float16,
-    "BFloat16Storage": np.uint16,
-    "LongStorage": np.int64,
-    "IntStorage": np.int32,
-    "ShortStorage": np.int16,
-    "CharStorage": np.int8,
-    "ByteStorage": np.uint8,
-    "BoolStorage": np.bool_,
-}
-
-
-class _StorageType:
-    def __init__(self, name: str):
-        self.name = name
-        self.dtype = np.dtype(_STORAGE_DTYPES[name])
-
-
-class _Storage:
-    def __init__(self, array: np.ndarray, is_bfloat16: bool):
-        self.array = array
-        self.is_bfloat16 = is_bfloat16
-
-
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, *unused):
-    """NumPy twin of ``torch._utils._rebuild_tensor_v2``: a strided view copied out."""
-    base = storage.array[storage_offset:]
-    itemsize = base.dtype.itemsize
-    if (
-        len(size)
-        and min(size) > 0
-        and base.shape[0] < 1 + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
-    ):
-        raise pickle.UnpicklingError("tensor extends past the end of its storage (corrupt file)")
-    array = np.lib.stride_tricks.as_strided(
-        base, shape=tuple(size), strides=tuple(s * itemsize for s in stride)
-    ).copy()
-    if storage.is_bfloat16:
-        array = (array.astype(np.uint32) << 16).view(np.float32)
-    return array
-
-
-def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *unused):
-    return data
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickles a torch state dict into NumPy arrays; any other global is refused."""
-
-    def __init__(self, file, zip_file: zipfile.ZipFile, data_prefix: str):
-        super().__init__(file)
-        self._zip = zip_file
-        self._data_prefix = data_prefix
-        self._storages: dict[str, _Storage] = {}
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module == "torch._utils" and name == "_rebuild_tensor_v2":
-            return _rebuild_tensor_v2
-        if module == "torch._utils" and name == "_rebuild_parameter":
-            return _rebuild_parameter
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return _StorageType(name)
-        if module == "collections" and name == "OrderedDict":
-            import collections
-
-            return collections.OrderedDict
-        raise pickle.UnpicklingError(
-            f"refusing to load {module}.{name}: a weights file should hold only tensors"
-        )
-
-    def persistent_load(self, pid: Any) -> _Storage:
-        if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
-            raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
-        storage_type, key = pid[1], str(pid[2])
-        if not isinstance(storage_type, _StorageType):
-            raise pickle.UnpicklingError(f"unsupported storage type {storage_type!r}")
-        if key not in self._storages:
-            raw = self._zip.read(f"{self._data_prefix}{key}")
-            array = np.frombuffer(raw, dtype=storage_type.dtype.newbyteorder("<"))
-            self._storages[key] = _Storage(
-                array.astype(storage_type.dtype), storage_type.name == "BFloat16Storage"
-            )
-        return self._storages[key]
-
-
-def read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Reads a ``torch.save``d state dict (zip format, torch >= 1.6) as NumPy arrays, no torch."""
-    path = pathlib.Path(path)
-    if not zipfile.is_zipfile(path):
-        raise CheckpointError(
-            f"{path} is not a zip-format torch file (the legacy pre-1.6 format, or corrupt); "
-            "re-save it with a recent torch or as model.safetensors"
-        )
-    with zipfile.ZipFile(path) as archive:
-        pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
-        if len(pickles) != 1:
-            raise CheckpointError(f"{path}: expected one data.pkl in the archive, found {pickles}")
-        root = pickles[0][: -len("data.pkl")]
-        byteorder = f"{root}byteorder"
-        if byteorder in archive.namelist() and archive.read(byteorder).strip() != b"little":
-            raise CheckpointError(f"{path}: big-endian torch files are not supported")
-        with archive.open(pickles[0]) as pkl:
-            try:
-                state = _RestrictedUnpickler(pkl, archive, f"{root}data/").load()
-            except (pickle.UnpicklingError, KeyError, EOFError, ValueError) as err:
-                raise CheckpointError(f"{path}: cannot read the state dict ({err})") from err
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} holds a {type(state).__name__}, expected a state dict")
-    return dict(state)
 
 
 def read_state_dict(folder: str | os.PathLike) -> dict[str, np.ndarray]:

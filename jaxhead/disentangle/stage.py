@@ -29,8 +29,9 @@ import numpy as np
 from flax import nnx
 
 from jaxhead.disentangle import data as data_lib
-from jaxhead.disentangle import losses, probe
+from jaxhead.disentangle import losses
 from jaxhead.disentangle.models import CodeExtractor, LandmarkAutoencoder, unit_rms
+from jaxhead.eval import probe
 from jaxhead.train import loop
 from jaxhead.train.checkpoint import Checkpointer
 from jaxhead.train.optim import make_optimizer

@@ -9,7 +9,7 @@ number per frame; :func:`image_metrics` averages them over a clip.
   PSNR of the clip's pooled MSE (the two differ: the pooled one is dominated by the worst frames).
   A frame identical to its ground truth has MSE 0 and PSNR ``+inf``; :func:`image_metrics` says how
   many such frames there were and averages the others.
-* **SSIM** is :func:`jaxhead.nerf.perceptual.ssim` (Wang et al. 2004: 11x11 Gaussian window,
+* **SSIM** is :func:`ssim` (Wang et al. 2004: 11x11 Gaussian window,
   σ = 1.5, K1 = 0.01, K2 = 0.03, valid positions only, map averaged over positions and channels —
   the convention of the reference MATLAB code, ``tf.image.ssim`` and ``skimage`` with
   ``gaussian_weights=True``). Colour frames are scored on RGB channels averaged, not on luma.
@@ -21,9 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxhead.nerf.perceptual import ssim
+__all__ = ["mse", "psnr", "psnr_from_mse", "ssim", "image_metrics"]
 
-__all__ = ["mse", "psnr", "ssim", "image_metrics"]
+SSIM_FILTER_SIZE = 11
+SSIM_SIGMA = 1.5
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
 
 
 def _check(pred: jax.Array, target: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -46,6 +49,84 @@ def psnr(pred: jax.Array, target: jax.Array, max_val: float = 1.0) -> jax.Array:
     """``[..., H, W, C]`` x2 -> ``[...]`` PSNR in dB per frame (``+inf`` for identical frames)."""
     error = mse(pred, target)
     return 10.0 * jnp.log10(jnp.float32(max_val) ** 2 / error)
+
+
+def gaussian_window(size: int = SSIM_FILTER_SIZE, sigma: float = SSIM_SIGMA) -> jax.Array:
+    """``[size]`` normalised 1D Gaussian taps centred on the middle tap."""
+    x = jnp.arange(size, dtype=jnp.float32) - (size - 1) / 2.0
+    taps = jnp.exp(-0.5 * jnp.square(x / sigma))
+    return taps / jnp.sum(taps)
+
+
+def _filter_valid(x: jax.Array, taps: jax.Array) -> jax.Array:
+    """Separable 'valid' filtering of ``[N, H, W, C]`` over H and W (no padding)."""
+    size = taps.shape[0]
+    channels = x.shape[-1]
+    vertical = jnp.tile(taps.reshape(size, 1, 1, 1), (1, 1, 1, channels))
+    horizontal = jnp.tile(taps.reshape(1, size, 1, 1), (1, 1, 1, channels))
+    dims = ("NHWC", "HWIO", "NHWC")
+    for kernel in (vertical, horizontal):
+        x = jax.lax.conv_general_dilated(
+            x,
+            kernel,
+            (1, 1),
+            "VALID",
+            dimension_numbers=dims,
+            feature_group_count=channels,
+            precision=jax.lax.Precision.HIGHEST,
+        )
+    return x
+
+
+def ssim(
+    a: jax.Array,
+    b: jax.Array,
+    max_val: float = 1.0,
+    filter_size: int = SSIM_FILTER_SIZE,
+    sigma: float = SSIM_SIGMA,
+    k1: float = SSIM_K1,
+    k2: float = SSIM_K2,
+) -> jax.Array:
+    """Mean structural similarity per image (Wang et al. 2004, eq. 13, Gaussian window).
+
+    Local statistics use the ``filter_size``² Gaussian window over valid positions only (no
+    padding), as the reference MATLAB code and ``tf.image.ssim`` do; the SSIM map is averaged
+    over positions and channels.
+
+    Args:
+      a: ``[..., H, W, C]`` images with ``H, W >= filter_size``.
+      b: same shape as ``a``.
+      max_val: dynamic range (1 for images in [0, 1]).
+
+    Returns:
+      ``[...]`` SSIM in [-1, 1]; ``ssim(x, x) = 1``.
+    """
+    a = jnp.asarray(a, jnp.float32)
+    b = jnp.asarray(b, jnp.float32)
+    if a.shape != b.shape or a.ndim < 3:
+        raise ValueError(f"a {a.shape} and b {b.shape} must both be [..., H, W, C]")
+    if min(a.shape[-3:-1]) < filter_size:
+        raise ValueError(f"images {a.shape[-3:-1]} are smaller than the {filter_size}² window")
+    batch = a.shape[:-3]
+    a = a.reshape((-1, *a.shape[-3:]))
+    b = b.reshape((-1, *b.shape[-3:]))
+    taps = gaussian_window(filter_size, sigma)
+    c1 = (k1 * max_val) ** 2
+    c2 = (k2 * max_val) ** 2
+    mu_a = _filter_valid(a, taps)
+    mu_b = _filter_valid(b, taps)
+    var_a = _filter_valid(a * a, taps) - mu_a * mu_a
+    var_b = _filter_valid(b * b, taps) - mu_b * mu_b
+    covariance = _filter_valid(a * b, taps) - mu_a * mu_b
+    numerator = (2.0 * mu_a * mu_b + c1) * (2.0 * covariance + c2)
+    denominator = (mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2)
+    ssim_map = numerator / denominator
+    return jnp.mean(ssim_map, axis=(-3, -2, -1)).reshape(batch)
+
+
+def psnr_from_mse(mse_value: jax.Array, max_val: float = 1.0) -> jax.Array:
+    """PSNR in dB of a mean squared error (floored at 1e-10, so a perfect match stays finite)."""
+    return 10.0 * jnp.log10(jnp.float32(max_val) ** 2 / jnp.maximum(mse_value, 1e-10))
 
 
 def image_metrics(pred, target, max_val: float = 1.0) -> dict:

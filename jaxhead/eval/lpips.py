@@ -11,7 +11,7 @@ with ``shift = (−.030, −.088, −.188)``, ``scale = (.458, .448, .450)`` and
 non-negative "lin" layers (1x1 convolutions without bias, one output channel). The scaling layer
 on ``2·image − 1`` is exactly torchvision's ImageNet normalisation of ``image`` (mean ``(1 +
 shift)/2 = (.485, .456, .406)``, std ``scale/2 = (.229, .224, .225)``), which is why the VGG16
-trunk here is :class:`jaxhead.nerf.vgg.VGG16Features` unchanged (it normalises inside).
+trunk here is :class:`jaxhead.pretrained.vgg.VGG16Features` unchanged (it normalises inside).
 
 Trunks (torchvision layouts, ``features.{i}.weight`` ``[out, in, kh, kw]`` and ``.bias``):
 
@@ -23,7 +23,7 @@ The lin layers come from the ``lpips`` package's weight files (``lpips/weights/v
 ``vgg.pth``): keys ``lin{k}.model.1.weight`` ``[1, C_k, 1, 1]`` (``model.0`` when saved without
 dropout). A whole ``lpips.LPIPS`` state dict (trunk as ``net.slice{j}.{i}.*``, lins, and the
 scaling layer's buffers) is read too. Files: ``.pth``/``.pt`` (read without torch), ``.npz`` or
-``.safetensors``, as for :mod:`jaxhead.nerf.vgg`. Nothing is downloaded.
+``.safetensors``, as for :mod:`jaxhead.pretrained.vgg`. Nothing is downloaded.
 
 Without weights :func:`compute_lpips` returns ``{"lpips": None, "reason": ...}``, never a number.
 """
@@ -39,8 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxhead.nerf import vgg
-from jaxhead.weights import state_dict_problems
+from jaxhead.pretrained import vgg
+from jaxhead.pretrained.weights import state_dict_problems
 
 __all__ = [
     "LPIPS_SHIFT",

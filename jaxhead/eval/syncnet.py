@@ -41,8 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxhead.nerf.vgg import read_weights_file
-from jaxhead.weights import state_dict_problems
+from jaxhead.pretrained.vgg import read_weights_file
+from jaxhead.pretrained.weights import state_dict_problems
 
 __all__ = [
     "AUDIO_CHANNELS",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
-from jaxhead.disentangle.probe import probe_r2, probe_r2_per_dim
+from jaxhead.eval.probe import probe_r2, probe_r2_per_dim
 from jaxhead.nerf import stage
 
 ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)

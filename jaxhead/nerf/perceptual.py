@@ -1,12 +1,13 @@
 """Perceptual loss (paper 000 eq. 4) and its structural fallback, SSIM. Pure functions.
 
-``L_per = Σᵢ λᵢ ‖φᵢ(I) − φᵢ(I_GT)‖²`` with ``φᵢ`` VGG16 activations (:mod:`jaxhead.nerf.vgg`).
-Each term is a *mean* over the activation's elements rather than a sum, as in Johnson et al.
-(who divide by ``C·H·W``): layers of very different sizes then contribute on similar scales and
-the loss does not change with the image resolution.
+``L_per = Σᵢ λᵢ ‖φᵢ(I) − φᵢ(I_GT)‖²`` with ``φᵢ`` VGG16 activations
+(:mod:`jaxhead.pretrained.vgg`). Each term is a *mean* over the activation's elements rather than
+a sum, as in Johnson et al. (who divide by ``C·H·W``): layers of very different sizes then
+contribute on similar scales and the loss does not change with the image resolution.
 
-When no VGG16 weights are configured, the stage uses ``1 − SSIM`` instead (Wang et al. 2004,
-with the standard 11x11 Gaussian window of σ = 1.5, K1 = 0.01, K2 = 0.03): like the perceptual
+When no VGG16 weights are configured, the stage uses ``1 − SSIM`` instead
+(:func:`jaxhead.eval.image.ssim`: Wang et al. 2004, with the standard 11x11 Gaussian window of
+σ = 1.5, K1 = 0.01, K2 = 0.03): like the perceptual
 loss it compares local structure (means, variances, covariances over a neighbourhood) rather than
 single pixels, needs no pre-trained network, and costs a few separable convolutions.
 :func:`perceptual_loss_choice` says which one a run uses, in one line the stage prints once.
@@ -28,15 +29,11 @@ from collections.abc import Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxhead.nerf.vgg import DEFAULT_LAYERS
+from jaxhead.eval.image import ssim
+from jaxhead.pretrained.vgg import DEFAULT_LAYERS
 
 # ``images [N, H, W, 3] -> {layer: [N, h, w, C]}``.
 FeaturesFn = Callable[[jax.Array], Mapping[str, jax.Array]]
-
-SSIM_FILTER_SIZE = 11
-SSIM_SIGMA = 1.5
-SSIM_K1 = 0.01
-SSIM_K2 = 0.03
 
 
 def perceptual_loss(
@@ -79,79 +76,6 @@ def perceptual_loss(
         target_features = jax.lax.stop_gradient(features[name][n:])
         total = total + weight * jnp.mean(jnp.square(pred_features - target_features))
     return total
-
-
-def gaussian_window(size: int = SSIM_FILTER_SIZE, sigma: float = SSIM_SIGMA) -> jax.Array:
-    """``[size]`` normalised 1D Gaussian taps centred on the middle tap."""
-    x = jnp.arange(size, dtype=jnp.float32) - (size - 1) / 2.0
-    taps = jnp.exp(-0.5 * jnp.square(x / sigma))
-    return taps / jnp.sum(taps)
-
-
-def _filter_valid(x: jax.Array, taps: jax.Array) -> jax.Array:
-    """Separable 'valid' filtering of ``[N, H, W, C]`` over H and W (no padding)."""
-    size = taps.shape[0]
-    channels = x.shape[-1]
-    vertical = jnp.tile(taps.reshape(size, 1, 1, 1), (1, 1, 1, channels))
-    horizontal = jnp.tile(taps.reshape(1, size, 1, 1), (1, 1, 1, channels))
-    dims = ("NHWC", "HWIO", "NHWC")
-    for kernel in (vertical, horizontal):
-        x = jax.lax.conv_general_dilated(
-            x,
-            kernel,
-            (1, 1),
-            "VALID",
-            dimension_numbers=dims,
-            feature_group_count=channels,
-            precision=jax.lax.Precision.HIGHEST,
-        )
-    return x
-
-
-def ssim(
-    a: jax.Array,
-    b: jax.Array,
-    max_val: float = 1.0,
-    filter_size: int = SSIM_FILTER_SIZE,
-    sigma: float = SSIM_SIGMA,
-    k1: float = SSIM_K1,
-    k2: float = SSIM_K2,
-) -> jax.Array:
-    """Mean structural similarity per image (Wang et al. 2004, eq. 13, Gaussian window).
-
-    Local statistics use the ``filter_size``² Gaussian window over valid positions only (no
-    padding), as the reference MATLAB code and ``tf.image.ssim`` do; the SSIM map is averaged
-    over positions and channels.
-
-    Args:
-      a: ``[..., H, W, C]`` images with ``H, W >= filter_size``.
-      b: same shape as ``a``.
-      max_val: dynamic range (1 for images in [0, 1]).
-
-    Returns:
-      ``[...]`` SSIM in [-1, 1]; ``ssim(x, x) = 1``.
-    """
-    a = jnp.asarray(a, jnp.float32)
-    b = jnp.asarray(b, jnp.float32)
-    if a.shape != b.shape or a.ndim < 3:
-        raise ValueError(f"a {a.shape} and b {b.shape} must both be [..., H, W, C]")
-    if min(a.shape[-3:-1]) < filter_size:
-        raise ValueError(f"images {a.shape[-3:-1]} are smaller than the {filter_size}² window")
-    batch = a.shape[:-3]
-    a = a.reshape((-1, *a.shape[-3:]))
-    b = b.reshape((-1, *b.shape[-3:]))
-    taps = gaussian_window(filter_size, sigma)
-    c1 = (k1 * max_val) ** 2
-    c2 = (k2 * max_val) ** 2
-    mu_a = _filter_valid(a, taps)
-    mu_b = _filter_valid(b, taps)
-    var_a = _filter_valid(a * a, taps) - mu_a * mu_a
-    var_b = _filter_valid(b * b, taps) - mu_b * mu_b
-    covariance = _filter_valid(a * b, taps) - mu_a * mu_b
-    numerator = (2.0 * mu_a * mu_b + c1) * (2.0 * covariance + c2)
-    denominator = (mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2)
-    ssim_map = numerator / denominator
-    return jnp.mean(ssim_map, axis=(-3, -2, -1)).reshape(batch)
 
 
 def ssim_loss(pred: jax.Array, target: jax.Array) -> jax.Array:

@@ -44,7 +44,7 @@ from jaxhead.data.pipeline import make_pipeline
 from jaxhead.nerf import losses as nerf_losses
 from jaxhead.nerf.model import HeadNeRF, HeadNeRFConfig, LatentCodes
 from jaxhead.nerf.perceptual import perceptual_loss, perceptual_loss_choice, ssim
-from jaxhead.nerf.vgg import load_vgg16
+from jaxhead.pretrained.vgg import load_vgg16
 from jaxhead.train import loop
 from jaxhead.train.optim import make_optimizer
 from jaxhead.train.state import TrainState, tree_l2

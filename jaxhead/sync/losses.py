@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxhead.nerf.math import cosine_similarity
+from jaxhead.numerics import cosine_similarity
 
 # paper 001 eq. 3 takes log d and log(1 - d): the similarity is kept this far inside (0, 1).
 BCE_CLIP = 1e-7

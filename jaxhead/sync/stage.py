@@ -30,7 +30,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from jaxhead.nerf.math import cosine_similarity
+from jaxhead.numerics import cosine_similarity
 from jaxhead.sync import data as data_lib
 from jaxhead.sync import scoring
 from jaxhead.sync.losses import bce_cosine, info_nce

@@ -10,14 +10,13 @@ Weights come from the torchvision state dict (``torch.save(vgg16(weights=...).st
 e.g. ``vgg16-397923af.pth``): keys ``features.{i}.weight`` ``[out, in, 3, 3]`` and
 ``features.{i}.bias`` ``[out]`` for the conv indices ``i`` in :data:`TORCH_CONV_INDICES`
 (``classifier.*`` is ignored). Supported files: ``.pth``/``.pt`` (torch's zip format, read
-without torch by :func:`jaxhead.audio.checkpoints.read_torch_state_dict`), ``.safetensors`` and
+without torch by :func:`jaxhead.pretrained.weights.read_torch_state_dict`), ``.safetensors`` and
 ``.npz`` with the same keys. Nothing is downloaded: the path comes from the config.
 """
 
 from __future__ import annotations
 
 import os
-import pathlib
 from collections.abc import Iterable, Mapping
 
 import jax
@@ -25,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxhead.weights import state_dict_problems
+from jaxhead.pretrained import weights
+from jaxhead.pretrained.weights import state_dict_problems
 
 # torchvision vgg16().features: index of each Conv2d in the nn.Sequential, block by block.
 TORCH_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
@@ -133,33 +133,12 @@ class VGG16Features(nnx.Module):
 
 
 def read_weights_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Raw arrays of a ``.pth``/``.pt``, ``.safetensors`` or ``.npz`` file."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise VGGWeightsError(f"VGG16 weights file {path} does not exist; {HOW_TO_GET}")
-    suffix = path.suffix.lower()
+    """Raw arrays of a VGG16 weights file (:func:`jaxhead.pretrained.weights.read_weights_file`),
+    with the how-to-get hint in the error."""
     try:
-        if suffix in (".pth", ".pt", ".bin"):
-            from jaxhead.audio.checkpoints import CheckpointError, read_torch_state_dict
-
-            try:
-                return read_torch_state_dict(path)
-            except CheckpointError as err:
-                raise VGGWeightsError(str(err)) from err
-        if suffix == ".safetensors":
-            from safetensors.numpy import load_file
-
-            return dict(load_file(path))
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                return {key: archive[key] for key in archive.files}
-    except VGGWeightsError:
-        raise
-    except Exception as err:  # safetensors / zipfile raise their own error types
-        raise VGGWeightsError(f"{path}: cannot read VGG16 weights ({err})") from err
-    raise VGGWeightsError(
-        f"{path}: unknown weights format {suffix!r}; use .pth, .safetensors, .npz"
-    )
+        return weights.read_weights_file(path)
+    except weights.CheckpointError as err:
+        raise VGGWeightsError(f"{err}; {HOW_TO_GET}") from err
 
 
 def _feature_arrays(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
