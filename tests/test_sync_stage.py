@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from jaxhead.audio.io import save_wav
 from jaxhead.data.errors import DatasetError
+from jaxhead.face import MEDIAPIPE_MOUTH
 from jaxhead.sync import data as data_lib
 from jaxhead.sync import stage
 from jaxhead.train.metrics import read_metrics
@@ -255,7 +256,7 @@ def test_mediapipe_mouth_points_follow_the_68_point_layout(shared_data):
     path = shared_data / "real" / "sequences" / "echomimic_landmarks478.npy"
     if not path.is_file():
         pytest.skip(f"{path} is absent")
-    mouth = np.load(path)[:, data_lib.MEDIAPIPE_MOUTH, :2]  # [T, 20, 2] pixels, y down
+    mouth = np.load(path)[:, list(MEDIAPIPE_MOUTH), :2]  # [T, 20, 2] pixels, y down
     outer, inner = mouth[:, :12], mouth[:, 12:]
     x, y = mouth[..., 0], mouth[..., 1]
     assert np.all(x[:, 0] < x[:, 6])  # 48 is the image-left corner, 54 the right one

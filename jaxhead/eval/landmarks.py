@@ -27,7 +27,7 @@ Index sets (``[L]`` indices into a frame's landmarks):
   + 8 inner lip points); outer eye corners 36 and 45 (:data:`EYE_CORNERS_68`).
 * MediaPipe face mesh (468 points, 478 with ``refine_landmarks``): :data:`MOUTH_MEDIAPIPE` are the
   20 points corresponding to the 68-point mouth (shared with the sync stage,
-  :data:`jaxhead.sync.data.MEDIAPIPE_MOUTH`), so LMDs from both trackers compare the same lip
+  :data:`jaxhead.face.MEDIAPIPE_MOUTH`), so LMDs from both trackers compare the same lip
   points; :data:`LIPS_MEDIAPIPE` are all 40 points of MediaPipe's lip contours (``FACEMESH_LIPS``:
   20 outer, 20 inner) for a denser measure; outer eye corners 33 and 263
   (:data:`EYE_CORNERS_MEDIAPIPE`). MediaPipe returns coordinates normalised to ``[0, 1]``:
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxhead.sync.data import MEDIAPIPE_MOUTH
+from jaxhead.face import MEDIAPIPE_MOUTH
 
 __all__ = [
     "MOUTH_68",

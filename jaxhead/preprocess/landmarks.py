@@ -1,88 +1,22 @@
-"""Landmark conversions and the blink signal (pure NumPy).
+"""Landmark helpers of the preprocessing: blink events of the blink signal (pure NumPy).
 
-* `MEDIAPIPE_TO_IBUG68`: the MediaPipe Face Mesh point closest to each of the 68 iBUG points
-  (the ``ori_imgs/<i>.lms`` layout AD-NeRF & co. write with face_alignment). The jaw, brows,
-  lips and eyes are picked from Face Mesh's own contours (FACEMESH_FACE_OVAL, _LIPS,
-  _LEFT/RIGHT_EYE, _LEFT/RIGHT_EYEBROW) so that left/right partners are Face Mesh's mirror
-  pairs; the iBUG jaw (0-16) follows the face oval from the right ear (Face Mesh 234, image
-  left) over the chin (8, Face Mesh 152) to the left ear (454). Face Mesh points are 3D surface
-  points: on a turned head the far side of the jaw is not the visible silhouette a 2D iBUG
-  detector would mark.
-* `eye_aspect_ratio`: Soukupová & Čech's EAR, ``(|p2 - p6| + |p3 - p5|) / (2 |p1 - p4|)`` on the
-  six iBUG points of each eye, measured on the 3D Face Mesh points (3D distances do not change
-  with head rotation, so turning the head does not look like a blink), averaged over both eyes.
-* `blink_from_ear`: EAR normalised to [0, 1]: 0 = the person's open eye (the 90th percentile of
-  their EAR over the video), 1 = closed (``closed_ratio`` times that open EAR).
+The layouts, :func:`to_ibug68`, :func:`eye_aspect_ratio` and :func:`blink_from_ear` are defined in
+:mod:`jaxhead.face` and imported here for the preprocessing's modules.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-# iBUG 68 index -> MediaPipe Face Mesh (468/478) index.
-MEDIAPIPE_TO_IBUG68 = np.array([
-    # jaw 0-16: right ear (image left) -> chin (8) -> left ear
-    234, 93, 132, 58, 172, 136, 150, 176, 152, 400, 379, 365, 397, 288, 361, 323, 454,
-    # right brow 17-21 (outer -> inner), left brow 22-26 (inner -> outer)
-    70, 63, 105, 66, 107, 336, 296, 334, 293, 300,
-    # nose bridge 27-30 (top -> tip), nostrils 31-35 (image left -> right, 33 = subnasale)
-    168, 197, 5, 4, 75, 97, 2, 326, 305,
-    # right eye 36-41: outer corner, upper lid x2, inner corner, lower lid x2
-    33, 160, 158, 133, 153, 144,
-    # left eye 42-47: inner corner, upper lid x2, outer corner, lower lid x2
-    362, 385, 387, 263, 373, 380,
-    # outer lips 48-59: right corner, upper lip, 51 = top middle, left corner 54, lower lip
-    61, 40, 37, 0, 267, 270, 291, 321, 314, 17, 84, 91,
-    # inner lips 60-67: right corner, upper x3, left corner, lower x3
-    78, 81, 13, 311, 308, 402, 14, 178,
-], np.int64)  # fmt: skip
-
-RIGHT_EYE = MEDIAPIPE_TO_IBUG68[36:42]  # p1 ... p6 of EAR
-LEFT_EYE = MEDIAPIPE_TO_IBUG68[42:48]
-MOUTH = MEDIAPIPE_TO_IBUG68[48:68]
-OUTER_EYE_CORNERS = (33, 263)
-
-
-def to_ibug68(landmarks: np.ndarray) -> np.ndarray:
-    """``[..., 478 | 468, C]`` Face Mesh points -> ``[..., 68, C]`` iBUG points."""
-    landmarks = np.asarray(landmarks)
-    if landmarks.shape[-2] < 468:
-        raise ValueError(f"expected Face Mesh points [..., 468 or 478, C], got {landmarks.shape}")
-    return landmarks[..., MEDIAPIPE_TO_IBUG68, :]
-
-
-def eye_aspect_ratio(landmarks: np.ndarray) -> np.ndarray:
-    """``[..., 478, C]`` points -> ``[...]`` mean EAR of both eyes (NaN where points are NaN)."""
-    landmarks = np.asarray(landmarks, np.float64)
-
-    def ear(eye):
-        p = landmarks[..., eye, :]
-        dist = lambda a, b: np.linalg.norm(p[..., a, :] - p[..., b, :], axis=-1)
-        return (dist(1, 5) + dist(2, 4)) / np.maximum(2.0 * dist(0, 3), 1e-9)
-
-    return 0.5 * (ear(RIGHT_EYE) + ear(LEFT_EYE))
-
-
-def blink_from_ear(
-    ear: np.ndarray, valid: np.ndarray | None = None, closed_ratio: float = 0.3
-) -> tuple[np.ndarray, dict[str, float]]:
-    """EAR ``[N]`` -> blink ``[N]`` in [0, 1] and the two reference EARs.
-
-    ``open`` is the 90th percentile of the EAR over the valid frames (eyes are open most of the
-    time), ``closed = closed_ratio * open``; ``blink = clip((open - ear) / (open - closed), 0, 1)``.
-    Invalid (or NaN) frames get 0.
-    """
-    ear = np.asarray(ear, np.float64)
-    valid = np.isfinite(ear) if valid is None else (np.asarray(valid, bool) & np.isfinite(ear))
-    if not valid.any():
-        raise ValueError("no valid frame to normalise the eye-aspect ratio on")
-    if not 0.0 <= closed_ratio < 1.0:
-        raise ValueError(f"closed_ratio must be in [0, 1), got {closed_ratio}")
-    open_ear = float(np.percentile(ear[valid], 90))
-    closed_ear = closed_ratio * open_ear
-    blink = np.clip((open_ear - ear) / max(open_ear - closed_ear, 1e-9), 0.0, 1.0)
-    blink = np.where(valid, blink, 0.0).astype(np.float32)
-    return blink, {"open_ear": open_ear, "closed_ear": closed_ear}
+from jaxhead.face import (  # noqa: F401 - the preprocessing's names for them
+    LEFT_EYE,
+    MEDIAPIPE_TO_IBUG68,
+    MOUTH_68,
+    RIGHT_EYE,
+    blink_from_ear,
+    eye_aspect_ratio,
+    to_ibug68,
+)
 
 
 def count_blinks(blink: np.ndarray, high: float = 0.5, low: float = 0.25) -> int:

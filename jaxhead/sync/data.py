@@ -55,12 +55,11 @@ from jaxhead.data.cache import cache_root
 from jaxhead.data.errors import DatasetError, MissingFileError
 from jaxhead.data.video import AUDIO_FEATURE_FILES, load_audio_features, read_landmarks
 from jaxhead.data.voca import load_voca, split_by_subject
+from jaxhead.face import MOUTH_68
 
 __all__ = [
-    "MOUTH",
     "SyncClip",
     "SyncExamples",
-    "MEDIAPIPE_MOUTH",
     "audio_feature_windows",
     "cache_root",
     "clip_from_arrays",
@@ -73,14 +72,6 @@ __all__ = [
     "sync_data_config",
 ]
 
-MOUTH = slice(48, 68)  # mouth points of the 68-point landmark layout (48/54: outer corners)
-# MediaPipe Face Mesh (468/478 points) indices of the 68-point layout's mouth points 48-67: outer
-# lip from the image-left corner over the upper lip and back along the lower lip, then the inner
-# lip the same way (the usual correspondence of the two layouts' lip contours).
-MEDIAPIPE_MOUTH = (
-    61, 40, 37, 0, 267, 270, 291, 321, 314, 17, 84, 91,
-    78, 81, 13, 311, 308, 402, 14, 178,
-)  # fmt: skip
 FEATURE_RATES = {
     "mfcc": SAMPLE_RATE / spectral.MFCC_DEFAULTS["hop_length"],  # 100 Hz
     "logmel": SAMPLE_RATE / spectral.LOGMEL_DEFAULTS["hop_length"],  # 80 Hz
@@ -346,7 +337,7 @@ def load_synthetic_clips(
             "use the synthetic dataset (`python -m jaxhead.data.synthetic --out DIR`), or "
             "preprocessed videos with --config.data.kind=video.",
         )
-    mouth_vertices = np.asarray(voca.factors["landmark_indices"])[MOUTH]
+    mouth_vertices = np.asarray(voca.factors["landmark_indices"])[list(MOUTH_68)]
     subject_index = {s: i for i, s in enumerate(voca.subjects)}
     splits = synthetic_splits(
         voca.subjects,
@@ -424,7 +415,7 @@ def load_video_clip(
     root = pathlib.Path(root)
     if not root.is_dir():
         raise MissingFileError(root, produced_by=_PREPROCESS, why="the video dataset folder")
-    mouth = _read_clip_landmarks(root)[:, MOUTH, :]
+    mouth = _read_clip_landmarks(root)[:, list(MOUTH_68), :]
     num = len(mouth)
     path = root / audio
     if audio in AUDIO_FEATURE_FILES:
