@@ -33,8 +33,8 @@ from jaxhead.disentangle import losses
 from jaxhead.disentangle.models import CodeExtractor, LandmarkAutoencoder, unit_rms
 from jaxhead.eval import probe
 from jaxhead.train import loop
-from jaxhead.train.checkpoint import Checkpointer
 from jaxhead.train.optim import make_optimizer
+from jaxhead.train.restore import read_run_config, restore_run
 from jaxhead.train.state import TrainState, tree_l2
 from jaxhead.train.workdir import write_json_atomic
 
@@ -353,31 +353,21 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path):
 
 def _restore(workdir: pathlib.Path, expected: str, build) -> tuple:
     workdir = pathlib.Path(workdir).expanduser()
-    config_path, ckpt_dir = workdir / "config.json", workdir / "checkpoints"
     command = TRAIN_COMMAND.format(model=expected, workdir=workdir)
-    if not config_path.is_file() or not ckpt_dir.is_dir():
-        raise FileNotFoundError(
-            f"{workdir} holds no trained disentangle stage (no config.json / checkpoints); "
-            f"train one with `{command}`"
-        )
-    config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+    config = read_run_config(workdir, "disentangle", command)
     if config.model.name != expected:
         raise ValueError(
             f"{workdir} holds a '{config.model.name}' run, not '{expected}'; train one with "
             f"`{command}`"
         )
     model = build(config)
-    tx = make_optimizer(config.optim, config.train.steps)
-    abstract = jax.eval_shape(lambda: TrainState.create(_params(model), tx))
-    ckpt = Checkpointer(ckpt_dir, async_save=False)
-    try:
-        step = ckpt.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"{ckpt_dir} holds no checkpoint; train with `{command}`")
-        state, _ = ckpt.restore(abstract)
-    finally:
-        ckpt.close()
-    return config, nnx.graphdef(model), jax.device_get(state.params), int(step)
+
+    def abstract_state(config):
+        tx = make_optimizer(config.optim, config.train.steps)
+        return jax.eval_shape(lambda: TrainState.create(_params(model), tx))
+
+    run = restore_run(workdir, "disentangle", command, abstract_state, config=config)
+    return config, nnx.graphdef(model), jax.device_get(run.state.params), run.step
 
 
 def disentangle_init_config(init_from: str = "") -> ml_collections.ConfigDict:

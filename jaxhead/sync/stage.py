@@ -36,8 +36,8 @@ from jaxhead.sync import scoring
 from jaxhead.sync.losses import bce_cosine, info_nce
 from jaxhead.sync.models import SyncModel
 from jaxhead.train import loop
-from jaxhead.train.checkpoint import Checkpointer
 from jaxhead.train.optim import make_optimizer
+from jaxhead.train.restore import read_run_config, restore_run
 from jaxhead.train.state import TrainState, tree_l2
 from jaxhead.train.workdir import write_json_atomic
 
@@ -384,34 +384,20 @@ def load_sync_encoder(init_from: str | pathlib.Path) -> SyncEncoder:
       FileNotFoundError: no trained sync stage there; the message gives the command that makes one.
     """
     workdir = pathlib.Path(init_from).expanduser()
-    missing = [p for p in (workdir / "config.json", workdir / MODEL_FILE) if not p.is_file()]
-    ckpt_dir = workdir / "checkpoints"
-    if missing or not ckpt_dir.is_dir():
-        what = missing[0] if missing else ckpt_dir
-        raise FileNotFoundError(
-            f"config.sync.init_from={str(init_from)!r}: {what} does not exist, so there is no "
-            f"trained sync stage there; train one with `{TRAIN_COMMAND.format(workdir=workdir)}` "
-            "(or point init_from at its workdir)"
-        )
-    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    command = TRAIN_COMMAND.format(workdir=workdir)
+    config = read_run_config(workdir, "sync", command, required=(MODEL_FILE,))
     info = json.loads((workdir / MODEL_FILE).read_text())
     # Shapes only: the parameters come from the checkpoint.
     model = nnx.eval_shape(lambda: build_model(config, info["audio_shape"], info["lip_shape"], 0))
     graphdef = nnx.graphdef(model)
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    tx = make_optimizer(config.optim, config.train.steps)
-    abstract = jax.eval_shape(lambda p: TrainState.create(p, tx), params)
-    ckpt = Checkpointer(ckpt_dir, async_save=False)
-    try:
-        step = ckpt.latest_step()
-        if step is None:
-            raise FileNotFoundError(
-                f"{ckpt_dir} holds no checkpoint; train with "
-                f"`{TRAIN_COMMAND.format(workdir=workdir)}`"
-            )
-        state, _ = ckpt.restore(abstract)
-    finally:
-        ckpt.close()
+
+    def abstract_state(config):
+        params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+        tx = make_optimizer(config.optim, config.train.steps)
+        return jax.eval_shape(lambda p: TrainState.create(p, tx), params)
+
+    run = restore_run(workdir, "sync", command, abstract_state, config=config)
+    state, step = run.state, run.step
     trained = state.params
     apply = jax.jit(functools.partial(_apply, graphdef))
 

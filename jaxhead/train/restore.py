@@ -1,0 +1,109 @@
+"""Restoring a finished run of any stage from its workdir: one function, one error message.
+
+Every stage that consumes another stage's result (the NeRF reads the sync stage and the
+extractor, rendering reads the NeRF, ``--pose_from gpvae`` reads the GP-VAE) loads it here::
+
+    run = restore_run(workdir, "sync", TRAIN_COMMAND.format(workdir=workdir), abstract_fn)
+    run.config, run.state.params, run.step
+
+``abstract_fn(config)`` gives the state's shapes (``jax.eval_shape`` of the stage's own
+initialisation), so nothing is computed twice and no parameters are initialised for nothing.
+A workdir without ``config.json`` or without a checkpoint is a :class:`RunNotFoundError`
+(a ``FileNotFoundError``) whose one line names the workdir, what is missing, and the command that
+makes the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ml_collections
+
+from jaxhead.train.checkpoint import Checkpointer
+
+PyTree = Any
+
+
+class RunNotFoundError(FileNotFoundError):
+    """A workdir that holds no finished run of the expected stage; the message says how to make
+    one."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+    """A restored run: its resolved config, its state (as the stage saved it), the state's step
+    and the workdir it came from."""
+
+    config: ml_collections.ConfigDict
+    state: PyTree
+    step: int
+    workdir: pathlib.Path
+
+
+def _missing(workdir: pathlib.Path, stage: str, what: str, command: str) -> RunNotFoundError:
+    return RunNotFoundError(
+        f"{workdir} holds no finished {stage} run ({what}); make it with `{command}`"
+    )
+
+
+def read_run_config(
+    workdir: str | pathlib.Path, stage: str, command: str, required: Sequence[str] = ()
+) -> ml_collections.ConfigDict:
+    """``config.json`` of a run in ``workdir`` (checked to exist with the ``required`` files)."""
+    workdir = pathlib.Path(workdir).expanduser()
+    for name in ("config.json", *required):
+        if not (workdir / name).is_file():
+            raise _missing(workdir, stage, f"no {name}", command)
+    try:
+        return ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    except json.JSONDecodeError as error:
+        raise _missing(workdir, stage, f"config.json is not valid JSON: {error}", command) from None
+
+
+def restore_run(
+    workdir: str | pathlib.Path,
+    stage: str,
+    command: str,
+    abstract_fn: Callable[[ml_collections.ConfigDict], PyTree],
+    *,
+    step: int | None = None,
+    required: Sequence[str] = (),
+    config: ml_collections.ConfigDict | None = None,
+) -> Restored:
+    """Restores checkpoint ``step`` (default: the latest) of the ``stage`` run in ``workdir``.
+
+    Args:
+      workdir: the run's folder (``config.json``, ``checkpoints/``).
+      stage: the stage's name, for the error message (``"sync"``, ``"NeRF"``, ...).
+      command: the command that makes such a run, for the error message.
+      abstract_fn: ``config -> abstract state`` (shapes and dtypes) of what the stage saved.
+      step: which checkpoint; ``None`` for the latest.
+      required: files besides ``config.json`` that a finished run of this stage holds.
+      config: the run's config when the caller has read it already (:func:`read_run_config`).
+
+    Raises:
+      RunNotFoundError: no config.json, no required file, no checkpoint (or not that step).
+    """
+    workdir = pathlib.Path(workdir).expanduser()
+    if config is None:
+        config = read_run_config(workdir, stage, command, required)
+    ckpt_dir = workdir / "checkpoints"
+    if not ckpt_dir.is_dir():
+        raise _missing(workdir, stage, "no checkpoints/", command)
+    abstract = abstract_fn(config)
+    ckpt = Checkpointer(ckpt_dir, async_save=False)
+    try:
+        steps = ckpt.all_steps()
+        if not steps:
+            raise _missing(workdir, stage, "checkpoints/ holds no checkpoint", command)
+        if step is not None and int(step) not in steps:
+            raise _missing(workdir, stage, f"no checkpoint of step {step}; it has {steps}", command)
+        state, _ = ckpt.restore(abstract, step=step)
+        restored_step = int(max(steps) if step is None else step)
+    finally:
+        ckpt.close()
+    return Restored(config, state, restored_step, workdir)
