@@ -144,7 +144,7 @@ def jax_render_rays(graphdef, params, origins, directions, condition, key, m):
     import jax
     from flax import nnx
 
-    from jaxhead.nerf.model import render_ray
+    from jaxhead.nerf.render import render_ray
 
     field = nnx.merge(graphdef, params)
     embedding = field.embed(condition)  # once per frame
@@ -259,7 +259,8 @@ def jax_render(size: int, steps_time: float, repeats: int, with_upsampler: bool)
     import jax
     from flax import nnx
 
-    from jaxhead.nerf.model import HeadNeRF, HeadNeRFConfig
+    from jaxhead.nerf.config import HeadNeRFConfig
+    from jaxhead.nerf.model import HeadNeRF
 
     low = size // UPSAMPLE
     config = HeadNeRFConfig(
@@ -471,7 +472,7 @@ def torch_train(m: dict, steps_time: float, repeats: int) -> dict:
 
 
 def torch_render(size: int, steps_time: float, repeats: int) -> dict:
-    from jaxhead.nerf.model import HeadNeRFConfig
+    from jaxhead.nerf.config import HeadNeRFConfig
 
     torch, TorchField, render = torch_modules()
     config = HeadNeRFConfig()

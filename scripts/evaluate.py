@@ -18,7 +18,7 @@ WORKDIR/samples/eval_<split>_traces.png.
 
 from absl import flags
 
-from jaxhead.nerf import render_video
+from jaxhead.nerf import evaluate
 from jaxhead.train import cli
 
 _WORKDIR = cli.define_workdir_flag()
@@ -43,7 +43,7 @@ _SEED = flags.DEFINE_integer("seed", 0, "Sample of the generated pose/blink.")
 def main(argv):
     del argv
     lpips = {"net": _LPIPS_NET.value, "trunk": _LPIPS_TRUNK.value, "lin": _LPIPS_LIN.value}
-    results = render_video.evaluate_workdir(
+    results = evaluate.evaluate_workdir(
         _WORKDIR.value,
         tuple(_SPLIT.value) if _SPLIT.value else None,
         mediapipe_python=_MEDIAPIPE.value,

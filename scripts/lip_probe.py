@@ -1,4 +1,5 @@
-"""Linear probes of the candidate F_lip features against the true mouth (jaxhead/nerf/lip_probe.py).
+"""Linear probes of the candidate F_lip features against the true mouth
+(jaxhead/experiments/lip_probe.py).
 
     python scripts/lip_probe.py --config configs/voca.py --sync_workdir runs/sync [--out P.json]
 
@@ -11,7 +12,7 @@ import pathlib
 
 from absl import flags
 
-from jaxhead.nerf import lip_probe
+from jaxhead.experiments import lip_probe
 from jaxhead.train import cli
 from jaxhead.train.workdir import write_json_atomic
 

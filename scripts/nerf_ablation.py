@@ -4,9 +4,10 @@
         --sync_workdir runs/sync --extractor_workdir runs/extractor \\
         [--arms no_lip,base,sync,dis] [--seeds=0,1]
 
-Every arm (:mod:`jaxhead.nerf.ablation`: ``no_lip``, ``base``, ``sync``, ``dis``, ``sync_dis``)
-is an ordinary NeRF run of the same config in ``WORKDIR/<arm>``, or ``WORKDIR/<arm>_seed<k>``
-per seed with ``--seeds`` (re-running resumes a run; a finished one is only tabulated).
+Every arm (:mod:`jaxhead.experiments.nerf_ablation`: ``no_lip``, ``base``, ``sync``, ``dis``,
+``sync_dis``) is an ordinary NeRF run of the same config in ``WORKDIR/<arm>``, or
+``WORKDIR/<arm>_seed<k>`` per seed with ``--seeds`` (re-running resumes a run; a finished one is
+only tabulated).
 
 Writes ``WORKDIR/eval.json`` (``ablation``: each arm's held-out scores, mean / std / values over
 its seeds, with the lip region's PSNR / L1 and motion correlation that table 2's lip error stands
@@ -20,7 +21,8 @@ import pathlib
 
 from absl import flags
 
-from jaxhead.nerf import ablation, stage
+from jaxhead.experiments import nerf_ablation as ablation
+from jaxhead.nerf import stage
 from jaxhead.train import cli
 from jaxhead.train.workdir import write_json_atomic
 

@@ -1,4 +1,4 @@
-"""Swap test of a trained head-NeRF run on the synthetic data (see jaxhead/disentangle/swap.py).
+"""Swap test of a trained head-NeRF run on the synthetic data (see jaxhead/experiments/swap.py).
 
     python scripts/swap_test.py --workdir runs/voca [--frames 8]
 
@@ -9,7 +9,7 @@ import pathlib
 
 from absl import flags
 
-from jaxhead.disentangle import swap
+from jaxhead.experiments import swap
 from jaxhead.train import cli
 
 _WORKDIR = cli.define_workdir_flag()

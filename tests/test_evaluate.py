@@ -1,4 +1,4 @@
-"""The evaluation suite of a trained NeRF run (render_video.evaluate_workdir, scripts/evaluate.py)
+"""The evaluation suite of a trained NeRF run (nerf.evaluate.evaluate_workdir, scripts/evaluate.py)
 and video runs end to end: configs/video.py:smoke on a fixture folder -> train -> evaluate."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ import importlib.util
 import json
 import os
 import pathlib
-import types
 
 import av
 import numpy as np
@@ -15,7 +14,9 @@ import pytest
 from video_fixture import write_video_fixture
 
 from jaxhead.audio.io import save_wav
-from jaxhead.nerf import render_video
+from jaxhead.eval import face_mesh as face_mesh_lib
+from jaxhead.face import mouth_opening
+from jaxhead.nerf import evaluate, poses, render_video
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -26,34 +27,34 @@ def no_face_mesh(monkeypatch):
 
 def test_face_mesh_without_an_environment_is_not_computed(monkeypatch):
     no_face_mesh(monkeypatch)
-    with pytest.raises(render_video.FaceMeshUnavailable, match=render_video.NO_FACE_MESH):
-        render_video.face_mesh(np.zeros((2, 32, 32, 3), np.float32))
+    with pytest.raises(face_mesh_lib.FaceMeshUnavailable, match=face_mesh_lib.NO_FACE_MESH):
+        face_mesh_lib.face_mesh(np.zeros((2, 32, 32, 3), np.float32))
 
 
 def test_generated_pose_round_trips_through_the_cameras():
     c2w = np.tile(np.eye(4, dtype=np.float32), (3, 1, 1))
     c2w[:, 2, 3] = 1.2
-    trained = types.SimpleNamespace(train_frames=types.SimpleNamespace(arrays={"c2w": c2w}))
+    distance = poses.frontal_distance(c2w)
     rng = np.random.default_rng(0)
     pose = np.concatenate([rng.uniform(-0.3, 0.3, (5, 3)), rng.uniform(-0.05, 0.05, (5, 3))], 1)
-    cameras = render_video.posed_cameras(trained, pose.astype(np.float32))
-    assert np.allclose(render_video.head_poses(trained, cameras), pose, atol=1e-5)
+    cameras = poses.posed_cameras(pose.astype(np.float32), distance)
+    assert np.allclose(poses.head_poses(cameras, distance), pose, atol=1e-5)
 
 
 def test_mouth_opening_gap_filling_and_trace_plot(tmp_path):
     points = np.zeros((4, 478, 3))
     points[:, 33, 0], points[:, 263, 0] = 0.0, 10.0  # eye corners 10 px apart
     points[:, 14, 1] = [0.0, 2.0, 5.0, 1.0]  # lower inner lip moves down
-    assert np.allclose(render_video.mouth_opening(points), [0.0, 0.2, 0.5, 0.1])
+    assert np.allclose(mouth_opening(points), [0.0, 0.2, 0.5, 0.1])
     series = np.array([[0.0], [np.nan], [4.0], [np.nan]])
-    assert np.allclose(render_video._fill_gaps(series)[:, 0], [0.0, 2.0, 4.0, 4.0])
+    assert np.allclose(face_mesh_lib.fill_gaps(series)[:, 0], [0.0, 2.0, 4.0, 4.0])
     traces = {
         "fps": 25.0,
         "psnr": np.ones(10),
         "mouth_pred": np.ones(10),
         "blink_truth": np.ones(10),
     }
-    path = render_video.plot_traces(tmp_path / "t.png", traces, "test")
+    path = evaluate.plot_traces(tmp_path / "t.png", traces, "test")
     assert path.stat().st_size > 1000
 
 
@@ -62,7 +63,7 @@ def test_face_mesh_finds_the_face_of_a_real_frame(shared_data):
         pytest.skip("set JAXHEAD_MEDIAPIPE_PYTHON to a MediaPipe environment's python")
     with av.open(str(shared_data / "real" / "video" / "May_5s.mp4")) as container:
         frame = next(container.decode(video=0)).to_ndarray(format="rgb24")
-    points = render_video.face_mesh(frame[None].astype(np.float32) / 255.0)
+    points = face_mesh_lib.face_mesh(frame[None].astype(np.float32) / 255.0)
     assert points.shape == (1, 478, 3) and np.isfinite(points).all()
     assert 0 < points[0, :, 0].min() and points[0, :, 0].max() < frame.shape[1]
 
@@ -96,13 +97,13 @@ def test_video_smoke_run_trains_renders_and_evaluates(tmp_path, monkeypatch):
     stage.train(video_config(fixture.root, tmp_path / "cache"), workdir)
     assert json.loads((workdir / "eval.json").read_text())["val"]["frames"] == 8
 
-    results = render_video.evaluate_workdir(workdir)
+    results = evaluate.evaluate_workdir(workdir)
     val = results["val"]
     assert 0 < val["psnr"] < 60 and -1 <= val["ssim"] <= 1 and val["frames"] == 8
     assert val["lpips"] == {"lpips": None, "reason": val["lpips"]["reason"]}
     assert "weights not configured" in val["lpips"]["reason"]
     assert val["fid"]["fid"] is None and "InceptionV3" in val["fid"]["reason"]
-    assert val["lmd"]["lmd_px"] is None and render_video.NO_FACE_MESH in val["lmd"]["reason"]
+    assert val["lmd"]["lmd_px"] is None and face_mesh_lib.NO_FACE_MESH in val["lmd"]["reason"]
     assert val["sync"]["confidence"] is None
     assert val["syncnet"] == {"syncnet_confidence": None, "reason": "weights not configured"}
     assert val["blinks_per_second"]["truth_signal"] >= 0
@@ -111,15 +112,13 @@ def test_video_smoke_run_trains_renders_and_evaluates(tmp_path, monkeypatch):
     assert "not computed: weights not configured" in table and "val.psnr" in table
 
     # A generated pose (what --pose_from gpvae scores): D-Rot / D-Pos vs the tracked pose.
-    import jaxhead.gpvae.stage as gpvae_stage
-
     def generated(workdir, audio=None, num_frames=None, fps=25.0, seed=0, bop=None):
         pose = np.zeros((num_frames, 6), np.float32)
         pose[:, 1] = np.linspace(-0.1, 0.1, num_frames)
         return pose, np.zeros(num_frames, np.float32)
 
-    monkeypatch.setattr(gpvae_stage, "generate_pose_blink", generated)
-    gen = render_video.evaluate_workdir(workdir, pose_from="gpvae", gpvae_workdir="gp")
+    monkeypatch.setattr(evaluate, "generate_pose_blink", generated)
+    gen = evaluate.evaluate_workdir(workdir, pose_from="gpvae", gpvae_workdir="gp")
     scores = gen["val_gpvae_pose"]
     assert np.isfinite(scores["d_rot"]) and np.isfinite(scores["d_pos"])
     assert gen["val"]["psnr"] == val["psnr"]  # merged into eval.json beside the first results

@@ -1,4 +1,4 @@
-"""The NeRF ablation's arms and table (jaxhead.nerf.ablation)."""
+"""The NeRF ablation's arms and table (jaxhead.experiments.nerf_ablation)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from test_nerf_stage import smoke_config
 
-from jaxhead.nerf import ablation
+from jaxhead.experiments import nerf_ablation as ablation
 
 
 def test_arm_configs(tmp_path):

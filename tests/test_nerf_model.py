@@ -12,11 +12,18 @@ import optax
 import pytest
 from flax import nnx
 
-from jaxhead.nerf import model as model_lib
+from jaxhead.nerf import render as render_lib
+from jaxhead.nerf.config import HeadNeRFConfig
 from jaxhead.nerf.encoding import positional_encoding
 from jaxhead.nerf.field import AudioNet, HeadField
-from jaxhead.nerf.model import HeadNeRF, HeadNeRFConfig, LatentCodes, render_feature_map
-from jaxhead.nerf.render import composite, sample_along_rays, sample_pdf, volume_weights
+from jaxhead.nerf.model import HeadNeRF, LatentCodes
+from jaxhead.nerf.render import (
+    composite,
+    render_feature_map,
+    sample_along_rays,
+    sample_pdf,
+    volume_weights,
+)
 from jaxhead.nerf.upsampler import Upsampler, depth_to_space, upsample2x
 
 TINY = HeadNeRFConfig(
@@ -228,7 +235,7 @@ def test_upsampler_rejects_bad_config():
 def test_sphere_bounds_analytic():
     origins = jnp.asarray([[0.0, 0.0, 3.0], [0.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
     directions = jnp.asarray([[0.0, 0.0, -2.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
-    near, far, hit = model_lib.sphere_bounds(origins, directions)
+    near, far, hit = render_lib.sphere_bounds(origins, directions)
     np.testing.assert_allclose(np.asarray(near), [1.0, 3.0, 0.0], atol=1e-6)
     np.testing.assert_allclose(np.asarray(far), [2.0, 3.0, 1.0], atol=1e-6)
     np.testing.assert_array_equal(np.asarray(hit), [True, False, True])
@@ -321,7 +328,7 @@ def test_render_ray_matches_sorted_gather_reference():
     origin = jnp.asarray([0.1, -0.2, 2.5])
     direction = jnp.asarray([0.0, 0.05, -1.2])
     key = jax.random.key(9)
-    got = jax.jit(functools.partial(model_lib.render_ray, sample_fn, num_coarse=8, num_fine=12))(
+    got = jax.jit(functools.partial(render_lib.render_ray, sample_fn, num_coarse=8, num_fine=12))(
         origin, direction, key
     )
 
@@ -329,7 +336,7 @@ def test_render_ray_matches_sorted_gather_reference():
     # empty sample, composite with the shared `composite`.
     @jax.jit
     def reference(origin, direction, key):
-        near, far, _ = model_lib.sphere_bounds(origin, direction)
+        near, far, _ = render_lib.sphere_bounds(origin, direction)
         coarse_key, fine_key = jax.random.split(key)
         t_c = sample_along_rays(coarse_key, near, far, 8, ())
         pts = lambda t: origin[None, :] + t[:, None] * direction[None, :]
@@ -348,7 +355,7 @@ def test_render_ray_matches_sorted_gather_reference():
         return rendered, accumulation, depth
 
     rendered, accumulation, depth = reference(origin, direction, key)
-    eager = model_lib.render_ray(sample_fn, origin, direction, key, num_coarse=8, num_fine=12)
+    eager = render_lib.render_ray(sample_fn, origin, direction, key, num_coarse=8, num_fine=12)
     for a, b, c in zip(got, (rendered, accumulation, depth), eager, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(np.asarray(a), np.asarray(c), rtol=1e-5, atol=1e-6)  # jit==eager

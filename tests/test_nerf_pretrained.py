@@ -14,9 +14,12 @@ import pytest
 from test_nerf_stage import smoke_config
 
 from jaxhead.disentangle import stage as dis_stage
-from jaxhead.disentangle import swap
+from jaxhead.eval import lip as lip_metrics
+from jaxhead.eval.image import psnr_from_mse
+from jaxhead.experiments import lip_probe, swap
+from jaxhead.nerf import conditions as cond
 from jaxhead.nerf import losses as nerf_losses
-from jaxhead.nerf import render_video, stage
+from jaxhead.nerf import render_video, stage, step
 from jaxhead.sync import stage as sync_stage
 from jaxhead.train import loop
 from jaxhead.train.metrics import read_metrics
@@ -64,14 +67,15 @@ def test_sync_f_lip_replaces_the_audio_network(pretrained, tmp_path):
     with config.unlocked():  # the embedding itself, fed to the field as it is
         config.sync.features = "embedding"
         config.sync.projection = False
-    setup, graphdefs, frames = stage.make_setup(config)
-    encoder = stage.sync_encoder(str(pretrained["sync"]))
+    prepared = stage.prepare(config)
+    setup, frames = prepared.setup, prepared.frames
+    encoder = prepared.lip.encoder
     assert setup.lip == "sync" and not setup.model_config.audio_net
     assert setup.model_config.lip_input_dim == 0
     assert dict(setup.model_config.condition_dims)["lip"] == encoder.embed_dim
-    assert "lip" in stage.frame_keys(setup)
+    assert "lip" in step.frame_keys(setup)
     # Each frame's F_lip is the encoder's embedding of its sentence's audio at its frame.
-    rows, samples, numbers = stage.frames_module(config.data).audio_tracks(config.data, frames)[0]
+    rows, samples, numbers = cond.frames_module(config.data).audio_tracks(config.data, frames)[0]
     windows = encoder.audio_windows(samples, int(numbers.max()) + 1)
     expected = np.asarray(encoder.embed_audio(jnp.asarray(windows)))[numbers]
     np.testing.assert_allclose(frames.lip[rows], expected, rtol=1e-5, atol=1e-6)
@@ -81,7 +85,8 @@ def test_sync_f_lip_replaces_the_audio_network(pretrained, tmp_path):
     assert (pre < 0).any()
     with config.unlocked():
         config.sync.features = "normalized"
-    normalized = stage.sync_lip_features(config, samples, numbers)
+    lip = cond.LipSource(config)
+    normalized = lip.read(lip.outputs(samples, numbers))
     np.testing.assert_allclose(normalized.mean(-1), 0.0, atol=1e-4)
     np.testing.assert_allclose(normalized.std(-1), 1.0, atol=1e-3)
     np.testing.assert_allclose(
@@ -90,15 +95,15 @@ def test_sync_f_lip_replaces_the_audio_network(pretrained, tmp_path):
     with config.unlocked():
         config.sync.features = "relu"
     with pytest.raises(ValueError, match="config.sync.features='relu'"):
-        stage.sync_lip_features(config, samples, numbers)
+        cond.LipSource(config)
     with config.unlocked():
         config.sync.features = "embedding"
     assert np.ptp(pre, axis=0).max() > 1e-4  # varies with the audio
     # New audio drives the model through the same encoder.
     tone = 0.3 * np.sin(2 * np.pi * 200 * np.arange(16000) / 16000).astype(np.float32)
-    driven = stage.audio_conditions(config, tone, 25)
+    driven = cond.LipSource(config).audio_conditions(tone, 25)
     assert set(driven) == {"lip"} and driven["lip"].shape == (25, encoder.embed_dim)
-    plain = stage.audio_conditions(smoke_config(pretrained["cache"]), tone, 25)
+    plain = cond.LipSource(smoke_config(pretrained["cache"])).audio_conditions(tone, 25)
     assert set(plain) == {"audio"} and plain["audio"].shape[0] == 25
 
 
@@ -107,20 +112,21 @@ def test_standardized_sync_features_through_the_learned_projection(pretrained, t
     with config.unlocked():
         config.sync.features = "standardized"
         config.sync.projection = True
-    setup, _, frames = stage.make_setup(config)
-    encoder = stage.sync_encoder(str(pretrained["sync"]))
+    prepared = stage.prepare(config)
+    setup, frames, lip = prepared.setup, prepared.frames, prepared.lip
+    encoder = lip.encoder
     # Standardised per dimension over the training frames ...
     np.testing.assert_allclose(frames.lip.mean(0), 0.0, atol=1e-4)
     np.testing.assert_allclose(frames.lip.std(0), 1.0, atol=1e-3)
     # ... with constants that held-out frames and new audio share.
-    mean, std = stage.sync_statistics(config)
+    mean, std = lip.statistics
     assert mean.shape == std.shape == (encoder.embed_dim,)
-    val = stage.load_frames(config, "val", progress=False)
-    rows, samples, numbers = stage.frames_module(config.data).audio_tracks(config.data, val)[0]
+    val = cond.load_frames(config, "val", lip, progress=False)
+    rows, samples, numbers = cond.frames_module(config.data).audio_tracks(config.data, val)[0]
     pre = np.asarray(encoder.audio_features(jnp.asarray(encoder.audio_windows(samples, 40))))
     np.testing.assert_allclose(val.lip[rows], (pre[numbers] - mean) / std, rtol=1e-4, atol=1e-4)
     assert np.abs(val.lip.mean(0)).max() > 1e-3  # held-out statistics are not re-estimated
-    driven = stage.audio_conditions(config, samples, int(numbers.max()) + 1)["lip"]
+    driven = lip.audio_conditions(samples, int(numbers.max()) + 1)["lip"]
     np.testing.assert_allclose(driven[numbers], val.lip[rows], rtol=1e-4, atol=1e-4)
     # The field sees config.model.lip_dim dims, from the 128-dim features by a learned map.
     assert setup.lip == "sync" and setup.model_config.lip_input_dim == encoder.embed_dim
@@ -138,7 +144,7 @@ def test_no_lip_condition_arm(pretrained, tmp_path):
     config = smoke_config(pretrained["cache"], steps=2)
     with config.unlocked():
         config.model.lip_dim = 0
-    setup, _, _ = stage.make_setup(config)
+    setup = stage.prepare(config).setup
     assert setup.lip == "none" and not setup.model_config.audio_net
     assert "lip" not in dict(setup.model_config.condition_dims)
     stage.train(config, tmp_path)
@@ -151,9 +157,10 @@ def test_l_dis_pulls_codes_to_the_extractor_references(pretrained, tmp_path):
     )
     with config.unlocked():
         config.disentangle.init_codes = False
-    setup, _, frames = stage.make_setup(config)
+    prepared = stage.prepare(config)
+    setup, frames = prepared.setup, prepared.frames
     assert setup.disentangle
-    ref = stage.reference_codes(config, setup, frames)
+    ref = cond.reference_codes(config, setup.code_sizes, frames)
     assert {k: v.shape for k, v in ref.items()} == {
         name: (rows, dim) for name, (rows, dim) in setup.code_sizes.items()
     }
@@ -232,23 +239,23 @@ def test_mismatched_code_sizes_and_missing_runs_are_clear_errors(pretrained, tmp
     with missing.unlocked():
         missing.sync.init_from = str(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="train_sync.py"):
-        stage.make_setup(missing)
+        stage.prepare(missing)
 
 
 def test_mouth_motion_correlation():
     t = np.linspace(0, 4, 50)
-    assert stage._correlation(np.sin(t), 3 * np.sin(t) + 1) == pytest.approx(1.0)
-    assert stage._correlation(np.sin(t), -np.sin(t)) == pytest.approx(-1.0)
-    assert stage._correlation(np.sin(t), np.ones_like(t)) == 0.0  # a mouth that never moves
+    assert lip_metrics._correlation(np.sin(t), 3 * np.sin(t) + 1) == pytest.approx(1.0)
+    assert lip_metrics._correlation(np.sin(t), -np.sin(t)) == pytest.approx(-1.0)
+    assert lip_metrics._correlation(np.sin(t), np.ones_like(t)) == 0.0  # a mouth that never moves
 
 
 def test_mouth_box_covers_the_lips_with_a_margin():
     landmarks = np.zeros((68, 2))
     landmarks[48:68] = [[40, 50], [60, 50], [50, 45], [50, 58]] * 5
-    box = stage.mouth_box(landmarks, 100, 100, margin=0.5)
+    box = lip_metrics.mouth_box(landmarks, 100, 100, margin=0.5)
     ys, xs = np.nonzero(box)
     assert (xs.min(), xs.max(), ys.min(), ys.max()) == (30, 69, 35, 67)
-    assert not stage.mouth_box(landmarks, 100, 100)[10, 10]
+    assert not lip_metrics.mouth_box(landmarks, 100, 100)[10, 10]
 
 
 def test_motion_box_is_fixed_to_the_head_not_the_jaw():
@@ -256,17 +263,19 @@ def test_motion_box_is_fixed_to_the_head_not_the_jaw():
     landmarks[33] = [50, 40]  # nose tip
     landmarks[36], landmarks[45] = [30, 20], [70, 20]  # outer eye corners: 40 px apart
     landmarks[48:68] = [[40, 50], [60, 50], [50, 45], [50, 58]] * 5
-    box = stage.motion_box(landmarks, 100, 100)
+    box = lip_metrics.motion_box(landmarks, 100, 100)
     ys, xs = np.nonzero(box)
     assert (xs.min(), xs.max(), ys.min(), ys.max()) == (32, 67, 44, 71)
     opened = landmarks.copy()
     opened[48:68, 1] += np.linspace(0, 15, 20)  # the jaw opens: the lip box grows ...
     assert not np.array_equal(
-        stage.mouth_box(opened, 100, 100), stage.mouth_box(landmarks, 100, 100)
+        lip_metrics.mouth_box(opened, 100, 100), lip_metrics.mouth_box(landmarks, 100, 100)
     )
-    np.testing.assert_array_equal(stage.motion_box(opened, 100, 100), box)  # ... this one not
+    np.testing.assert_array_equal(lip_metrics.motion_box(opened, 100, 100), box)  # ... this one not
     moved = landmarks + [5, 3]  # the head moves: the box follows
-    np.testing.assert_array_equal(stage.motion_box(moved, 100, 100), np.roll(box, (3, 5), (0, 1)))
+    np.testing.assert_array_equal(
+        lip_metrics.motion_box(moved, 100, 100), np.roll(box, (3, 5), (0, 1))
+    )
     # A render that never moves its (closed) mouth scores r = 0 however the true jaw moves;
     # the brightness in the growing lip box would have followed the truth.
     still = np.full((100, 100, 3), 0.8, np.float32)
@@ -279,23 +288,23 @@ def test_motion_box_is_fixed_to_the_head_not_the_jaw():
         truth[45 : 52 + 3 * t, 40:60] = 0.2  # the opening mouth, darker
         truths.append(truth)
         lms.append(lm)
-        frames.append(stage.lip_region_frame(still, truth, lm, opening=t / 5))
-        box = stage.mouth_box(lm, 100, 100)
+        frames.append(lip_metrics.lip_region_frame(still, truth, lm, opening=t / 5))
+        box = lip_metrics.mouth_box(lm, 100, 100)
         in_lip_box.append((still[box].mean(), truth[box].mean()))
-    summary = stage.lip_region_summary([frames])
+    summary = lip_metrics.lip_region_summary([frames])
     assert summary["mouth_motion_r"] == 0.0 and summary["mouth_motion_reference"] == "jaw_open"
     assert summary["mouth_motion_r_truth"] > 0.95  # the truth's darkness follows its jaw
-    opened = [f for f in frames if f[4] >= stage.OPEN_JAW]  # openings 0.6, 0.8, 1.0
+    opened = [f for f in frames if f[4] >= lip_metrics.OPEN_JAW]  # openings 0.6, 0.8, 1.0
     assert summary["open_frames"] == len(opened) == 3
     assert summary["mouth_psnr_open"] == pytest.approx(
-        np.mean([float(stage.psnr(f[0])) for f in opened])
+        np.mean([float(psnr_from_mse(f[0])) for f in opened])
     )
     assert summary["mouth_psnr_open"] < summary["mouth_psnr"]  # the still mouth is wrong there
-    assert abs(stage._correlation(*np.asarray(in_lip_box).T)) > 0.5
+    assert abs(lip_metrics._correlation(*np.asarray(in_lip_box).T)) > 0.5
     # A render that opens with the truth scores ~1; without the jaw parameter (real videos) the
     # reference is the true frames' darkness.
-    follows = [stage.lip_region_frame(t, t, lm) for t, lm in zip(truths, lms, strict=True)]
-    summary = stage.lip_region_summary([follows])
+    follows = [lip_metrics.lip_region_frame(t, t, lm) for t, lm in zip(truths, lms, strict=True)]
+    summary = lip_metrics.lip_region_summary([follows])
     assert summary["mouth_motion_reference"] == "truth" and "mouth_motion_r_truth" not in summary
     assert summary["mouth_motion_r"] == pytest.approx(1.0)
 
@@ -304,24 +313,22 @@ def test_mouth_darkness_grows_with_the_opening_and_ignores_global_shading():
     box = np.zeros((40, 40), bool)
     box[10:30, 10:30] = True
     skin = np.full((40, 40, 3), [0.8, 0.6, 0.5], np.float32)
-    assert stage.mouth_darkness(skin, box) == 0.0
+    assert lip_metrics.mouth_darkness(skin, box) == 0.0
     values = []
     for rows in (2, 5, 8):
         image = skin.copy()
         image[18 : 18 + rows, 14:26] = [0.25, 0.02, 0.02]  # the mouth's interior
-        values.append(stage.mouth_darkness(image, box))
+        values.append(lip_metrics.mouth_darkness(image, box))
         # Lighting or pose that scales the whole box leaves it unchanged.
-        assert stage.mouth_darkness(0.6 * image, box) == pytest.approx(values[-1])
+        assert lip_metrics.mouth_darkness(0.6 * image, box) == pytest.approx(values[-1])
     assert 0.0 < values[0] < values[1] < values[2] < 1.0
 
 
 def test_lip_feature_probe(pretrained):
-    from jaxhead.nerf import lip_probe
-
     config = smoke_config(pretrained["cache"])
     results = lip_probe.lip_feature_probe(config, str(pretrained["sync"]))
     assert list(results) == ["logmel_window", *lip_probe.SYNC_READINGS]
-    encoder = stage.sync_encoder(str(pretrained["sync"]))
+    encoder = sync_stage.load_sync_encoder(pretrained["sync"])
     assert results["embedding"]["dims"] == encoder.embed_dim
     assert results["logmel_window"]["dims"] == config.data.audio_window * 80
     for r in results.values():
@@ -339,8 +346,6 @@ def test_lip_feature_probe(pretrained):
 
 
 def test_probe_alpha_is_chosen_on_training_groups():
-    from jaxhead.nerf import lip_probe
-
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 40))
     groups = np.repeat(np.arange(6), 50)

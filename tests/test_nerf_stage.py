@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jaxhead.data.media import write_video
-from jaxhead.nerf import render_video, stage
+from jaxhead.nerf import render_video, stage, step
 from jaxhead.train import loop
 from jaxhead.train.checkpoint import Checkpointer
 from jaxhead.train.metrics import read_metrics
@@ -110,7 +110,7 @@ def test_eight_devices_give_the_same_update_as_one(cache, tmp_path):
 def test_nan_in_the_data_stops_training_and_keeps_the_last_checkpoint(cache, tmp_path, monkeypatch):
     config = smoke_config(cache, steps=6, log_every=1, checkpoint_every=2)
     calls = {"n": 0}
-    original = stage._Batches.__next__
+    original = step.Batches.__next__
 
     def poisoned(self):
         batch = original(self)
@@ -119,7 +119,7 @@ def test_nan_in_the_data_stops_training_and_keeps_the_last_checkpoint(cache, tmp
             batch["image"] = np.full_like(batch["image"], np.nan)
         return batch
 
-    monkeypatch.setattr(stage._Batches, "__next__", poisoned)
+    monkeypatch.setattr(step.Batches, "__next__", poisoned)
     with pytest.raises(loop.NonFiniteError, match="at step 3"):
         stage.train(config, tmp_path)
     assert Checkpointer(tmp_path / "checkpoints").all_steps() == [2]

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from jaxhead.audio.io import save_wav
 from jaxhead.data.errors import DatasetError
 from jaxhead.face import MEDIAPIPE_MOUTH
+from jaxhead.nerf.config import sync_block
 from jaxhead.sync import data as data_lib
 from jaxhead.sync import stage
 from jaxhead.train.metrics import read_metrics
@@ -270,7 +271,7 @@ def test_mediapipe_mouth_points_follow_the_68_point_layout(shared_data):
 
 
 def test_load_sync_encoder_without_a_run_says_how_to_make_one(tmp_path):
-    config = stage.sync_init_config(str(tmp_path / "nothing"))
+    config = sync_block(str(tmp_path / "nothing"))
     with pytest.raises(FileNotFoundError, match="scripts/train_sync.py --config configs/sync.py"):
         stage.load_sync_encoder(config.init_from)
 

@@ -370,16 +370,6 @@ def _restore(workdir: pathlib.Path, expected: str, build) -> tuple:
     return config, nnx.graphdef(model), jax.device_get(run.state.params), run.step
 
 
-def disentangle_init_config(init_from: str = "") -> ml_collections.ConfigDict:
-    """The ``config.disentangle`` block of a stage that consumes the extractor (the NeRF's L_dis).
-
-    ``init_from``: an ``extractor`` workdir for :func:`load_extractor`; empty: no L_dis (the
-    "w/o L_dis" ablation of paper 000 table 2). ``init_codes``: start the NeRF's learnable codes
-    at the extractor's reference codes (paper 000) instead of zeros.
-    """
-    return ml_collections.ConfigDict({"init_from": init_from, "init_codes": True})
-
-
 def _area_resize(images: np.ndarray, size: int) -> np.ndarray:
     n, h, w, c = images.shape
     if h != w or h % size:

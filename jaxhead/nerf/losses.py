@@ -1,4 +1,4 @@
-"""Training losses of the head NeRF (paper 000 sec. 3.3, eqs. 5-7)."""
+"""Training losses of the head NeRF (paper 000 sec. 3.3, eqs. 3-7)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
+
+from jaxhead.eval.image import ssim
+from jaxhead.nerf.perceptual import perceptual_loss
 
 # The four latent codes of paper 000: identity, expression, albedo, illumination.
 CODE_KEYS = ("id", "ex", "al", "ill")
@@ -93,3 +96,23 @@ def disentangle_loss(
         difference = jnp.asarray(codes[name]) - jnp.asarray(ref_codes[name])
         total = total + weights[name] * jnp.mean(jnp.sum(jnp.square(difference), axis=-1))
     return total
+
+
+def reconstruction_losses(
+    out: Mapping[str, jax.Array], frames: Mapping[str, jax.Array], features_fn=None
+):
+    """Per-term losses of one batch of frames ``[N, ...]`` (paper 000 eqs. 3-5).
+
+    ``features_fn`` (VGG16 activations) selects the perceptual loss of eq. 4; ``None`` the
+    structural fallback ``1 - SSIM`` (see :mod:`jaxhead.nerf.perceptual`).
+    """
+    image, mask = frames["image"], frames["mask"]
+    pho = masked_photometric(out["image"], image, mask)
+    whole = jnp.mean(jnp.square(out["image"] - image))
+    lowres = jnp.mean(jnp.square(out["rgb_lowres"] - frames["image_lr"]))
+    if features_fn is None:
+        per = 1.0 - jnp.mean(jax.vmap(ssim)(out["image"], image))
+    else:
+        per = perceptual_loss(features_fn, out["image"], image)
+    mask_term = jnp.mean(jnp.square(out["accumulation"] - frames["mask_lr"][..., 0]))
+    return {"pho": pho, "whole": whole, "lowres": lowres, "per": per, "mask": mask_term}

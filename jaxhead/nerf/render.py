@@ -1,4 +1,4 @@
-"""Volume rendering along rays: sampling ``t`` values, compositing, hierarchical resampling.
+"""Volume rendering: sampling ``t`` values, compositing, hierarchical resampling, feature maps.
 
 The quadrature is NeRF's (Mildenhall et al. 2020, eq. 3), which both papers use unchanged to
 render their head NeRFs (paper 000 sec. 3.2, paper 001 sec. 3.4). All functions are pure and
@@ -7,8 +7,13 @@ batch over arbitrary leading axes ``[...]``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
+
+from jaxhead.nerf.rays import generate_rays
 
 # NeRF's stand-in for the infinite length of the last interval: the last sample absorbs all
 # remaining transmittance whenever its density is non-zero.
@@ -189,3 +194,214 @@ def sample_pdf(
     samples = jnp.sort(samples, axis=-1)
     samples = jnp.clip(samples, bins[..., :1], bins[..., -1:])
     return jax.lax.stop_gradient(samples)
+
+
+# --- rendering a frame: bounds, hierarchical sampling, the feature map ---------------------------
+
+# ``(points [..., S, 3], unit_dirs [..., 3]) -> (density [..., S], values [..., S, P])``.
+SampleFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+# ``(composited [..., P], accumulation [...]) -> features [..., F]``.
+ProjectFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+class FeatureMap(NamedTuple):
+    """Output of :func:`render_feature_map` (leading ``[B]`` when batched over frames)."""
+
+    features: jax.Array  # [h, w, F], background composited
+    accumulation: jax.Array  # [h, w]
+    depth: jax.Array  # [h, w]
+    rgb: jax.Array  # [h, w, 3] = sigmoid(features[..., :3])
+
+
+def scale_intrinsics(intrinsics: jax.Array, scale: float) -> jax.Array:
+    """``(fx, fy, cx, cy)`` for an image resized by ``scale`` (pixel-edge coordinates).
+
+    With the pixel-centre convention of :func:`generate_rays` (pixel ``i`` covers ``[i, i+1)``),
+    resizing the image plane by ``s`` maps every coordinate ``u -> s·u``, so all four scale alike.
+    """
+    return jnp.asarray(intrinsics) * scale
+
+
+def sphere_bounds(
+    origins: jax.Array, directions: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Entry and exit ``t`` of rays ``o + t·d`` through the unit sphere, clipped to ``t >= 0``.
+
+    Args:
+      origins: ``[..., 3]``.
+      directions: ``[..., 3]``, non-zero, not necessarily unit.
+
+    Returns:
+      ``(near [...], far [...], hit [...] bool)``; for missed rays ``near = far`` = the ``t`` of
+      closest approach (clipped at 0), so samples stay finite.
+    """
+    a = jnp.sum(directions * directions, axis=-1)
+    half_b = jnp.sum(origins * directions, axis=-1)
+    c = jnp.sum(origins * origins, axis=-1) - 1.0
+    discriminant = half_b * half_b - a * c
+    closest = jnp.maximum(-half_b / a, 0.0)
+    # Double where: the sqrt never sees a negative argument, so gradients stay finite.
+    root = jnp.sqrt(jnp.where(discriminant > 0, discriminant, 0.0))
+    near = jnp.maximum((-half_b - root) / a, 0.0)
+    far = jnp.maximum((-half_b + root) / a, 0.0)
+    hit = (discriminant > 0) & (far > near)
+    near = jnp.where(hit, near, closest)
+    far = jnp.where(hit, far, closest)
+    return near, far, hit
+
+
+def bounded_weights(
+    density: jax.Array, t_vals: jax.Array, far: jax.Array, dir_norm: jax.Array
+) -> jax.Array:
+    """Quadrature weights (NeRF eq. 3) of samples inside a bounded interval ending at ``far``.
+
+    :func:`volume_weights` gives the last sample an infinite interval (NeRF's 1e10), so with a
+    softplus density every ray would end opaque and the background would never show. Appending
+    an empty sample (σ = 0) at ``far`` makes the last real interval end at the far bound instead.
+
+    Args:
+      density: ``[..., S]``; t_vals: ``[..., S]`` sorted, ``<= far``; far: ``[...]``;
+      dir_norm: ``[...]``.
+
+    Returns:
+      ``[..., S]`` weights.
+    """
+    t_closed = jnp.concatenate([t_vals, far[..., None]], axis=-1)
+    density_closed = jnp.concatenate([density, jnp.zeros_like(density[..., :1])], axis=-1)
+    _, _, weights = volume_weights(density_closed, t_closed, dir_norm)
+    return weights[..., :-1]
+
+
+def render_ray(
+    sample_fn: SampleFn,
+    origin: jax.Array,
+    direction: jax.Array,
+    key: jax.Array | None,
+    *,
+    num_coarse: int,
+    num_fine: int,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Hierarchically sampled volume rendering of one ray through the unit sphere.
+
+    Coarse: ``num_coarse`` stratified ``t`` in the sphere (NeRF eq. 2); fine: ``num_fine`` more
+    from the coarse weights (NeRF sec. 5.2, :func:`sample_pdf`); the union is composited in depth
+    order (NeRF eq. 3) over the interval ``[near, far]`` (:func:`bounded_weights`). Sorting
+    permutes only ``t`` and ``σ``; the weights are scattered back to the unsorted samples, so the
+    wide per-sample vectors are never gathered.
+
+    Args:
+      sample_fn: the field, see :data:`SampleFn`; called with ``[S, 3]`` points.
+      origin: ``[3]`` in the unit-sphere frame.
+      direction: ``[3]`` (unnormalised; ``t`` is the caller's ray parameter).
+      key: PRNG key for stratified sampling, or None for deterministic midpoints/quantiles.
+      num_coarse: coarse samples, >= 2 when ``num_fine > 0``.
+      num_fine: fine samples (0 disables the fine pass).
+
+    Returns:
+      ``(composited [P], accumulation [], depth [])``.
+    """
+    near, far, hit = sphere_bounds(origin, direction)
+    dir_norm = jnp.linalg.norm(direction)
+    unit_dir = direction / dir_norm
+    coarse_key, fine_key = (None, None) if key is None else tuple(jax.random.split(key))
+    t_coarse = sample_along_rays(coarse_key, near, far, num_coarse, (), stratified=True)
+
+    def evaluate(t):
+        points = origin[None, :] + t[:, None] * direction[None, :]
+        density, values = sample_fn(points, unit_dir)
+        return jnp.where(hit, density, 0.0), values
+
+    density, values = evaluate(t_coarse)
+    t_all = t_coarse
+    if num_fine > 0:
+        if num_coarse < 3:
+            raise ValueError(f"hierarchical sampling needs num_coarse >= 3, got {num_coarse}")
+        coarse_weights = bounded_weights(density, t_coarse, far, dir_norm)
+        # NeRF's bins: midpoints between coarse samples; the end samples' weights are dropped.
+        mids = 0.5 * (t_coarse[1:] + t_coarse[:-1])
+        t_fine = sample_pdf(fine_key, mids, jax.lax.stop_gradient(coarse_weights[1:-1]), num_fine)
+        density_fine, values_fine = evaluate(t_fine)
+        t_all = jnp.concatenate([t_coarse, t_fine])
+        density = jnp.concatenate([density, density_fine])
+        values = jnp.concatenate([values, values_fine], axis=0)
+
+    order = jnp.argsort(t_all)
+    t_sorted = t_all[order]
+    sorted_weights = bounded_weights(density[order], t_sorted, far, dir_norm)
+    weights = jnp.zeros_like(sorted_weights).at[order].set(sorted_weights)
+    composited = weights @ values
+    accumulation = jnp.sum(weights)
+    depth = jnp.sum(weights * t_all)
+    return composited, accumulation, depth
+
+
+def render_feature_map(
+    sample_fn: SampleFn,
+    project_fn: ProjectFn | None,
+    c2w: jax.Array,
+    intrinsics: jax.Array,
+    background: jax.Array,
+    key: jax.Array | None,
+    *,
+    height: int,
+    width: int,
+    bound_center: tuple[float, float, float] | jax.Array = (0.0, 0.0, 0.0),
+    bound_radius: float = 1.0,
+    num_coarse: int = 32,
+    num_fine: int = 32,
+    chunk_rays: int = 0,
+) -> FeatureMap:
+    """Volume-renders one frame's feature map ``M`` at ``height x width`` (paper 000 eq. 1).
+
+    Args:
+      sample_fn: per-sample field, see :data:`SampleFn` (points in the unit-sphere frame, unit
+        ray directions in the scene frame).
+      project_fn: deferred per-ray projection of composited values to features (see
+        :meth:`HeadField.project`), or None when ``sample_fn`` already returns features.
+      c2w: ``[4, 4]`` or ``[3, 4]`` camera-to-world.
+      intrinsics: ``(fx, fy, cx, cy)`` in pixels of the ``height x width`` render (see
+        :func:`scale_intrinsics`).
+      background: ``[F]`` or ``[height, width, F]`` feature composited behind the head.
+      key: PRNG key (stratified sampling) or None (deterministic).
+      height, width: feature-map resolution (static).
+      bound_center, bound_radius: the bounding sphere, scene units.
+      num_coarse, num_fine: samples per ray (static).
+      chunk_rays: render rays in chunks of this many (0: all at once).
+
+    Returns:
+      a :class:`FeatureMap` ``(features [h, w, F], accumulation [h, w], depth [h, w],
+      rgb [h, w, 3])``.
+    """
+    intrinsics = jnp.asarray(intrinsics)
+    if intrinsics.shape != (4,):
+        raise ValueError(f"intrinsics must be (fx, fy, cx, cy), got shape {intrinsics.shape}")
+    origins, directions = generate_rays(
+        c2w, intrinsics[:2], intrinsics[2], intrinsics[3], height, width
+    )
+    num_rays = height * width
+    centre = jnp.asarray(bound_center, origins.dtype)
+    # Unit-sphere frame: x' = (x − centre) / radius, so o' = (o − centre)/r and d' = d/r, with
+    # the same t; deltas δ = Δt·‖d'‖ are then in units of the sphere radius.
+    origins = (origins.reshape(num_rays, 3) - centre[None, :]) / bound_radius
+    directions = directions.reshape(num_rays, 3) / bound_radius
+
+    def one_ray(ray):
+        origin, direction, ray_key = ray
+        return render_ray(
+            sample_fn, origin, direction, ray_key, num_coarse=num_coarse, num_fine=num_fine
+        )
+
+    keys = None if key is None else jax.random.split(key, num_rays)
+    rays = (origins, directions, keys)
+    if chunk_rays and chunk_rays < num_rays:
+        composited, accumulation, depth = jax.lax.map(one_ray, rays, batch_size=chunk_rays)
+    else:
+        composited, accumulation, depth = jax.vmap(one_ray)(rays)
+    features = composited if project_fn is None else project_fn(composited, accumulation)
+    feature_dim = features.shape[-1]
+    features = features.reshape(height, width, feature_dim)
+    accumulation = accumulation.reshape(height, width)
+    background = jnp.broadcast_to(jnp.asarray(background), (height, width, feature_dim))
+    features = features + (1.0 - accumulation)[..., None] * background
+    rgb = jax.nn.sigmoid(features[..., :3])
+    return FeatureMap(features, accumulation, depth.reshape(height, width), rgb)

@@ -48,7 +48,6 @@ __all__ = [
     "contrastive_loss",
     "evaluate_clips",
     "load_sync_encoder",
-    "sync_init_config",
     "train",
 ]
 
@@ -319,24 +318,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path):
 
 
 # --- F_lip for the NeRF stage ---------------------------------------------------------------------
-
-
-def sync_init_config(init_from: str = "") -> ml_collections.ConfigDict:
-    """The ``config.sync`` block of a stage that consumes the sync stage (the NeRF's F_lip).
-
-    ``init_from``: a sync-stage workdir for :func:`load_sync_encoder`; empty: no sync module.
-    ``features``: what the NeRF reads from the frozen audio encoder
-    (:func:`jaxhead.nerf.stage.sync_lip_features`): ``"standardized"`` (default: the output layer
-    before the final ReLU, standardised per dimension with the training frames' statistics),
-    ``"embedding"`` (the sync embedding itself; ~98 % of its entries are zero on the synthetic
-    data), ``"pre_activation"`` (unstandardised; norms ~40 stall the fit) or ``"normalized"``
-    (standardised per frame). ``projection`` (default on): a learned, zero-initialised linear map
-    of the features to ``config.model.lip_dim``; off: the field reads the features as they are.
-    Measured in docs/nerf_ablation.md.
-    """
-    return ml_collections.ConfigDict(
-        {"init_from": init_from, "features": "standardized", "projection": True}
-    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -63,6 +63,9 @@ class Task:
       constants: optional frozen pytree (e.g. pre-trained VGG16 weights of a perceptual loss)
         passed to ``train_step(state, batch, constants)`` as a replicated argument: it is not
         trained, not checkpointed, and not baked into the compiled program.
+      write_run_files: optional ``workdir -> None``, run by the primary process once the
+        workdir holds the run's config (before the first step): files a later process reads to
+        use the run (e.g. statistics of the training data), written once, not per checkpoint.
     """
 
     init_fn: Callable[[], PyTree]
@@ -72,6 +75,7 @@ class Task:
     write_samples: Callable[[PyTree, int, pathlib.Path], None] | None = None
     state_sharding: str = "replicate"
     constants: PyTree | None = None
+    write_run_files: Callable[[pathlib.Path], None] | None = None
 
 
 def train_config(**overrides) -> ml_collections.ConfigDict:
@@ -143,6 +147,8 @@ def train(
     # --- model, optimiser, data --------------------------------------------------------------
     task = build_task(config, mesh)  # bad data stops here, leaving no half-made workdir
     prepare_workdir(workdir, config, write=primary)
+    if primary and task.write_run_files is not None:
+        task.write_run_files(workdir)
     abstract = jax.eval_shape(task.init_fn)
     state_sh = sharding_lib.state_shardings(abstract, mesh, task.state_sharding)
     batch_sh = sharding_lib.batch_sharding(mesh)

@@ -13,7 +13,7 @@ truth, because the generator can draw any combination of factors:
 
 Reported per (A, B) pair and averaged: ``psnr_vs_swap_truth`` vs ``psnr_vs_source`` (A's
 identity and albedo kept: S is closer to ``T_swap`` than to ``T_B``) and, in the lip region
-(:func:`jaxhead.nerf.stage.mouth_box` of ``T_swap``'s landmarks), ``mouth_psnr_vs_swap_truth``
+(:func:`jaxhead.eval.lip.mouth_box` of ``T_swap``'s landmarks), ``mouth_psnr_vs_swap_truth``
 vs ``mouth_psnr_vs_closed`` (B's mouth opening taken: S's mouth is closer to A with B's
 opening than to A with a closed mouth). B's frames are the ``frames`` frames of B's first
 training sentence with the widest jaw opening, so the mouth is visibly open.
@@ -31,7 +31,9 @@ import numpy as np
 
 from jaxhead.data import head_model, raster, voca_frames
 from jaxhead.data.voca import load_voca
-from jaxhead.nerf import render_video, stage
+from jaxhead.eval.lip import mouth_box
+from jaxhead.nerf import render_video
+from jaxhead.nerf.heldout import render_keys
 
 
 def _psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
@@ -76,7 +78,7 @@ class SwapScene:
         """``identity``'s head (shape, albedo, lighting of its first training sentence) with
         ``expression``, posed and seen as training frame ``row``; ``(rgb, landmarks)``."""
         f, r = self.voca.factors, self.data_rows[row]
-        own = self.data_rows[render_video._identity_rows(self.trained, identity)[0]]
+        own = self.data_rows[render_video.identity_rows(self.trained, identity)[0]]
         template = self.voca.templates[self.subjects[identity]]
         verts = head_model.animate(self.topology, template, np.asarray(expression)[None])
         posed = head_model.pose_vertices(verts[0], f["head_rotation"][r], f["head_translation"][r])
@@ -98,21 +100,20 @@ def swap_test(trained: render_video.Trained, frames: int = 8, max_identities: in
     identities = list(range(min(source.num_identities, max_identities)))
     pairs, shown = [], []
     for a, b in itertools.permutations(identities, 2):
-        rows_b = render_video._identity_rows(trained, b)
+        rows_b = render_video.identity_rows(trained, b)
         jaw = jaw_open[scene.data_rows[rows_b]]
         rows = np.sort(rows_b[np.argsort(-jaw, kind="stable")[:frames]])
         inputs = {
-            k: np.stack([source[int(r)][k] for r in rows])
-            for k in render_video._render_keys(trained)
+            k: np.stack([source[int(r)][k] for r in rows]) for k in render_keys(trained.setup)
         }
-        codes = render_video._codes_for_rows(trained, rows, a, ex_rows=rows)
-        swapped = render_video.render_frames(trained, inputs, codes)
+        codes = render_video.codes_for_rows(trained, rows, a, ex_rows=rows)
+        swapped = render_video.render(trained, inputs, codes)
         scores = {k: [] for k in ("swap", "source", "mouth_swap", "mouth_closed")}
         for j, row in enumerate(rows):
             truth, landmarks = scene.render(a, row, scene.expression(row))
             closed, _ = scene.render(a, row, np.zeros(3, np.float32))
             own = arrays["image"][row].astype(np.float32) / 255.0
-            box = stage.mouth_box(landmarks, res, res)
+            box = mouth_box(landmarks, res, res)
             scores["swap"].append(_psnr(swapped[j], truth))
             scores["source"].append(_psnr(swapped[j], own))
             scores["mouth_swap"].append(_psnr(swapped[j], truth, box))
@@ -162,7 +163,7 @@ def write_swap_report(workdir: str | pathlib.Path, frames: int = 8) -> dict:
     results["swap"] = {**result, "step": trained.step}
     write_json_atomic(eval_path, results)
     lines = [
-        f"Swap test at step {trained.step} (PSNR in dB; see jaxhead/disentangle/swap.py)",
+        f"Swap test at step {trained.step} (PSNR in dB; see jaxhead/experiments/swap.py)",
         "",
         "| A | ex of B | jaw | S vs T_swap | S vs T_B | mouth S vs T_swap | mouth S vs T_closed |",
         "|---|---|---|---|---|---|---|",

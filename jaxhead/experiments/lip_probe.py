@@ -7,7 +7,7 @@ that feature could read from it linearly, before any NeRF is trained:
 
 * ``logmel_window``: the log-mel window the audio network (the ``base`` arm) reads, flattened;
 * ``embedding`` / ``pre_activation`` / ``standardized``: the sync stage's frozen audio encoder,
-  read as ``config.sync.features`` does (:func:`jaxhead.nerf.stage.sync_lip_features`).
+  read as ``config.sync.features`` does (:class:`jaxhead.nerf.conditions.LipSource`).
 
 The ridge penalty is chosen per feature by leave-one-group-out cross-validation over the
 training sequences (never on the held-out sentences).
@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from jaxhead.eval.probe import probe_r2, probe_r2_per_dim
-from jaxhead.nerf import stage
+from jaxhead.nerf import conditions as cond
 
 ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 TARGETS = ("jaw_open", "lip_round")
@@ -69,15 +69,17 @@ def lip_feature_probe(config: ml_collections.ConfigDict, sync_workdir: str = "")
     config = config.copy_and_resolve_references()
     with config.unlocked():
         config.sync.init_from = ""
-    train = _frames_arrays(stage.load_frames(config, "train", progress=False), False)
-    val = _frames_arrays(stage.load_frames(config, "val", progress=False), False)
+    plain = cond.LipSource(config)
+    train = _frames_arrays(cond.load_frames(config, "train", plain, progress=False), False)
+    val = _frames_arrays(cond.load_frames(config, "val", plain, progress=False), False)
     readings["logmel_window"] = (train["logmel_window"], val["logmel_window"])
     for kind in SYNC_READINGS if sync_workdir else ():
         with config.unlocked():
             config.sync.init_from = str(sync_workdir)
             config.sync.features = kind
-        lip_train = stage.load_frames(config, "train", progress=False).lip
-        lip_val = stage.load_frames(config, "val", progress=False).lip
+        lip = cond.LipSource(config)  # the training split sets its statistics
+        lip_train = cond.load_frames(config, "train", lip, progress=False).lip
+        lip_val = cond.load_frames(config, "val", lip, progress=False).lip
         readings[kind] = (lip_train, lip_val)
     results = {}
     for name, (x_train, x_val) in readings.items():

@@ -1,0 +1,302 @@
+"""The NeRF stage's configuration: data only, one definition of each block and model size.
+
+* :data:`MODEL_SIZES`: the model sizes (``cpu``: the default, trains on 2 CPU cores; ``smoke``:
+  the few-second plumbing check; ``full``: NeRF's 8x256 field, 64² features -> 512², for GPUs).
+  :class:`HeadNeRFConfig`'s defaults are the ``cpu`` size, :meth:`HeadNeRFConfig.of_size` any.
+* :func:`model_block`, :func:`loss_block`, :func:`sync_block`, :func:`disentangle_block`,
+  :func:`eval_block`: the ``config.model`` / ``.loss`` / ``.sync`` / ``.disentangle`` / ``.eval``
+  blocks of a NeRF config.
+* :func:`nerf_config`: the one NeRF config; ``configs/voca.py`` and ``configs/video.py`` are
+  :func:`voca_config` and :func:`video_config`, which differ only in their data block and in what
+  a monocular video lacks (held-out views, a per-sequence illumination code).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import ml_collections
+
+from jaxhead.data.video_frames import video_frames_config
+from jaxhead.data.voca_frames import voca_frames_config
+from jaxhead.train.config import base_config, parse_arg
+
+# The size fields of ``config.model`` per model size (the rest of the block is shared).
+MODEL_SIZES: dict[str, dict[str, Any]] = {
+    "cpu": dict(
+        width=128, depth=4, skip_layer=2, pos_freqs=6, feature_dim=64, render_size=(32, 32),
+        num_coarse=16, num_fine=16, upsample=4, upsampler_widths=(64, 32),
+        audio_channels=(32, 32, 64, 64),
+    ),
+    "smoke": dict(
+        width=32, depth=2, skip_layer=None, pos_freqs=6, feature_dim=16, render_size=(16, 16),
+        num_coarse=8, num_fine=8, upsample=4, upsampler_widths=(16, 8), audio_channels=(8, 8, 8, 8),
+    ),
+    "full": dict(
+        width=256, depth=8, skip_layer=4, pos_freqs=10, feature_dim=256, render_size=(64, 64),
+        num_coarse=64, num_fine=64, upsample=8, upsampler_widths=(256, 128, 64),
+        audio_channels=(32, 32, 64, 64),
+    ),
+}  # fmt: skip
+_CPU = MODEL_SIZES["cpu"]
+
+VIEW_INPUTS = ("none", "ray", "pose")
+BACKGROUNDS = ("learned", "fixed")
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadNeRFConfig:
+    """Sizes and rendering settings of :class:`jaxhead.nerf.model.HeadNeRF`.
+
+    The size fields default to the ``cpu`` size of :data:`MODEL_SIZES`; :meth:`of_size` gives
+    another. ``condition_dims`` lists the condition vector's parts in concatenation order; paper
+    000 uses ``id, ex, al, ill, lip``; DFA-NeRF (paper 001) uses e.g. ``(("audio_feature", 64),
+    ("blink", 8))`` with ``view_input="pose"``.
+    """
+
+    condition_dims: tuple[tuple[str, int], ...] = (
+        ("id", 32),
+        ("ex", 32),
+        ("al", 32),
+        ("ill", 16),
+        ("lip", 64),
+    )
+    view_input: str = "none"  # none | ray (unit ray direction) | pose (conditions["view"])
+    view_dim: int = 3  # size of conditions["view"] for view_input="pose"
+    # field
+    width: int = _CPU["width"]
+    depth: int = _CPU["depth"]
+    skip_layer: int | None = _CPU["skip_layer"]
+    pos_freqs: int = _CPU["pos_freqs"]
+    view_freqs: int = 4
+    view_width: int = 64
+    feature_dim: int = _CPU["feature_dim"]
+    # volume rendering
+    render_size: tuple[int, int] = _CPU["render_size"]
+    num_coarse: int = _CPU["num_coarse"]
+    num_fine: int = _CPU["num_fine"]
+    bound_center: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    bound_radius: float = 0.2  # scene units: VOCASET/synthetic heads are ~0.25 m across
+    chunk_rays: int = 0
+    background: str = "learned"  # learned | fixed
+    background_color: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    # neural renderer
+    upsample: int = _CPU["upsample"]
+    upsampler_widths: tuple[int, ...] = _CPU["upsampler_widths"]
+    upsample_mode: str = "nearest"
+    # AD-NeRF audio network producing conditions["lip"] from conditions["audio"]
+    audio_net: bool = False
+    audio_dim: int = 1024
+    audio_channels: tuple[int, ...] = _CPU["audio_channels"]
+    # > 0: conditions["lip"] arrives as [B, lip_input_dim] precomputed features (e.g. the sync
+    # stage's frozen audio encoder) and a learned linear map, zero-initialised, projects them to
+    # the "lip" condition's size: the field starts audio-free and learns how much of F_lip to use.
+    lip_input_dim: int = 0
+
+    def __post_init__(self):
+        if self.view_input not in VIEW_INPUTS:
+            raise ValueError(f"view_input {self.view_input!r} must be one of {VIEW_INPUTS}")
+        if self.background not in BACKGROUNDS:
+            raise ValueError(f"background {self.background!r} must be one of {BACKGROUNDS}")
+        names = [name for name, _ in self.condition_dims]
+        if len(set(names)) != len(names):
+            raise ValueError(f"condition_dims has repeated names: {names}")
+        if self.audio_net and "lip" not in names:
+            raise ValueError(
+                "audio_net=True produces the 'lip' condition; add it to condition_dims"
+            )
+        if self.lip_input_dim and (self.audio_net or "lip" not in names):
+            raise ValueError(
+                "lip_input_dim projects precomputed 'lip' features: needs a 'lip' condition and "
+                "audio_net=False"
+            )
+        if self.bound_radius <= 0:
+            raise ValueError(f"bound_radius must be > 0, got {self.bound_radius}")
+
+    @property
+    def condition_dim(self) -> int:
+        return sum(dim for _, dim in self.condition_dims)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return (self.render_size[0] * self.upsample, self.render_size[1] * self.upsample)
+
+    @classmethod
+    def of_size(cls, size: str, **overrides) -> HeadNeRFConfig:
+        """The model of :data:`MODEL_SIZES` ``size`` (``"cpu"``, ``"smoke"``, ``"full"``)."""
+        if size not in MODEL_SIZES:
+            raise ValueError(f"unknown model size {size!r}; known: {sorted(MODEL_SIZES)}")
+        return cls(**{**MODEL_SIZES[size], **overrides})
+
+    @classmethod
+    def full(cls, **overrides) -> HeadNeRFConfig:
+        """GPU-sized: NeRF/AD-NeRF field (8x256, skip at 4, PE 10), 64² features -> 512²."""
+        return cls.of_size("full", **overrides)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> HeadNeRFConfig:
+        """From a plain dict (e.g. ``config.model.to_dict()``); lists become tuples."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown HeadNeRFConfig keys {unknown}; known: {sorted(names)}")
+
+        def freeze(value):
+            if isinstance(value, list | tuple):
+                return tuple(freeze(v) for v in value)
+            return value
+
+        return cls(**{key: freeze(value) for key, value in values.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --- config blocks ------------------------------------------------------------------------------
+
+
+def model_block(size: str = "cpu", **overrides) -> ml_collections.ConfigDict:
+    """The ``config.model`` block at :data:`MODEL_SIZES` ``size``; ``overrides`` replace fields."""
+    if size not in MODEL_SIZES:
+        raise ValueError(f"unknown model size {size!r}; known: {sorted(MODEL_SIZES)}")
+    block = {
+        # Latent code sizes (paper 000: C_id, C_ex, C_al, C_ill); 0 drops a code.
+        "codes": {"id": 32, "ex": 16, "al": 32, "ill": 16},
+        "lip_dim": 32,  # F_lip (audio network or projected sync features); 0: no F_lip
+        "view_input": "none",
+        "bound_radius": 0.2,
+        **MODEL_SIZES[size],
+    }
+    unknown = sorted(set(overrides) - set(block))
+    if unknown:
+        raise KeyError(f"unknown model fields {unknown}; known: {sorted(block)}")
+    block.update(overrides)
+    return ml_collections.ConfigDict(block)
+
+
+def loss_block() -> ml_collections.ConfigDict:
+    """Weights of the loss terms (paper 000 eq. 2 defaults: λ_rec=1, λ_dis=5, λ_v=10)."""
+    return ml_collections.ConfigDict(
+        {
+            "rec": 1.0,
+            "dis": 5.0,
+            "velocity": 10.0,
+            "perceptual": 0.1,  # weight of L_per inside L_rec (VGG or the SSIM fallback)
+            "lowres": 1.0,  # low-resolution RGB photometric term
+            "background": 1.0,  # whole-image photometric term
+            "mask": 0.1,  # accumulation vs head mask
+            "code": 1e-3,  # L2 on the latent codes
+            "vgg_weights": "",  # torchvision vgg16 state dict (.pth / .safetensors / .npz)
+        }
+    )
+
+
+def sync_block(init_from: str = "") -> ml_collections.ConfigDict:
+    """The ``config.sync`` block: F_lip from a trained sync stage (paper 000 fig. 3).
+
+    ``init_from``: a sync-stage workdir (:func:`jaxhead.sync.stage.load_sync_encoder`); empty: no
+    sync module. ``features``: what the NeRF reads from the frozen audio encoder
+    (:mod:`jaxhead.nerf.conditions`): ``"standardized"`` (default: the output layer before the
+    final ReLU, standardised per dimension with the training frames' statistics), ``"embedding"``
+    (the sync embedding itself; ~98 % of its entries are zero on the synthetic data),
+    ``"pre_activation"`` (unstandardised; norms ~40 stall the fit) or ``"normalized"``
+    (standardised per frame). ``projection`` (default on): a learned, zero-initialised linear map
+    of the features to ``config.model.lip_dim``; off: the field reads the features as they are.
+    Measured in docs/nerf_ablation.md.
+    """
+    return ml_collections.ConfigDict(
+        {"init_from": init_from, "features": "standardized", "projection": True}
+    )
+
+
+def disentangle_block(init_from: str = "") -> ml_collections.ConfigDict:
+    """The ``config.disentangle`` block: L_dis against the extractor's reference codes.
+
+    ``init_from``: an ``extractor`` workdir (:func:`jaxhead.disentangle.stage.load_extractor`);
+    empty: no L_dis (the "w/o L_dis" ablation of paper 000 table 2). ``init_codes``: start the
+    NeRF's learnable codes at the extractor's reference codes (paper 000) instead of zeros.
+    """
+    return ml_collections.ConfigDict({"init_from": init_from, "init_codes": True})
+
+
+def eval_block(fit_steps: int, splits: tuple[str, ...]) -> ml_collections.ConfigDict:
+    """``config.eval``: held-out ``splits``; ``fit_steps`` of the held-out ``C_ill`` fit."""
+    return ml_collections.ConfigDict({"fit_steps": fit_steps, "batch_size": 8, "splits": splits})
+
+
+# --- the NeRF config ------------------------------------------------------------------------------
+
+
+def nerf_config(
+    data: ml_collections.ConfigDict, model: ml_collections.ConfigDict, evaluation, size: str
+) -> ml_collections.ConfigDict:
+    """The NeRF stage's config over a data block: loop, optimiser, model, losses, pre-trained
+    stages (none by default) and evaluation; ``size`` sets the training budget of the ``smoke``
+    and ``full`` variants (the data block's own variant settings are the caller's)."""
+    config = base_config(seed=0, steps=2500, log_every=25, checkpoint_every=250, sample_every=500)
+    config.optim.learning_rate = 2e-3
+    config.optim.schedule = "cosine"
+    config.optim.warmup_steps = 50
+    config.optim.grad_clip_norm = 1.0
+    config.data = data
+    # CPU budget (benchmarks/RESULTS.md): one frame pair (2 frames x 32² rays x 32 samples) per
+    # step keeps a step near half a second on 2 cores; use larger batches on accelerators.
+    config.data.batch_size = 1
+    config.model = model
+    config.loss = loss_block()
+    # Pre-trained stages (empty: none). sync: F_lip from the sync stage's frozen audio encoder
+    # (standardised, through a learned projection to lip_dim) instead of the audio network;
+    # disentangle: L_dis (weight loss.dis) against the extractor's reference codes, which also
+    # initialise the codes. model.lip_dim=0 without a sync stage: no F_lip at all.
+    config.sync = sync_block()
+    config.disentangle = disentangle_block()
+    config.eval = evaluation
+    if size == "smoke":
+        config.data.max_frames = 8
+        config.data.resolution, config.data.lr_resolution = 64, 16
+        config.data.batch_size = 2
+        config.train.update(steps=6, log_every=2, checkpoint_every=3, sample_every=0)
+    elif size == "full":
+        config.data.resolution, config.data.lr_resolution = 512, 64
+        config.data.batch_size = 8
+        config.train.update(steps=200_000, checkpoint_every=2000, sample_every=5000)
+        config.optim.learning_rate = 5e-4
+    return config
+
+
+def _size(arg: str | None) -> str:
+    variant = parse_arg(arg, smoke=False, full=False)
+    if variant.smoke and variant.full:
+        raise ValueError("choose one of the variants smoke and full")
+    return "smoke" if variant.smoke else "full" if variant.full else "cpu"
+
+
+def voca_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """``configs/voca.py``: VOCASET-format data (the embedded synthetic set by default)."""
+    size = _size(arg)
+    data = voca_frames_config()
+    config = nerf_config(data, model_block(size), eval_block(30, ("val", "val_views")), size)
+    if size == "smoke":
+        config.data.synthetic.update({"identities": 2, "sequences": 2, "seconds": 1.0})
+        config.data.supersample = 1
+        config.eval.fit_steps = 2
+    elif size == "full":
+        config.data.synthetic.update({"identities": 8, "sequences": 8, "seconds": 6.0})
+    config.lock()
+    return config
+
+
+def video_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """``configs/video.py``: one preprocessed talking-head video."""
+    size = _size(arg)
+    # One video is one identity and one sequence: C_ill would be a single constant vector (and
+    # would have to be re-fitted on the held-out part), so it is dropped. The frames are scaled so
+    # the crop's half side at the head is data.scene_radius (0.2): the bounding sphere holds what
+    # the crop shows, with a margin for depth.
+    model = model_block(size, codes={"id": 32, "ex": 16, "al": 32, "ill": 0}, bound_radius=0.22)
+    # No C_ill to fit on the held-out part (fit_steps is unused); one held-out split.
+    config = nerf_config(video_frames_config(), model, eval_block(0, ("val",)), size)
+    config.lock()
+    return config

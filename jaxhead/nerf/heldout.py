@@ -1,0 +1,171 @@
+"""The held-out protocol of the NeRF stage: one definition, used by the evaluation during training
+(:mod:`jaxhead.nerf.stage`) and by the metric suite (:mod:`jaxhead.nerf.evaluate`).
+
+Frames of a held-out sentence (or of a video's held-out end) have no expression code of their own
+and their sequence has no illumination code: :func:`heldout_codes` gives them their identity's
+``C_id`` / ``C_al``, the mean training ``C_ex`` (the mouth follows F_lip) and a zero ``C_ill``,
+which :func:`render_heldout` fits on the sequence's first frame with the network frozen (the
+latent-optimisation protocol of GLO / NeRF-W); that frame is excluded from the scores
+(:attr:`HeldOut.scored`). :func:`score_heldout` gives PSNR / SSIM (:mod:`jaxhead.eval.image`)
+and the lip region (:mod:`jaxhead.eval.lip`) of the scored frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+from PIL import Image
+
+from jaxhead.eval import image as image_lib
+from jaxhead.eval.lip import lip_region_frame, lip_region_summary
+from jaxhead.nerf.step import NeRFSetup, Renderer
+
+RENDER_KEYS = ("c2w", "intrinsics", "blink")  # plus "audio" or "lip": the audio conditioning
+
+
+def render_keys(setup: NeRFSetup) -> tuple[str, ...]:
+    """The frame entries the renderer reads: camera, blink and the audio conditioning."""
+    return RENDER_KEYS + (("lip",) if setup.lip == "sync" else ("audio",))
+
+
+def heldout_codes(setup: NeRFSetup, tables: dict, identity: int) -> dict[str, np.ndarray]:
+    """``[1, dim]`` codes of a held-out frame of ``identity``: its ``id`` / ``al``; ``ex`` the
+    mean training expression (the frame has none of its own: the mouth follows F_lip); ``ill``
+    zero (to be fitted on the sequence's first frame). ``tables``: ``{name: [rows, dim]}``."""
+    base = {}
+    for name, (_, dim) in setup.code_sizes.items():
+        if name in ("id", "al"):
+            base[name] = np.asarray(tables[name][identity][None], np.float32)
+        elif name == "ex":
+            base[name] = np.asarray(np.mean(tables[name], axis=0, keepdims=True), np.float32)
+        else:
+            base[name] = np.zeros((1, dim), np.float32)
+    return base
+
+
+def render_frames(
+    renderer: Renderer, params, frames: dict, codes: dict, batch: int = 8, progress: bool = False
+) -> np.ndarray:
+    """``[T, H, W, 3]`` renders of ``frames`` (stacked :func:`render_keys` arrays) with per-frame
+    ``codes`` (``{name: [T, dim]}``), ``batch`` frames per call: the last chunk is padded to the
+    batch size, so every call has one compiled shape."""
+    total = len(frames["c2w"])
+    out = []
+    starts = range(0, total, batch)
+    for start in tqdm.tqdm(starts, desc="render", leave=False, disable=not progress):
+        idx = np.arange(start, min(start + batch, total))
+        idx = np.concatenate([idx, np.repeat(idx[-1:], batch - len(idx))])
+        chunk = {k: jnp.asarray(v[idx]) for k, v in frames.items()}
+        chunk_codes = {k: jnp.asarray(v[idx]) for k, v in codes.items()}
+        image = renderer(params, chunk, chunk_codes)["image"]
+        out.append(np.asarray(image)[: min(batch, total - start)])
+    return np.concatenate(out)
+
+
+@dataclasses.dataclass
+class HeldOut:
+    """One held-out sequence rendered with the held-out protocol.
+
+    ``pred`` / ``truth``: ``[T, H, W, 3]`` in [0, 1]; ``scored``: ``[T]`` bool, False for the
+    frame ``C_ill`` was fitted on; ``frames``: the conditioning rendered with
+    (:func:`render_keys`); ``landmarks``: ``[T, 68, 2]`` true landmarks (pixels); ``openings``:
+    ``[T]`` true jaw opening where the data has it (synthetic), else None; ``codes``: the codes
+    rendered with (``[T, dim]``).
+    """
+
+    rows: np.ndarray
+    pred: np.ndarray
+    truth: np.ndarray
+    scored: np.ndarray
+    frames: dict
+    landmarks: np.ndarray
+    openings: np.ndarray | None
+    codes: dict
+
+
+def true_openings(data_kind: str, items: list[dict]) -> np.ndarray | None:
+    """The frames' true jaw opening (``expression[0]`` of the synthetic generator's factors), or
+    None where the data has none: videos, and VOCASET-format data without factors (whose
+    expression entries are all zero)."""
+    if data_kind != "voca" or not items or "expression" not in items[0]:
+        return None
+    values = np.asarray([item["expression"][0] for item in items], np.float64)
+    return values if np.any(values != 0.0) else None
+
+
+def render_heldout(
+    renderer: Renderer,
+    setup: NeRFSetup,
+    params,
+    tables: dict,
+    source,
+    rows: np.ndarray,
+    *,
+    fit_steps: int,
+    batch: int,
+    data_kind: str,
+    replace: dict | None = None,
+) -> HeldOut:
+    """Renders held-out ``rows`` (one sequence of ``source``) with the held-out protocol.
+
+    ``replace``: per-frame arrays that replace the sequence's own (e.g. a generated pose's
+    ``c2w`` and ``blink``), ``[T, ...]``.
+    """
+    rows = np.asarray(rows)
+    items = [source[int(r)] for r in rows]
+    base = heldout_codes(setup, tables, int(items[0]["identity"]))
+    keys = render_keys(setup)
+    fitted = "ill" in base and fit_steps > 0
+    if fitted:
+        first = {k: jnp.asarray(np.asarray(items[0][k])[None]) for k in keys + ("image",)}
+        codes = {k: jnp.asarray(v) for k, v in base.items()}
+        base["ill"] = np.asarray(renderer.fit_illumination(params, first, codes, fit_steps))
+    codes = {k: np.repeat(v, len(rows), 0).astype(np.float32) for k, v in base.items()}
+    frames = {k: np.stack([item[k] for item in items]).astype(np.float32) for k in keys}
+    for key, value in (replace or {}).items():
+        frames[key] = np.asarray(value, np.float32)[: len(rows)]
+    pred = render_frames(renderer, params, frames, codes, batch=batch)
+    truth = np.stack([item["image"] for item in items]).astype(np.float32)
+    scored = np.ones(len(rows), bool)
+    if fitted and len(rows) > 1:
+        scored[0] = False
+    landmarks = np.stack([item["landmarks"] for item in items]).astype(np.float32)
+    openings = true_openings(data_kind, items)
+    return HeldOut(rows, pred, truth, scored, frames, landmarks, openings, codes)
+
+
+def score_heldout(held: list[HeldOut]) -> dict:
+    """PSNR / SSIM over the scored frames of held-out sequences (per-frame means,
+    :func:`jaxhead.eval.image.image_metrics`) and their lip region
+    (:func:`jaxhead.eval.lip.lip_region_summary`)."""
+    pred = np.concatenate([h.pred[h.scored] for h in held])
+    truth = np.concatenate([h.truth[h.scored] for h in held])
+    scores = image_lib.image_metrics(pred, truth)
+    lips = [
+        [
+            lip_region_frame(
+                h.pred[t], h.truth[t], h.landmarks[t],
+                None if h.openings is None else h.openings[t],
+            )
+            for t in np.nonzero(h.scored)[0]
+        ]
+        for h in held
+    ]  # fmt: skip
+    return {
+        "psnr": scores["psnr"],
+        "ssim": scores["ssim"],
+        **lip_region_summary(lips),
+        "frames": scores["frames"],
+    }
+
+
+def save_grid(path: pathlib.Path, pairs) -> None:
+    """Rendered | true image pairs, one pair per row, as one PNG."""
+    rows = [np.concatenate([pred, gt], axis=1) for pred, gt in pairs]
+    grid = np.clip(np.concatenate(rows, axis=0), 0.0, 1.0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((grid * 255).round().astype(np.uint8)).save(path)

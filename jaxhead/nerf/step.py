@@ -1,0 +1,288 @@
+"""The NeRF stage's compiled functions: the train step and the renderer (paper 000 secs. 3.2-3.3).
+
+* :class:`NeRFSetup`: the static shapes the step closes over; :func:`build_models` makes the
+  modules (:class:`jaxhead.nerf.model.HeadNeRF` and the latent code tables);
+* :func:`make_train_step`: ``train_step(state, batch[, constants]) -> (state, metrics)`` with
+  ``L = λ_rec (L_per + L_pho) + λ_dis L_dis + λ_v L_v`` (paper 000 eq. 2; the terms are
+  :mod:`jaxhead.nerf.losses`), compiled by the shared loop with explicit shardings;
+* :class:`Renderer`: the render function and the held-out illumination fit, each compiled once
+  per run with the parameters as arguments (rendering any number of sequences or drives of the
+  same batch shape traces once).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+
+from jaxhead.eval.image import psnr_from_mse
+from jaxhead.nerf import losses as nerf_losses
+from jaxhead.nerf.conditions import LipSource, RunConditions, init_from
+from jaxhead.nerf.config import HeadNeRFConfig
+from jaxhead.nerf.model import HeadNeRF, LatentCodes
+from jaxhead.train.state import TrainState, tree_l2
+
+BATCH_KEYS = (
+    "image", "image_lr", "mask", "mask_lr", "intrinsics", "c2w", "audio", "blink", "identity",
+    "sequence_index", "row",
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class NeRFSetup:
+    """What the stage's pure functions close over: static shapes and module graph definitions.
+
+    ``lip``: where F_lip comes from: ``"audio_net"`` (the AD-NeRF-style audio network over each
+    frame's log-mel window, trained with the NeRF), ``"sync"`` (the frozen audio encoder of the
+    sync stage, ``config.sync.init_from``; frames carry a precomputed ``lip`` entry) or
+    ``"none"`` (``config.model.lip_dim=0`` without a sync stage: no F_lip, the audio does not
+    reach the field; paper 000 table 2's "w/o sync module").
+    ``disentangle``: whether the train step adds L_dis against the extractor's reference codes.
+    """
+
+    model_config: HeadNeRFConfig
+    code_sizes: dict
+    num_train_frames: int
+    seed: int
+    lip: str = "audio_net"
+    disentangle: bool = False
+
+
+def model_config_from(
+    config: ml_collections.ConfigDict, audio_dim: int, sync_dim: int = 0
+) -> HeadNeRFConfig:
+    """The field's condition layout; ``sync_dim > 0``: F_lip comes from the sync stage's
+    features: as they are, or with ``config.sync.projection`` through a learned linear map to
+    ``config.model.lip_dim`` (zero-initialised, :class:`HeadNeRFConfig` ``lip_input_dim``)."""
+    values = config.model.to_dict()
+    codes = values.pop("codes")
+    lip_dim = values.pop("lip_dim")
+    project = bool(sync_dim) and bool(config.sync.get("projection", False))
+    condition_dims = [(name, dim) for name, dim in codes.items() if dim > 0]
+    if sync_dim or lip_dim > 0:
+        condition_dims.append(("lip", lip_dim if project or not sync_dim else sync_dim))
+    condition_dims.append(("blink", 1))
+    values.update(
+        condition_dims=tuple(condition_dims),
+        audio_net=not sync_dim and lip_dim > 0,
+        audio_dim=audio_dim,
+        lip_input_dim=sync_dim if project else 0,
+    )
+    return HeadNeRFConfig.from_dict(values)
+
+
+def make_setup(
+    config: ml_collections.ConfigDict, run: RunConditions, lip: LipSource
+) -> tuple[NeRFSetup, tuple]:
+    """``(setup, graphdefs)`` of a NeRF config over its training data's counts (``run``) and
+    its F_lip source (``lip``); nothing is computed from the data here."""
+    sync_dim = lip.dim if lip.kind == "sync" else 0
+    model_config = model_config_from(config, run.audio_dim, sync_dim)
+    sizes = {"id": run.num_identities, "al": run.num_identities, "ill": run.num_sequences,
+             "ex": run.num_frames}  # fmt: skip
+    code_sizes = {
+        name: (sizes[name], int(dim)) for name, dim in config.model.codes.items() if dim > 0
+    }
+    setup = NeRFSetup(
+        model_config, code_sizes, run.num_frames, int(config.seed),
+        lip="sync" if sync_dim else ("audio_net" if model_config.audio_net else "none"),
+        disentangle=bool(init_from(config, "disentangle")),
+    )  # fmt: skip
+    nerf, codes = nnx.eval_shape(lambda: build_models(setup, config.seed))
+    return setup, (nnx.graphdef(nerf), nnx.graphdef(codes))
+
+
+def param_dict(nerf: HeadNeRF, codes: LatentCodes) -> dict:
+    """The trained parameters of the two modules as one plain pytree."""
+    return {
+        "nerf": nnx.to_pure_dict(nnx.state(nerf, nnx.Param)),
+        "codes": nnx.to_pure_dict(nnx.state(codes, nnx.Param)),
+    }
+
+
+def frame_keys(setup: NeRFSetup) -> tuple[str, ...]:
+    """The keys of a frame that the train step and the renderer read."""
+    return BATCH_KEYS + (("lip",) if setup.lip == "sync" else ())
+
+
+def build_models(setup: NeRFSetup, seed: int) -> tuple[HeadNeRF, LatentCodes]:
+    rngs = nnx.Rngs(seed)
+    nerf = HeadNeRF(setup.model_config, rngs=rngs)
+    codes = LatentCodes(setup.code_sizes, init_std=0.0, rngs=rngs)
+    return nerf, codes
+
+
+def code_indices(batch: Mapping[str, jax.Array], sizes: Mapping) -> dict:
+    """Which table row each code of each frame uses (paper 000: id/al per identity, ...)."""
+    source = {
+        "id": batch["identity"],
+        "al": batch["identity"],
+        "ill": batch["sequence_index"],
+        "ex": batch["row"],
+    }
+    return {name: source[name] for name in sizes}
+
+
+def conditions_for(codes: dict, batch: Mapping[str, jax.Array]) -> dict:
+    """The field's conditions of a batch: codes, F_lip (``lip``, or the ``audio`` window of the
+    model's audio network) and the blink signal."""
+    out = dict(codes)
+    if "lip" in batch:
+        out["lip"] = batch["lip"].reshape(batch["lip"].shape[0], -1)
+    else:
+        audio = batch["audio"]
+        out["audio"] = audio.reshape(audio.shape[0], -1, audio.shape[-1])
+    out["blink"] = batch["blink"].reshape(-1, 1)
+    return out
+
+
+def make_train_step(
+    setup: NeRFSetup, graphdefs, tx: optax.GradientTransformation, weights, vgg_graphdef=None
+):
+    """``train_step(state, batch[, constants]) -> (state, metrics)`` over pairs ``[B, 2, ...]``.
+
+    ``constants`` (the loop's ``Task.constants``, replicated, never trained): ``{"vgg": frozen
+    VGG16 parameters}`` when ``vgg_graphdef`` is given (the VGG perceptual loss; else the SSIM
+    fallback) and ``{"ref": reference code tables}`` with ``setup.disentangle`` (L_dis, paper
+    000 eq. 6).
+    """
+    nerf_def, codes_def = graphdefs
+    base_key = jax.random.key(setup.seed)
+
+    def train_step(state: TrainState, batch: Mapping[str, jax.Array], constants=None):
+        constants = constants or {}
+        features_fn = None
+        if vgg_graphdef is not None:
+            vgg_params = constants["vgg"]
+            features_fn = lambda images: nnx.merge(vgg_graphdef, vgg_params)(images)  # noqa: E731
+
+        key = jax.random.fold_in(base_key, state.step)
+        pairs = batch["image"].shape[0]
+        frames = jax.tree.map(lambda x: x.reshape((pairs * 2,) + x.shape[2:]), batch)
+
+        def loss_fn(params):
+            nerf = nnx.merge(nerf_def, params["nerf"])
+            codes = nnx.merge(codes_def, params["codes"])
+            indices = code_indices(frames, setup.code_sizes)
+            code_values = codes(indices)
+            cameras = {"c2w": frames["c2w"], "intrinsics": frames["intrinsics"]}
+            out = nerf(cameras, conditions_for(code_values, frames), key)
+            terms = nerf_losses.reconstruction_losses(out, frames, features_fn)
+            # Paper 000 eq. 7 over each (j-1, j) pair.
+            pred = out["image"].reshape((pairs, 2) + out["image"].shape[1:])
+            target = batch["image"]
+            terms["velocity"] = jnp.mean(jax.vmap(nerf_losses.velocity_loss)(pred, target))
+            terms["code"] = sum(jnp.mean(jnp.square(v)) for v in code_values.values())
+            dis = 0.0
+            if setup.disentangle:
+                ref = {k: jnp.take(constants["ref"][k], indices[k], axis=0) for k in indices}
+                terms["dis"] = nerf_losses.disentangle_loss(
+                    code_values, ref, dict.fromkeys(code_values, 1.0)
+                )
+                dis = weights.dis * terms["dis"]
+            rec = (
+                terms["pho"]
+                + weights.background * terms["whole"]
+                + (weights.lowres * terms["lowres"] + weights.perceptual * terms["per"])
+            )
+            total = (
+                weights.rec * rec
+                + weights.velocity * terms["velocity"]
+                + weights.mask * terms["mask"]
+                + weights.code * terms["code"]
+                + dis
+            )
+            return total, (terms, out)
+
+        (loss, (terms, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        new_state, updates = state.apply_gradients(grads, tx)
+        mse = jnp.mean(jnp.square(out["image"] - frames["image"]))
+        metrics = {
+            "loss": loss,
+            "psnr": psnr_from_mse(mse),
+            **{f"loss_{k}": v for k, v in terms.items()},
+        }
+        metrics.update(
+            l2_grads=tree_l2(grads),
+            l2_params=tree_l2(new_state.params),
+            l2_updates=tree_l2(updates),
+        )
+        return new_state, metrics
+
+    return train_step
+
+
+class Batches:
+    """The grain pipeline's iterator with its state (resumable) for the shared loop."""
+
+    def __init__(self, pipeline, keys=None):
+        self._pipeline = pipeline
+        self._it = iter(pipeline)
+        self._keys = keys or BATCH_KEYS
+
+    def __next__(self):
+        batch = next(self._it)
+        return {k: batch[k] for k in self._keys}
+
+    def get_state(self) -> dict:
+        return self._it.get_state()
+
+    def set_state(self, state: dict) -> None:
+        self._it.set_state(state)
+
+
+def make_render_fn(graphdefs) -> Callable:
+    """Pure ``(params, frames, code_values) -> model outputs`` (deterministic sampling); jit it
+    once (:class:`Renderer`)."""
+    nerf_def, _ = graphdefs
+
+    def render(params, frames, code_values):
+        nerf = nnx.merge(nerf_def, params["nerf"])
+        cameras = {"c2w": frames["c2w"], "intrinsics": frames["intrinsics"]}
+        return nerf(cameras, conditions_for(code_values, frames), None)
+
+    return render
+
+
+class Renderer:
+    """The render function and the illumination fit of one run, each jitted once.
+
+    ``render_fn``: :func:`make_render_fn` of the run's graphs. :meth:`fit_illumination` fits a
+    sequence's ``ill`` code on one frame with the network frozen (the latent-optimisation protocol
+    of GLO / NeRF-W) with Adam at ``fit_lr``; its step is compiled once and reused for every
+    sequence (parameters, frame and codes are arguments, not constants of the program).
+    """
+
+    def __init__(self, render_fn: Callable, fit_lr: float = 0.05):
+        self.render = jax.jit(render_fn)
+        self._tx = optax.adam(fit_lr)
+        tx = self._tx
+
+        def fit_step(params, frame, codes, ill, opt_state):
+            def loss(ill):
+                out = render_fn(params, frame, {**codes, "ill": ill})
+                return jnp.mean(jnp.square(out["image"] - frame["image"]))
+
+            value, grad = jax.value_and_grad(loss)(ill)
+            updates, opt_state = tx.update(grad, opt_state)
+            return optax.apply_updates(ill, updates), opt_state, value
+
+        self._fit_step = jax.jit(fit_step)
+
+    def __call__(self, params, frames, code_values):
+        return self.render(params, frames, code_values)
+
+    def fit_illumination(self, params, frame, codes, steps: int) -> jax.Array:
+        """``[1, dim]`` ``ill`` code fitted to ``frame`` (``[1, ...]`` arrays), starting from
+        ``codes["ill"]``."""
+        ill = codes["ill"]
+        opt_state = self._tx.init(ill)
+        for _ in range(steps):
+            ill, opt_state, _ = self._fit_step(params, frame, codes, ill, opt_state)
+        return ill
