@@ -1,14 +1,28 @@
 """jaxhead: audio-driven 3D talking heads with neural radiance fields, in JAX/Flax.
 
-Subpackages keep the split "pure math / modules / plumbing / entry points" visible:
+The package is a house of floors; a module imports only from its own floor or the floors below
+it, never from above, and no two modules import each other (``tests/test_floors.py`` parses every
+import, function-local ones included, and fails on an upward or circular one). Bottom up:
 
-- ``jaxhead.nerf``: rays, sampling, volume rendering, encodings (pure); field + upsampler (modules).
-- ``jaxhead.sync``: audio & lip encoders (modules); InfoNCE / BCE losses (pure).
-- ``jaxhead.gpvae``: Cauchy kernel, GP prior, KL (pure); Transformer VAE (modules).
-- ``jaxhead.audio``: audio I/O, MFCC / log-mel in JAX, HuBERT in Flax.
-- ``jaxhead.data``: synthetic generator, VOCASET reader + renderer, video datasets, pipelines.
-- ``jaxhead.train``: mesh & sharding, checkpoints, optimizers, the shared loop, metrics.
-- ``jaxhead.eval``: metrics.
+1. ``jaxhead.numerics`` (safe norms and similarities), ``jaxhead.face`` (landmark layouts, index
+   sets, the eye-aspect ratio), ``jaxhead.pretrained`` (published networks and the readers of
+   their weight files), ``jaxhead.train`` (mesh, sharding, checkpoints, restore, optimisers, the
+   shared loop), ``jaxhead.audio`` (audio I/O, MFCC / log-mel, HuBERT).
+2. ``jaxhead.data``: the synthetic generator, the VOCASET reader and renderer, video datasets,
+   frame caches, input pipelines.
+3. ``jaxhead.sync`` (audio-lip sync stage), ``jaxhead.gpvae`` (pose / blink generator),
+   ``jaxhead.preprocess`` (video -> dataset folder).
+4. ``jaxhead.eval``: metrics only (PSNR / SSIM, lip region, LMD, LPIPS, FID, probes, Face Mesh).
+5. ``jaxhead.disentangle``: latent-code extractor and landmark autoencoder.
+6. ``jaxhead.nerf``: the head NeRF. Inside it, bottom up: ``config`` (data-only blocks) ->
+   ``encoding`` / ``rays`` / ``render`` / ``losses`` / ``perceptual`` (pure math) -> ``field`` /
+   ``upsampler`` / ``model`` (modules) -> ``conditions`` (computed once into the data or the run)
+   -> ``step`` (train step, renderer) -> ``heldout`` (the one held-out protocol) -> ``stage``
+   (task assembly) -> ``poses`` / ``render_video`` / ``evaluate`` (rendering, the metric suite).
+7. ``jaxhead.experiments``: research that uses the stages and is never used by them (swap test,
+   probes, ablations).
+
+``configs/`` and ``scripts/`` sit above all of it. docs/architecture.md says why.
 """
 
 __version__ = "0.1.0"
