@@ -14,6 +14,7 @@ with the truth. A metric that cannot be computed is recorded with its reason, ne
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 from typing import Any
@@ -72,19 +73,24 @@ def _mean_over(records: list[dict], key: str, weights: list[int]) -> float:
     return float(np.average(values, weights=np.asarray(weights, np.float64)))
 
 
-def evaluate_split(
-    trained: Trained,
-    split: str,
-    *,
-    mediapipe_python: str | None = None,
-    sync_workdir: str | None = None,
-    lpips: dict | None = None,
-    syncnet_weights: str | None = None,
-    pose_from: str = "source",
-    gpvae_workdir: str | None = None,
-    seed: int = 0,
-    traces: dict | None = None,
-) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    """What the metric suite uses beyond the run: ``mediapipe_python`` (a MediaPipe interpreter
+    for Face Mesh), ``sync_workdir`` (the sync stage that scores lip sync; default the run's),
+    ``lpips`` (``{"net", "trunk", "lin"}`` weight paths), ``syncnet_weights``, ``pose_from``
+    (``"source"``: the true pose; ``"gpvae"``: generated from the held-out audio by the GP-VAE of
+    ``gpvae_workdir``) and the generator's ``seed``."""
+
+    mediapipe_python: str | None = None
+    sync_workdir: str | None = None
+    lpips: dict | None = None
+    syncnet_weights: str | None = None
+    pose_from: str = "source"
+    gpvae_workdir: str | None = None
+    seed: int = 0
+
+
+def evaluate_split(trained: Trained, split: str, suite: Suite, traces: dict | None = None) -> dict:
     """The metric suite on one held-out split (module docstring); ``traces`` receives the
     per-frame series the plots show."""
     config = trained.config
@@ -92,16 +98,17 @@ def evaluate_split(
     source, sequences = heldout_sequences(trained, split)
     pose_blinks = [None] * len(sequences)
     generated = []
-    if pose_from == "gpvae":
-        if not gpvae_workdir:
+    if suite.pose_from == "gpvae":
+        if not suite.gpvae_workdir:
             raise ValueError("pose_from='gpvae' needs gpvae_workdir (a trained GP-VAE run)")
         for j, rows in enumerate(sequences):
             audio = cond.sequence_audio(config, source, rows)
             if audio is None:
                 raise ValueError(f"split {split!r}: no audio track to drive the GP-VAE with")
             pose, blink = generate_pose_blink(
-                gpvae_workdir, audio=audio, num_frames=len(rows), fps=fps, seed=seed + j
-            )
+                suite.gpvae_workdir, audio=audio, num_frames=len(rows), fps=fps,
+                seed=suite.seed + j,
+            )  # fmt: skip
             pose_blinks[j] = (pose, blink)
             generated.append(pose)
 
@@ -112,18 +119,18 @@ def evaluate_split(
     audios = [cond.sequence_audio(config, source, h.rows) for h in held]
     pred = np.concatenate([h.pred[h.scored] for h in held])
     truth = np.concatenate([h.truth[h.scored] for h in held])
-    result: dict[str, Any] = {"pose": pose_from, "sequences": len(held)}
+    result: dict[str, Any] = {"pose": suite.pose_from, "sequences": len(held)}
     if traces is not None:
         traces["fps"] = fps
 
-    if pose_from == "source":
+    if suite.pose_from == "source":
         # Self-reconstruction: the held-out frames with their true audio, pose and blinks.
         # PSNR / SSIM and the lip region of paper 000 table 2: the held-out protocol's scores.
         result.update(score_heldout(held))
         per_frame = np.asarray(image_lib.psnr(pred, truth))
         if traces is not None:
             traces["psnr"] = per_frame
-        lpips = lpips or {}
+        lpips = suite.lpips or {}
         if lpips.get("trunk"):
             result["lpips"] = lpips_lib.compute_lpips(
                 pred, truth, lpips.get("net", "alex"), lpips["trunk"], lpips.get("lin")
@@ -162,18 +169,18 @@ def evaluate_split(
 
     # Face Mesh: LMD, mouth opening, blinks from the eye-aspect ratio, our sync model.
     try:
-        pred_points = [face_mesh(h.pred, mediapipe_python) for h in held]
-        truth_points = [face_mesh(h.truth, mediapipe_python) for h in held]
+        pred_points = [face_mesh(h.pred, suite.mediapipe_python) for h in held]
+        truth_points = [face_mesh(h.truth, suite.mediapipe_python) for h in held]
     except FaceMeshUnavailable as error:
         reason = str(error)
         result["lmd"] = not_computed("lmd_px", reason)
         blinks["rendered_ear"] = not_computed("blinks_per_second", reason)
         result["sync"] = not_computed("confidence", reason)
     else:
-        result["lmd"] = _lmd(held, pred_points, truth_points, pose_from)
+        result["lmd"] = _lmd(held, pred_points, truth_points, suite.pose_from)
         blinks.update(_ear_blinks(held, pred_points, truth_points, fps))
         result["sync"] = _sync(
-            config, held, audios, pred_points, truth_points, sync_workdir, fps, split
+            config, held, audios, pred_points, truth_points, suite.sync_workdir, fps, split
         )
         if traces is not None:
             traces["mouth_pred"] = np.concatenate([mouth_opening(p) for p in pred_points])
@@ -185,7 +192,7 @@ def evaluate_split(
             "syncnet_python's front-end (S3FD face crops, python_speech_features MFCCs) is not "
             "ported, so its published confidence cannot be reproduced from the weights alone",
         )
-        if syncnet_weights
+        if suite.syncnet_weights
         else not_computed("syncnet_confidence", "weights not configured")
     )
     return result
@@ -258,6 +265,14 @@ def _sync(config, held, audios, pred_points, truth_points, sync_workdir, fps, sp
     return out
 
 
+# panel -> (y label, ((trace key, legend label), ...))
+_PANELS = {
+    "psnr": ("PSNR (dB)", (("psnr", None),)),
+    "mouth": ("mouth opening / IOD", (("mouth_truth", "truth"), ("mouth_pred", "rendered"))),
+    "blink": ("blink", (("blink_truth", "truth (data)"), ("blink_driving", "driving"))),
+}
+
+
 def plot_traces(path: pathlib.Path, traces: dict, title: str) -> pathlib.Path | None:
     """Per-frame PSNR, mouth opening (rendered vs truth) and blink traces as one PNG."""
     import matplotlib
@@ -271,23 +286,13 @@ def plot_traces(path: pathlib.Path, traces: dict, title: str) -> pathlib.Path | 
     fps = traces.get("fps", 25.0)
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.2 * len(panels)), squeeze=False)
     for ax, panel in zip(axes[:, 0], panels, strict=True):
-        if panel == "psnr":
-            y = traces["psnr"]
-            ax.plot(np.arange(len(y)) / fps, y, lw=1)
-            ax.set_ylabel("PSNR (dB)")
-        elif panel == "mouth":
-            for key, label in (("mouth_truth", "truth"), ("mouth_pred", "rendered")):
-                if key in traces:
-                    y = traces[key]
-                    ax.plot(np.arange(len(y)) / fps, y, lw=1, label=label)
-            ax.set_ylabel("mouth opening / IOD")
-            ax.legend(fontsize=7, loc="upper right")
-        else:
-            for key, label in (("blink_truth", "truth (data)"), ("blink_driving", "driving")):
-                if key in traces:
-                    y = traces[key]
-                    ax.plot(np.arange(len(y)) / fps, y, lw=1, label=label)
-            ax.set_ylabel("blink")
+        ylabel, series = _PANELS[panel]
+        for key, label in series:
+            if key in traces:
+                y = traces[key]
+                ax.plot(np.arange(len(y)) / fps, y, lw=1, label=label)
+        ax.set_ylabel(ylabel)
+        if len(series) > 1:
             ax.legend(fontsize=7, loc="upper right")
     axes[-1, 0].set_xlabel("seconds (held-out frames, concatenated)")
     axes[0, 0].set_title(title, fontsize=9)
@@ -298,21 +303,13 @@ def plot_traces(path: pathlib.Path, traces: dict, title: str) -> pathlib.Path | 
     return path
 
 
-def evaluate_workdir(
-    workdir: str | pathlib.Path,
-    splits=None,
-    *,
-    mediapipe_python: str | None = None,
-    sync_workdir: str | None = None,
-    lpips: dict | None = None,
-    syncnet_weights: str | None = None,
-    pose_from: str = "source",
-    gpvae_workdir: str | None = None,
-    seed: int = 0,
-) -> dict:
-    """Re-scores a NeRF run on its held-out splits; merges into ``eval.json``, writes ``eval.md``
-    and ``samples/eval_<split>_traces.png``. ``splits``: default ``config.eval.splits`` (else
-    ``val`` and ``val_views``). Returns the merged results plus ``"table"`` (the markdown)."""
+def evaluate_workdir(workdir: str | pathlib.Path, splits=None, **suite) -> dict:
+    """Re-scores a NeRF run on its held-out splits with the :class:`Suite` of ``suite``; merges
+    into ``eval.json``, writes ``eval.md`` and ``samples/eval_<split>_traces.png``. ``splits``:
+    default ``config.eval.splits`` (else ``val`` and ``val_views``). Returns the merged results
+    plus ``"table"`` (the markdown)."""
+    suite = Suite(**suite)
+    pose_from = suite.pose_from
     workdir = pathlib.Path(workdir)
     trained = load_trained(workdir)
     if splits is None:
@@ -321,11 +318,7 @@ def evaluate_workdir(
     for split in splits:
         traces: dict = {}
         key = split if pose_from == "source" else f"{split}_{pose_from}_pose"
-        scores[key] = evaluate_split(
-            trained, split, mediapipe_python=mediapipe_python, sync_workdir=sync_workdir,
-            lpips=lpips, syncnet_weights=syncnet_weights, pose_from=pose_from,
-            gpvae_workdir=gpvae_workdir, seed=seed, traces=traces,
-        )  # fmt: skip
+        scores[key] = evaluate_split(trained, split, suite, traces)
         plot = plot_traces(
             workdir / "samples" / f"eval_{key}_traces.png", traces, f"{workdir.name}: {key}"
         )
