@@ -7,8 +7,9 @@
 
 Two field sizes:
 
-* ``default``: the CPU default of ``jaxhead.nerf.model.HeadNeRFConfig`` (4x128 MLP with a skip,
-  PE 6, 176-dim condition, 256 feature channels, 24 coarse + 24 fine samples per ray);
+* ``default``: the field these benchmarks have always measured (4x128 MLP with a skip, PE 6,
+  176-dim condition, 256 feature channels, 24 coarse + 24 fine samples per ray; the stage's
+  ``cpu`` model size, ``jaxhead.nerf.config.MODEL_SIZES``, has 64 channels and 16 + 16 samples);
 * ``adnerf``: an AD-NeRF-sized field (8x256 with a skip at 4 and a 128-wide view branch, PE 10/4,
   64-dim audio condition, RGB output, 64 coarse + 128 fine samples per ray).
 
@@ -263,7 +264,11 @@ def jax_render(size: int, steps_time: float, repeats: int, with_upsampler: bool)
     from jaxhead.nerf.model import HeadNeRF
 
     low = size // UPSAMPLE
+    m = MODELS["default"]
     config = HeadNeRFConfig(
+        feature_dim=m["feature_dim"],
+        num_coarse=m["num_coarse"],
+        num_fine=m["num_fine"],
         render_size=(low, low),
         upsample=UPSAMPLE,
         chunk_rays=RENDER_CHUNK if low * low > 4096 else 0,
@@ -475,8 +480,8 @@ def torch_render(size: int, steps_time: float, repeats: int) -> dict:
     from jaxhead.nerf.config import HeadNeRFConfig
 
     torch, TorchField, render = torch_modules()
-    config = HeadNeRFConfig()
-    m = dict(MODELS["default"], num_coarse=config.num_coarse, num_fine=config.num_fine)
+    config = HeadNeRFConfig()  # the bounding sphere of the jax render
+    m = MODELS["default"]
     field = TorchField(m).eval()
     low = size // UPSAMPLE
     # Rays of the same camera as jax_render, in the unit-sphere frame.
