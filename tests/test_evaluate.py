@@ -95,7 +95,10 @@ def test_video_smoke_run_trains_renders_and_evaluates(tmp_path, monkeypatch):
     save_wav(fixture.root / "aud.wav", (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32))
     workdir = tmp_path / "run"
     stage.train(video_config(fixture.root, tmp_path / "cache"), workdir)
-    assert json.loads((workdir / "eval.json").read_text())["val"]["frames"] == 8
+    during = json.loads((workdir / "eval.json").read_text())["val"]
+    assert during["frames"] == 8
+    # A video has no jaw parameter: the mouth's motion is measured against the true frames.
+    assert during["mouth_motion_reference"] == "truth" and "mouth_motion_r_truth" not in during
 
     results = evaluate.evaluate_workdir(workdir)
     val = results["val"]

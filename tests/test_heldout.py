@@ -1,0 +1,31 @@
+"""Pieces of the one held-out protocol (jaxhead.nerf.heldout) that need no trained run."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxhead.nerf.heldout import heldout_codes, true_openings
+from jaxhead.nerf.step import NeRFSetup
+
+
+def test_true_openings_only_where_the_data_has_a_jaw_parameter():
+    jaw = [{"expression": np.array([v, 0.1, 0.0], np.float32)} for v in (0.0, 0.4, 0.9)]
+    np.testing.assert_allclose(true_openings("voca", jaw), [0.0, 0.4, 0.9], atol=1e-6)
+    # A video's frames carry zeros: no jaw parameter, so no jaw-referenced motion score.
+    zeros = [{"expression": np.zeros(1, np.float32)} for _ in range(3)]
+    assert true_openings("video", jaw) is None
+    assert true_openings("voca", zeros) is None  # real VOCASET: no factors, all zero
+    assert true_openings("voca", []) is None
+
+
+def test_heldout_codes_use_the_identity_the_mean_expression_and_a_zero_illumination():
+    tables = {
+        "id": np.arange(6, dtype=np.float32).reshape(3, 2),
+        "ex": np.array([[1.0, 3.0], [3.0, 5.0]], np.float32),
+        "ill": np.ones((2, 4), np.float32),
+    }
+    setup = NeRFSetup(None, {"id": (3, 2), "ex": (2, 2), "ill": (2, 4)}, 2, 0)
+    codes = heldout_codes(setup, tables, identity=2)
+    np.testing.assert_array_equal(codes["id"], [[4.0, 5.0]])
+    np.testing.assert_array_equal(codes["ex"], [[2.0, 4.0]])
+    np.testing.assert_array_equal(codes["ill"], np.zeros((1, 4)))
