@@ -197,3 +197,34 @@ def test_any_point_is_a_convex_combination_of_table_rows(d, n, table_size):
     table = jnp.asarray(rng.uniform(-1, 1, size=(1, table_size, 1)), jnp.float32)
     out = np.asarray(grid.hash_encode(x, table, (n,)))
     assert out.min() >= float(table.min()) - 1e-5 and out.max() <= float(table.max()) + 1e-5
+
+
+@pytest.mark.parametrize("encoding", ["hash", "triplane"])
+def test_the_head_nerf_renders_and_trains_with_a_grid_encoding(encoding):
+    from flax import nnx
+
+    from jaxhead.nerf.config import HeadNeRFConfig
+    from jaxhead.nerf.model import HeadNeRF
+
+    config = HeadNeRFConfig(
+        condition_dims=(("id", 4), ("blink", 1)), width=16, depth=2, skip_layer=None,
+        feature_dim=8, render_size=(6, 6), num_coarse=4, num_fine=4, upsample=2,
+        upsampler_widths=(8,), encoding=encoding, grid_levels=4, grid_features=2,
+        grid_log2_table=8, grid_min_resolution=4, grid_max_resolution=32,
+    )  # fmt: skip
+    model = HeadNeRF(config, rngs=nnx.Rngs(0))
+    planes = 3 if encoding == "triplane" else 1
+    assert model.field.point_dim == planes * 4 * 2
+    assert model.field.tables[...].shape == ((3,) if planes == 3 else ()) + (4, 256, 2)
+    c2w = jnp.eye(4)[None].at[0, 2, 3].set(0.6)
+    cameras = {"c2w": c2w, "intrinsics": jnp.asarray([[14.0, 14.0, 6.0, 6.0]])}
+    conditions = {"id": jnp.ones((1, 4)), "blink": jnp.zeros((1, 1))}
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    def loss(params):
+        out = nnx.merge(graphdef, params)(cameras, conditions, jax.random.key(0))
+        return jnp.mean(jnp.square(out["image"] - 0.5))
+
+    grads = jax.grad(loss)(params)
+    table_grad = np.asarray(grads["field"]["tables"][...])
+    assert np.isfinite(table_grad).all() and np.abs(table_grad).max() > 0

@@ -73,6 +73,14 @@ class HeadNeRFConfig:
     view_freqs: int = 4
     view_width: int = 64
     feature_dim: int = _CPU["feature_dim"]
+    # how points enter the field: "frequency" (NeRF's γ(x)), "hash" or "triplane" grids
+    # (jaxhead.nerf.grid; L levels of F features, 2^log2_table rows, resolutions N_min..N_max)
+    encoding: str = "frequency"
+    grid_levels: int = 16
+    grid_features: int = 2
+    grid_log2_table: int = 16
+    grid_min_resolution: int = 16
+    grid_max_resolution: int = 1024
     # volume rendering
     render_size: tuple[int, int] = _CPU["render_size"]
     num_coarse: int = _CPU["num_coarse"]

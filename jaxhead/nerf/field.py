@@ -48,7 +48,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxhead.nerf import grid as grid_lib
 from jaxhead.nerf.encoding import positional_encoding
+
+ENCODINGS = ("frequency", "hash", "triplane")
 
 # mip-NeRF's density shift: softplus(raw − 1) starts the field mostly transparent (σ ≈ 0.31 in
 # unit-sphere units) without ReLU's dead units at initialisation.
@@ -92,6 +95,13 @@ class HeadField(nnx.Module):
       view_freqs: frequency bands of the view encoding (4 in NeRF).
       view_width: width of the view layer (``width // 2`` in NeRF).
       feature_dim: channels of ``M(x)`` (256 in paper 000); the first 3 are RGB logits.
+      encoding: how a point enters the trunk: ``"frequency"`` (NeRF's positional encoding
+        ``γ(x)`` with ``pos_freqs`` bands), ``"hash"`` (instant-NGP's multi-resolution hash grid
+        of :func:`jaxhead.nerf.grid.hash_encode`) or ``"triplane"`` (ER-NeRF's three 2D hash
+        grids, :func:`jaxhead.nerf.grid.triplane_encode`); a grid's tables are parameters of the
+        field (``tables``), and its points are the unit-sphere frame mapped to ``[0, 1]^3``.
+      grid_levels, grid_features, grid_log2_table, grid_min_resolution, grid_max_resolution:
+        the grid's ``L``, ``F``, ``log2 T``, ``N_min`` and ``N_max``.
       rngs: parameter initialisation.
     """
 
@@ -107,8 +117,16 @@ class HeadField(nnx.Module):
         view_freqs: int = 4,
         view_width: int = 64,
         feature_dim: int = 256,
+        encoding: str = "frequency",
+        grid_levels: int = 16,
+        grid_features: int = 2,
+        grid_log2_table: int = 16,
+        grid_min_resolution: int = 16,
+        grid_max_resolution: int = 1024,
         rngs: nnx.Rngs,
     ):
+        if encoding not in ENCODINGS:
+            raise ValueError(f"encoding {encoding!r} must be one of {ENCODINGS}")
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
         if skip_layer is not None and not 0 < skip_layer < depth:
@@ -125,7 +143,29 @@ class HeadField(nnx.Module):
         self.view_dim = view_dim
         self.view_freqs = view_freqs
         self.feature_dim = feature_dim
-        self.point_dim = _pe_dim(3, pos_freqs)
+        self.encoding = encoding
+        if encoding == "frequency":
+            self.point_dim = _pe_dim(3, pos_freqs)
+            self.tables = None
+            self.resolutions = ()
+        else:
+            self.resolutions = grid_lib.level_resolutions(
+                grid_levels, grid_min_resolution, grid_max_resolution
+            )
+            tables = grid_lib.init_tables(
+                rngs.params(), grid_levels, 2**grid_log2_table, grid_features
+            )
+            planes = len(grid_lib.PLANES) if encoding == "triplane" else 1
+            if encoding == "triplane":
+                keys = jax.random.split(rngs.params(), planes)
+                tables = jnp.stack(
+                    [
+                        grid_lib.init_tables(k, grid_levels, 2**grid_log2_table, grid_features)
+                        for k in keys
+                    ]
+                )
+            self.tables = nnx.Param(tables)
+            self.point_dim = planes * grid_levels * grid_features
         self.view_pe_dim = _pe_dim(view_dim, view_freqs) if view_dim else 0
 
         layers = []
@@ -150,6 +190,14 @@ class HeadField(nnx.Module):
         self.feature_out = nnx.Linear(self.sample_dim, feature_dim, rngs=rngs)
 
     # -- split evaluation ---------------------------------------------------------------------
+
+    def encode(self, points: jax.Array) -> jax.Array:
+        """``[..., 3]`` points in the unit-sphere frame -> ``[..., point_dim]`` (``encoding``)."""
+        if self.encoding == "frequency":
+            return positional_encoding(points, self.pos_freqs)
+        unit = 0.5 * (points + 1.0)  # the unit ball's cube [-1, 1]^3 -> [0, 1]^3
+        encode = grid_lib.hash_encode if self.encoding == "hash" else grid_lib.triplane_encode
+        return encode(unit, self.tables[...], self.resolutions)
 
     def embed(self, condition: jax.Array, view: jax.Array | None = None) -> FieldEmbedding:
         """The condition's (and view's) contributions to their layers, once per ray or frame.
@@ -202,7 +250,7 @@ class HeadField(nnx.Module):
         points = jnp.asarray(points)
         if points.shape[-1:] != (3,):
             raise ValueError(f"points must be [..., S, 3], got shape {points.shape}")
-        encoded = positional_encoding(points, self.pos_freqs)
+        encoded = self.encode(points)
         p = self.point_dim
 
         def per_ray(x: jax.Array | None) -> jax.Array | None:

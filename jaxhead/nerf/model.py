@@ -82,6 +82,12 @@ class HeadNeRF(nnx.Module):
             view_freqs=config.view_freqs,
             view_width=config.view_width,
             feature_dim=config.feature_dim,
+            encoding=config.encoding,
+            grid_levels=config.grid_levels,
+            grid_features=config.grid_features,
+            grid_log2_table=config.grid_log2_table,
+            grid_min_resolution=config.grid_min_resolution,
+            grid_max_resolution=config.grid_max_resolution,
             rngs=rngs,
         )
         self.upsampler = Upsampler(
