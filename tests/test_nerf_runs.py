@@ -112,3 +112,27 @@ def test_driving_a_run_reads_no_training_split_and_runs_no_encoder_over_it(tmp_p
     tone = (0.3 * np.sin(2 * np.pi * 220 * np.arange(8000) / 16000)).astype(np.float32)
     expected = lip.audio_conditions(tone, 12)["lip"]
     np.testing.assert_allclose(np.asarray(result["lip"]), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_run_made_before_the_grid_keys_resumes_with_todays_config():
+    """The model keys added since (encoding, grid sizes) meant NeRF's positional encoding: the old
+    run's config matches today's smoke config, and a grid field would be a different run."""
+    from test_nerf_stage import smoke_config
+
+    from jaxhead.nerf.config import ADDED_KEYS
+    from jaxhead.train.workdir import config_differences, config_to_json
+
+    old = json.loads((OLD_RUN / "config.json").read_text())
+    today = config_to_json(smoke_config(""))
+    ignore = ("data.cache_dir", "mesh.data", "train.progress")  # what the test helper sets
+    diffs = config_differences(old, today, added=ADDED_KEYS)
+    assert [d for d in diffs if d[0] not in ignore] == []
+    assert [d[0] for d in config_differences(old, today) if d[0] not in ignore] == sorted(
+        ADDED_KEYS
+    )
+    with_grid = json.loads(json.dumps(today))
+    with_grid["model"]["encoding"] = "hash"
+    changed = [
+        d for d in config_differences(old, with_grid, added=ADDED_KEYS) if d[0] not in ignore
+    ]
+    assert changed == [("model.encoding", "<absent>", "hash")]

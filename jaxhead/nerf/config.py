@@ -41,6 +41,18 @@ MODEL_SIZES: dict[str, dict[str, Any]] = {
     ),
 }  # fmt: skip
 _CPU = MODEL_SIZES["cpu"]
+# The point encoding (jaxhead.nerf.grid) and the grid's sizes: instant-NGP / RAD-NeRF's hash grid
+# (16 levels x 2 features, 2^16 rows) by default; "frequency" is NeRF's positional encoding.
+GRID = dict(
+    grid_levels=16, grid_features=2, grid_log2_table=16, grid_min_resolution=16,
+    grid_max_resolution=1024,
+)  # fmt: skip
+# A grid-encoded field needs only a small MLP (RAD-NeRF / ER-NeRF: 64 wide).
+GRID_TRUNK = dict(width=64, depth=2, skip_layer=None)
+FIELDS = ("frequency", "hash", "triplane")
+# Keys added to config.model after runs existed, with the value their absence meant: such runs
+# resume and render unchanged (jaxhead.train.workdir.config_differences).
+ADDED_KEYS = {"model.encoding": "frequency", **{f"model.{k}": v for k, v in GRID.items()}}
 
 VIEW_INPUTS = ("none", "ray", "pose")
 BACKGROUNDS = ("learned", "fixed")
@@ -76,11 +88,11 @@ class HeadNeRFConfig:
     # how points enter the field: "frequency" (NeRF's γ(x)), "hash" or "triplane" grids
     # (jaxhead.nerf.grid; L levels of F features, 2^log2_table rows, resolutions N_min..N_max)
     encoding: str = "frequency"
-    grid_levels: int = 16
-    grid_features: int = 2
-    grid_log2_table: int = 16
-    grid_min_resolution: int = 16
-    grid_max_resolution: int = 1024
+    grid_levels: int = GRID["grid_levels"]
+    grid_features: int = GRID["grid_features"]
+    grid_log2_table: int = GRID["grid_log2_table"]
+    grid_min_resolution: int = GRID["grid_min_resolution"]
+    grid_max_resolution: int = GRID["grid_max_resolution"]
     # volume rendering
     render_size: tuple[int, int] = _CPU["render_size"]
     num_coarse: int = _CPU["num_coarse"]
@@ -122,6 +134,8 @@ class HeadNeRFConfig:
             )
         if self.bound_radius <= 0:
             raise ValueError(f"bound_radius must be > 0, got {self.bound_radius}")
+        if self.encoding not in FIELDS:
+            raise ValueError(f"encoding {self.encoding!r} must be one of {FIELDS}")
 
     @property
     def condition_dim(self) -> int:
@@ -165,10 +179,14 @@ class HeadNeRFConfig:
 # --- config blocks ------------------------------------------------------------------------------
 
 
-def model_block(size: str = "cpu", **overrides) -> ml_collections.ConfigDict:
-    """The ``config.model`` block at :data:`MODEL_SIZES` ``size``; ``overrides`` replace fields."""
+def model_block(size: str = "cpu", field: str = "frequency", **overrides):
+    """The ``config.model`` block at :data:`MODEL_SIZES` ``size`` with the point encoding
+    ``field`` (:data:`FIELDS`; a grid gets the small :data:`GRID_TRUNK` MLP); ``overrides``
+    replace fields."""
     if size not in MODEL_SIZES:
         raise ValueError(f"unknown model size {size!r}; known: {sorted(MODEL_SIZES)}")
+    if field not in FIELDS:
+        raise ValueError(f"unknown field {field!r}; known: {FIELDS}")
     block = {
         # Latent code sizes (paper 000: C_id, C_ex, C_al, C_ill); 0 drops a code.
         "codes": {"id": 32, "ex": 16, "al": 32, "ill": 16},
@@ -176,6 +194,9 @@ def model_block(size: str = "cpu", **overrides) -> ml_collections.ConfigDict:
         "view_input": "none",
         "bound_radius": 0.2,
         **MODEL_SIZES[size],
+        "encoding": field,
+        **GRID,
+        **(GRID_TRUNK if field != "frequency" else {}),
     }
     unknown = sorted(set(overrides) - set(block))
     if unknown:
@@ -274,18 +295,21 @@ def nerf_config(
     return config
 
 
-def _size(arg: str | None) -> str:
-    variant = parse_arg(arg, smoke=False, full=False)
+def _variant(arg: str | None) -> tuple[str, str]:
+    """``(size, field)`` of a variant string: ``smoke`` / ``full``, and ``field=hash`` & co."""
+    variant = parse_arg(arg, smoke=False, full=False, field="frequency")
     if variant.smoke and variant.full:
         raise ValueError("choose one of the variants smoke and full")
-    return "smoke" if variant.smoke else "full" if variant.full else "cpu"
+    size = "smoke" if variant.smoke else "full" if variant.full else "cpu"
+    return size, str(variant.field)
 
 
 def voca_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """``configs/voca.py``: VOCASET-format data (the embedded synthetic set by default)."""
-    size = _size(arg)
+    size, field = _variant(arg)
     data = voca_frames_config()
-    config = nerf_config(data, model_block(size), eval_block(30, ("val", "val_views")), size)
+    model = model_block(size, field)
+    config = nerf_config(data, model, eval_block(30, ("val", "val_views")), size)
     if size == "smoke":
         config.data.synthetic.update({"identities": 2, "sequences": 2, "seconds": 1.0})
         config.data.supersample = 1
@@ -298,12 +322,14 @@ def voca_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def video_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """``configs/video.py``: one preprocessed talking-head video."""
-    size = _size(arg)
+    size, field = _variant(arg)
     # One video is one identity and one sequence: C_ill would be a single constant vector (and
     # would have to be re-fitted on the held-out part), so it is dropped. The frames are scaled so
     # the crop's half side at the head is data.scene_radius (0.2): the bounding sphere holds what
     # the crop shows, with a margin for depth.
-    model = model_block(size, codes={"id": 32, "ex": 16, "al": 32, "ill": 0}, bound_radius=0.22)
+    model = model_block(
+        size, field, codes={"id": 32, "ex": 16, "al": 32, "ill": 0}, bound_radius=0.22
+    )
     # No C_ill to fit on the held-out part (fit_steps is unused); one held-out split.
     config = nerf_config(video_frames_config(), model, eval_block(0, ("val",)), size)
     config.lock()

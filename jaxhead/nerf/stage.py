@@ -39,6 +39,7 @@ from flax import nnx
 from jaxhead.data.media import write_video
 from jaxhead.data.pipeline import make_pipeline
 from jaxhead.nerf import conditions as cond
+from jaxhead.nerf.config import ADDED_KEYS
 from jaxhead.nerf.heldout import render_heldout, save_grid, score_heldout
 from jaxhead.nerf.perceptual import perceptual_loss_choice
 from jaxhead.nerf.step import (
@@ -206,4 +207,5 @@ def build_task(
 
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path):
     """Trains (or resumes) the NeRF stage in ``workdir``; see ``configs/voca.py``."""
-    return loop.train(config, workdir, functools.partial(build_task, workdir=workdir))
+    build = functools.partial(build_task, workdir=workdir)
+    return loop.train(config, workdir, build, added_keys=ADDED_KEYS)

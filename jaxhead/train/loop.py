@@ -120,6 +120,8 @@ def train(
     config: ml_collections.ConfigDict,
     workdir: str | pathlib.Path,
     build_task: Callable[[ml_collections.ConfigDict, jax.sharding.Mesh], Task],
+    *,
+    added_keys: Mapping[str, Any] | None = None,
 ) -> PyTree:
     """Trains (or resumes) a stage in ``workdir``; returns the final train state.
 
@@ -128,6 +130,8 @@ def train(
         present, ``config.distributed``.
       workdir: the run folder (see :mod:`jaxhead.train.workdir`).
       build_task: ``(config, mesh) -> Task``; called after the mesh exists.
+      added_keys: config keys the stage added after runs existed, with the value their absence
+        meant (:func:`jaxhead.train.workdir.config_differences`): older runs still resume.
 
     Raises:
       NonFiniteError: a metric became NaN/inf; the last good checkpoint is kept on disk.
@@ -140,13 +144,14 @@ def train(
     workdir = pathlib.Path(workdir)
 
     # --- workdir: refuse a different run before any work, write only once the task exists ----
-    prepare_workdir(workdir, config, write=False)
+    added = dict(added_keys or {})
+    prepare_workdir(workdir, config, write=False, added=added)
     tcfg = config.train
     total = int(tcfg.steps)
 
     # --- model, optimiser, data --------------------------------------------------------------
     task = build_task(config, mesh)  # bad data stops here, leaving no half-made workdir
-    prepare_workdir(workdir, config, write=primary)
+    prepare_workdir(workdir, config, write=primary, added=added)
     if primary and task.write_run_files is not None:
         task.write_run_files(workdir)
     abstract = jax.eval_shape(task.init_fn)

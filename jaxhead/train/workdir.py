@@ -56,9 +56,22 @@ def write_json_atomic(path: str | pathlib.Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def config_differences(old: dict, new: dict, ignore: tuple[str, ...] = RESUMABLE_KEYS) -> list:
-    """Keys whose values differ between two resolved configs, ignoring ``ignore``."""
+def config_differences(
+    old: dict,
+    new: dict,
+    ignore: tuple[str, ...] = RESUMABLE_KEYS,
+    added: dict[str, Any] | None = None,
+) -> list:
+    """Keys whose values differ between two resolved configs, ignoring ``ignore``.
+
+    ``added``: keys a stage added to its config after runs existed, with the value their
+    absence meant (``{"model.encoding": "frequency"}``): an older run's config without such a key
+    matches a new config that holds exactly that value.
+    """
     a, b = _flatten(old), _flatten(new)
+    for key, meant in (added or {}).items():
+        if key not in a and json.loads(json.dumps(meant)) == b.get(key):
+            a[key] = b[key]
     keys = sorted(set(a) | set(b))
     return [
         (k, a.get(k, "<absent>"), b.get(k, "<absent>"))
@@ -68,7 +81,11 @@ def config_differences(old: dict, new: dict, ignore: tuple[str, ...] = RESUMABLE
 
 
 def prepare_workdir(
-    workdir: str | pathlib.Path, config: ml_collections.ConfigDict, *, write: bool = True
+    workdir: str | pathlib.Path,
+    config: ml_collections.ConfigDict,
+    *,
+    write: bool = True,
+    added: dict[str, Any] | None = None,
 ) -> bool:
     """Creates ``workdir`` and writes ``config.json``; checks a resumed run's config.
 
@@ -76,6 +93,7 @@ def prepare_workdir(
       workdir: the run's folder.
       config: the resolved configuration.
       write: whether this process writes (the primary process in a multi-host run).
+      added: config keys added after runs existed (:func:`config_differences`).
 
     Returns:
       True when the workdir already held a run (the caller resumes it).
@@ -95,7 +113,7 @@ def prepare_workdir(
                 f"{path} is not valid JSON ({e}); this workdir is damaged: "
                 "use a new --workdir or repair the file"
             ) from None
-        diffs = config_differences(old, new)
+        diffs = config_differences(old, new, added=added)
         if diffs:
             lines = "\n".join(f"  {k}: {a!r} (in the workdir) vs {b!r} (now)" for k, a, b in diffs)
             raise WorkdirConflictError(
