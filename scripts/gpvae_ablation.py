@@ -18,7 +18,8 @@ import pathlib
 
 from absl import flags
 
-from jaxhead.gpvae import models, stage
+from jaxhead.experiments import gpvae_ablation
+from jaxhead.gpvae import models
 from jaxhead.train import cli
 
 _WORKDIR = cli.define_workdir_flag()
@@ -50,11 +51,11 @@ def main(argv):
             configs[f"{variant}_seed{seed}"] = config
     first = next(iter(configs.values()))
     if first.data.source == "synthetic" and not first.data.root:
-        data_root = stage.shared_synthetic_data(first.data, root / "data")
+        data_root = gpvae_ablation.shared_synthetic_data(first.data, root / "data")
         for config in configs.values():
             with config.unlocked():
                 config.data.root = str(data_root)
-    print(stage.run_ablation(configs, root))
+    print(gpvae_ablation.run_ablation(configs, root))
 
 
 if __name__ == "__main__":

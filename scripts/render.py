@@ -14,6 +14,7 @@ the video's own motion) unless --pose_from gpvae generates them from the audio.
 from absl import flags
 
 from jaxhead.data.media import write_video
+from jaxhead.gpvae.generate import generate_pose_blink
 from jaxhead.nerf import render_video
 from jaxhead.train import cli
 
@@ -49,8 +50,6 @@ def main(argv):
         audio = render_video.load_driving_audio(_AUDIO.value)
         pose_blink = None
         if _POSE_FROM.value == "gpvae":
-            from jaxhead.gpvae.stage import generate_pose_blink
-
             count = render_video.num_audio_frames(trained.config, audio)
             pose_blink = generate_pose_blink(
                 _GPVAE.value, audio=audio, num_frames=count, fps=fps, seed=_SEED.value

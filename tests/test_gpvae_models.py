@@ -17,7 +17,7 @@ from flax import nnx
 from jaxhead.gpvae import data as data_lib
 from jaxhead.gpvae import metrics, models
 from jaxhead.gpvae.kernels import gp_prior_covariance
-from jaxhead.gpvae.stage import _kl
+from jaxhead.gpvae.step import posterior_kl as _kl
 
 T, TAU, D, A = 12, 4, 7, data_lib.AUDIO_DIM
 

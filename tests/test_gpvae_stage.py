@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from jaxhead.data import synthetic
-from jaxhead.gpvae import stage
+from jaxhead.experiments import gpvae_ablation
+from jaxhead.gpvae import generate, stage
 from jaxhead.train import loop
 
 CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "gpvae.py"
@@ -101,20 +102,20 @@ def test_smoke_run_resume_and_generation(voca_root, tmp_path):
 
     # Generation from audio of any length, at another frame rate, reproducible by seed.
     wave = np.sin(2 * np.pi * 180 * np.arange(20_800) / 16_000).astype(np.float32)  # 1.3 s
-    pose, blink = stage.generate_pose_blink(run, wave, fps=30, seed=3)
+    pose, blink = generate.generate_pose_blink(run, wave, fps=30, seed=3)
     assert pose.shape == (39, 6) and blink.shape == (39,)
     assert np.all(np.isfinite(pose)) and np.all(np.isfinite(blink))
-    again, _ = stage.generate_pose_blink(run / "checkpoints", wave, fps=30, seed=3)
+    again, _ = generate.generate_pose_blink(run / "checkpoints", wave, fps=30, seed=3)
     np.testing.assert_allclose(again, pose, atol=1e-6)
-    prior_pose, _ = stage.generate_pose_blink(run, None, num_frames=50, seed=1)
+    prior_pose, _ = generate.generate_pose_blink(run, None, num_frames=50, seed=1)
     assert prior_pose.shape == (50, 6) and np.all(np.isfinite(prior_pose))
     with pytest.raises(ValueError, match="give num_frames"):
-        stage.generate_pose_blink(run, None)
+        generate.generate_pose_blink(run, None)
 
 
 def test_missing_checkpoint_names_the_command(tmp_path):
     with pytest.raises(FileNotFoundError, match="scripts/train_gpvae.py"):
-        stage.generate_pose_blink(tmp_path, None, num_frames=10)
+        generate.generate_pose_blink(tmp_path, None, num_frames=10)
 
 
 def test_config_variants():
@@ -174,7 +175,7 @@ def test_ablation_table_rows_means_and_baseline():
         {**base, "variant": "transformer_gpvae", "seed": 0, "d_rot": 10.0},
         {**base, "variant": "transformer_gpvae", "seed": 1, "d_rot": 20.0},
     ]
-    table = stage.ablation_table(rows)
+    table = gpvae_ablation.ablation_table(rows)
     assert "| MLP VAE | 0 | 50.00% |" in table
     assert "| **Trans GP-VAE, mean ± std** | 2 seeds | 15.00 ± 5.00% |" in table
     assert "| hold last BOP frame | - | 97.00% | 96.00% |" in table

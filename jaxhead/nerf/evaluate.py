@@ -29,7 +29,7 @@ from jaxhead.eval.face_mesh import FaceMeshUnavailable, face_mesh, fill_gaps
 from jaxhead.eval.report import markdown_table, not_computed, write_report
 from jaxhead.face import MEDIAPIPE_MOUTH, blink_from_ear, eye_aspect_ratio, mouth_opening
 from jaxhead.gpvae import metrics as gp_metrics
-from jaxhead.gpvae.stage import generate_pose_blink
+from jaxhead.gpvae.generate import generate_pose_blink
 from jaxhead.nerf import conditions as cond
 from jaxhead.nerf.heldout import score_heldout
 from jaxhead.nerf.poses import head_poses, posed_cameras
