@@ -3,7 +3,7 @@
 ``extract`` turns 16 kHz mono audio into one feature block per video frame:
 
 * ``"mfcc"`` / ``"logmel"``: ``[num_frames, 16, D]`` windows of 16 feature steps centred on each
-  frame (100 Hz MFCCs, 80 Hz Wav2Lip-style log-mels; see ``spectral.py``);
+  frame (100 Hz MFCCs, 80 Hz Wav2Lip-style log-mels; :mod:`jaxhead.audio.frontend`);
 * ``"hubert"``: ``[num_frames, 2, D]`` HuBERT ``last_hidden_state`` (50 Hz, two steps per 25 fps
   frame), the ``aud_hu.npy`` layout of ER-NeRF / SyncTalk, so their files load unchanged.
 
@@ -33,15 +33,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxhead.audio import checkpoints, spectral
+from jaxhead.audio import checkpoints, frontend
 from jaxhead.audio.hubert import HubertModel
 from jaxhead.audio.io import SAMPLE_RATE, load_audio
 
 KINDS = ("mfcc", "logmel", "hubert")
-MFCC_RATE = SAMPLE_RATE / spectral.MFCC_DEFAULTS["hop_length"]  # 100 Hz
-LOGMEL_RATE = SAMPLE_RATE / spectral.LOGMEL_DEFAULTS["hop_length"]  # 80 Hz
-HUBERT_RATE = 50.0  # steps per second of the standard HuBERT conv stack (stride 320)
 WINDOW = 16  # feature steps per video frame for MFCC / log-mel (Wav2Lip's mel_step_size)
+# ER-NeRF / SyncTalk's aud_hu.npy: the two 50 Hz steps that follow each 25 fps frame's start.
+HUBERT_PAIRS = frontend.WindowSpec("hubert", 2, align="following")
 
 
 def hubert_num_steps(num_samples: int) -> int:
@@ -137,10 +136,8 @@ def frame_pairs(steps: np.ndarray, fps: float = 25.0, num_frames: int | None = N
     if steps.ndim != 2 or steps.shape[0] < 1:
         raise ValueError(f"expected 50 Hz features [T, D] with T >= 1, got shape {steps.shape}")
     if num_frames is None:
-        num_frames = math.ceil(steps.shape[0] * fps / HUBERT_RATE)
-    first = np.floor(np.arange(num_frames) * HUBERT_RATE / fps + 1e-9).astype(np.int64)
-    index = np.clip(first[:, None] + np.arange(2)[None, :], 0, steps.shape[0] - 1)
-    return steps[index]
+        num_frames = math.ceil(steps.shape[0] * fps / HUBERT_PAIRS.rate)
+    return frontend.frame_windows_of(steps, num_frames, fps, HUBERT_PAIRS).astype(steps.dtype)
 
 
 def extract(
@@ -185,11 +182,7 @@ def extract(
         return frame_pairs(steps, fps, num_frames)
     if num_frames is None:
         num_frames = max(1, round(audio.shape[0] * fps / SAMPLE_RATE))
-    if kind == "mfcc":
-        feats, rate = spectral.mfcc(jnp.asarray(audio)), MFCC_RATE
-    else:
-        feats, rate = spectral.log_mel(jnp.asarray(audio)), LOGMEL_RATE
-    return np.asarray(spectral.window_features(feats, num_frames, fps, rate, WINDOW))
+    return frontend.frame_windows(audio, num_frames, fps, frontend.WindowSpec(kind, WINDOW))
 
 
 def save_features(path: str | os.PathLike, features: np.ndarray) -> None:

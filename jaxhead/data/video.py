@@ -39,6 +39,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from jaxhead.audio.frontend import context_window as audio_window
 from jaxhead.data.errors import (
     CorruptFileError,
     DatasetError,
@@ -178,27 +179,6 @@ def load_audio_features(path: str | os.PathLike) -> np.ndarray:
             frames, kind.steps_per_frame, features.shape[1]
         )
     return features
-
-
-def audio_window(features: np.ndarray, center: int, window: int) -> np.ndarray:
-    """The `window` frames of features around frame `center`, flattened per frame.
-
-    Args:
-      features: [N, steps, channels] per-frame audio features.
-      center: the frame's row (its aud_id).
-      window: frames in the window; rows center - window // 2 ... center + (window - 1) // 2.
-        Rows outside [0, N) are zeros (AD-NeRF / RAD-NeRF pad with zeros at the clip's ends).
-
-    Returns:
-      [window, steps * channels] float32; feature index = step * channels + channel.
-    """
-    num, steps, channels = features.shape
-    out = np.zeros((window, steps * channels), np.float32)
-    first = center - window // 2
-    lo, hi = max(first, 0), min(first + window, num)
-    if lo < hi:
-        out[lo - first : hi - first] = features[lo:hi].reshape(hi - lo, steps * channels)
-    return out
 
 
 def load_blink(path: str | os.PathLike) -> np.ndarray:

@@ -26,8 +26,8 @@ per (folder, split, settings) into an ``.npz`` under the cache folder:
   at the median camera distance, is ``scene_radius`` scene units: ``config.model.bound_radius``
   then means the same thing for every video (``configs/video.py``).
 * **Audio.** ``audio_window`` log-mel steps per frame from ``aud.wav`` (16 kHz) with
-  :func:`jaxhead.audio.spectral.log_mel` and ``window_features`` at
-  :data:`jaxhead.data.voca_frames.LOGMEL_RATE`, exactly as for VOCASET data; the frame with audio
+  :func:`jaxhead.data.voca_frames.audio_spec` (:mod:`jaxhead.audio.frontend`), exactly as for
+  VOCASET data; the frame with audio
   row ``aud_id`` sits at ``aud_id / fps`` seconds. Blink is ``au.csv``'s AU45 (else ``bs.npy``'s
   eye blendshapes, else zeros) via :class:`VideoDataset`.
 * **Splits.** ``train`` and ``val``: by default the layout's ``transforms_train.json`` /
@@ -50,18 +50,16 @@ import pathlib
 import tempfile
 
 import cv2
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
 
-from jaxhead.audio import spectral
+from jaxhead.audio import frontend
 from jaxhead.audio.io import SAMPLE_RATE, load_audio
 from jaxhead.data import cache
 from jaxhead.data.errors import DatasetError, MissingFileError
 from jaxhead.data.video import PREPROCESS, VideoDataset, read_landmarks
-from jaxhead.data.voca_frames import LOGMEL_RATE, CachedFrames
+from jaxhead.data.voca_frames import CachedFrames, audio_spec
 
 __all__ = [
     "SPLITS",
@@ -312,12 +310,7 @@ def prepare_split(config, split: str, *, progress: bool = True) -> dict[str, np.
             f"({config.fps:g} fps)",
             "use the audio track of the same video (or set --config.data.fps)",
         )
-    feats = jax.jit(spectral.log_mel)(jnp.asarray(wave))
-    windows = np.asarray(
-        spectral.window_features(
-            feats, int(aud_ids.max()) + 1, config.fps, LOGMEL_RATE, int(config.audio_window)
-        )
-    )
+    windows = frontend.frame_windows(wave, int(aud_ids.max()) + 1, config.fps, audio_spec(config))
 
     n = len(items)
     out = {

@@ -28,23 +28,24 @@ import os
 import pathlib
 import tempfile
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
 
-from jaxhead.audio import spectral
-from jaxhead.audio.io import SAMPLE_RATE
+from jaxhead.audio import frontend
 from jaxhead.data import cache, raster, synthetic
 from jaxhead.data.errors import DatasetError
 from jaxhead.data.pipeline import FRAME_SPEC, validate_example
 from jaxhead.data.voca import VocaSet, load_voca
 
 SPLITS = ("train", "val", "val_views")
-# Log-mel features (Wav2Lip's definition, jaxhead.audio.spectral.log_mel defaults) run at 80 Hz.
-LOGMEL_RATE = SAMPLE_RATE / 200.0
 _CACHE_VERSION = 1
+
+
+def audio_spec(config: ml_collections.ConfigDict) -> frontend.WindowSpec:
+    """The NeRF frames' audio windows: ``config.audio_window`` log-mel steps (Wav2Lip's 80-mel
+    spectrogram at 80 Hz) centred on each frame (:mod:`jaxhead.audio.frontend`)."""
+    return frontend.WindowSpec("logmel", int(config.audio_window))
 
 
 def voca_frames_config() -> ml_collections.ConfigDict:
@@ -204,7 +205,7 @@ def render_split(voca: VocaSet, config, split: str, *, progress: bool = True) ->
 
     # Audio windows, one log-mel pass per sentence.
     audio_cache: dict[tuple[str, str], np.ndarray] = {}
-    logmel = jax.jit(spectral.log_mel)
+    spec = audio_spec(config)
     n = len(items)
     out = {
         "image": np.zeros((n, res, res, 3), np.uint8),
@@ -231,10 +232,7 @@ def render_split(voca: VocaSet, config, split: str, *, progress: bool = True) ->
         if key not in audio_cache:
             wave = voca.audio(subject, sentence)
             num = len(voca.rows_at_fps(subject, sentence, config.fps))
-            feats = logmel(jnp.asarray(wave))
-            audio_cache[key] = np.asarray(
-                spectral.window_features(feats, num, config.fps, LOGMEL_RATE, config.audio_window)
-            )
+            audio_cache[key] = frontend.frame_windows(wave, num, config.fps, spec)
         out["audio"][i] = audio_cache[key][k]
         c2w_world = raster.orbit_cameras([yaw], 0.0, dist)[0]
         render, c2w_head = voca.render(

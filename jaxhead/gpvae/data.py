@@ -34,14 +34,15 @@ import jax
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from jaxhead.audio import spectral
+from jaxhead.audio import frontend, spectral
+from jaxhead.audio.io import resample
 
 log = logging.getLogger(__name__)
 
 FEATURE_DIM = 7  # rotation 3 + translation 3 + blink 1
-MFCC_RATE = 100.0  # MFCC frames per second (10 ms hop at 16 kHz)
-MFCC_STEPS_PER_FRAME = 4  # 40 ms of MFCCs per 25 fps video frame
-AUDIO_DIM = spectral.MFCC_DEFAULTS["num_mfcc"] * MFCC_STEPS_PER_FRAME
+# 4 MFCC steps (40 ms at 100 Hz) per 25 fps video frame, clip-normalised, flattened.
+AUDIO_SPEC = frontend.WindowSpec("mfcc", 4, normalize="clip", flatten=True)
+AUDIO_DIM = spectral.MFCC_DEFAULTS["num_mfcc"] * AUDIO_SPEC.steps
 
 
 @dataclasses.dataclass
@@ -76,22 +77,17 @@ def audio_frame_features(
 ) -> np.ndarray:
     """Per-video-frame MFCC features ``[num_frames, 52]`` with per-utterance normalisation.
 
-    13 MFCCs at 100 Hz (``spectral.mfcc`` defaults, 16 kHz input); frame ``i`` takes the 4 MFCC
-    steps centred on ``i / fps`` (:func:`spectral.window_indices`), flattened; each coefficient is
-    then standardised over the utterance (cepstral mean and variance normalisation), so features
-    from different recordings share one scale and no dataset statistics are needed at inference.
+    :data:`AUDIO_SPEC` of :mod:`jaxhead.audio.frontend`: 13 MFCCs at 100 Hz, each coefficient
+    standardised over the utterance (cepstral mean and variance normalisation, so features from
+    different recordings share one scale and no dataset statistics are needed at inference);
+    frame ``i`` takes the 4 steps centred on ``i / fps``, flattened.
     """
     if sample_rate != 16_000:
-        from jaxhead.audio.io import resample
-
         audio = resample(np.asarray(audio, np.float32), sample_rate, 16_000)
     audio = np.asarray(audio, np.float32)
     if audio.size < 400:
         raise ValueError(f"audio is too short for MFCCs ({audio.size} samples at 16 kHz)")
-    mfcc = np.asarray(spectral.mfcc(jax.numpy.asarray(audio)))
-    mfcc = (mfcc - mfcc.mean(0)) / (mfcc.std(0) + 1e-5)
-    index = spectral.window_indices(num_frames, fps, MFCC_RATE, len(mfcc), MFCC_STEPS_PER_FRAME)
-    return mfcc[index].reshape(num_frames, -1).astype(np.float32)
+    return frontend.frame_windows(audio, num_frames, fps, AUDIO_SPEC)
 
 
 def _resample_frames(values: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarray:

@@ -31,12 +31,11 @@ import os
 import pathlib
 import tempfile
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxhead.audio import spectral
+from jaxhead.audio import frontend
 from jaxhead.audio.io import SAMPLE_RATE
 from jaxhead.data import video_frames, voca_frames
 from jaxhead.data.cache import cache_root
@@ -48,7 +47,6 @@ RUN_CONDITIONS = "conditions.npz"  # in the NeRF workdir
 # The training frames' per-frame arrays a render replays (pose, blink) or indexes (codes).
 TRACK_KEYS = ("c2w", "intrinsics", "blink", "identity", "sequence")
 _CACHE_VERSION = 1
-_log_mel = jax.jit(spectral.log_mel)
 
 
 def init_from(config: ml_collections.ConfigDict, block: str) -> str:
@@ -235,12 +233,9 @@ class LipSource:
         for the model's audio network (what the training frames carry)."""
         if self.kind == "sync":
             return {"lip": self.read(self.outputs(samples, np.arange(num_frames)))}
-        feats = _log_mel(jnp.asarray(samples, jnp.float32))
-        windows = spectral.window_features(
-            feats, num_frames, float(self.config.data.fps), voca_frames.LOGMEL_RATE,
-            int(self.config.data.audio_window),
-        )  # fmt: skip
-        return {"audio": np.asarray(windows, np.float32)}
+        fps = float(self.config.data.fps)
+        spec = voca_frames.audio_spec(self.config.data)
+        return {"audio": frontend.frame_windows(samples, num_frames, fps, spec)}
 
 
 def _save_npz(path: pathlib.Path, **arrays) -> None:

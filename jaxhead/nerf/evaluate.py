@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxhead.audio.frontend import COMPUTED
 from jaxhead.eval import fid as fid_lib
 from jaxhead.eval import image as image_lib
 from jaxhead.eval import landmarks as landmarks_lib
@@ -34,7 +35,7 @@ from jaxhead.nerf import conditions as cond
 from jaxhead.nerf.heldout import score_heldout
 from jaxhead.nerf.poses import head_poses, posed_cameras
 from jaxhead.nerf.render_video import Trained, heldout_sequences, load_trained, render_sequence
-from jaxhead.sync.data import FEATURE_RATES, clip_from_arrays
+from jaxhead.sync.data import clip_from_arrays
 from jaxhead.sync.stage import MODEL_FILE, load_sync_encoder
 
 
@@ -55,7 +56,7 @@ def sync_scores(
     encoder, info: dict, points: np.ndarray, audio: np.ndarray, fps: float, name: str
 ) -> dict:
     """Our sync stage's SyncNet-protocol offset / confidence of one clip's Face Mesh mouth."""
-    if info["features"] not in FEATURE_RATES:
+    if info["features"] not in COMPUTED:
         raise ValueError(f"the sync stage reads {info['features']} files, not raw audio")
     mouth = fill_gaps(np.asarray(points)[:, list(MEDIAPIPE_MOUTH), :2])
     clip = clip_from_arrays(

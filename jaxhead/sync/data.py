@@ -44,11 +44,10 @@ import pathlib
 
 import grain
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxhead.audio import spectral
+from jaxhead.audio import frontend
 from jaxhead.audio.io import SAMPLE_RATE, load_audio
 from jaxhead.data import synthetic
 from jaxhead.data.cache import cache_root
@@ -72,10 +71,6 @@ __all__ = [
     "sync_data_config",
 ]
 
-FEATURE_RATES = {
-    "mfcc": SAMPLE_RATE / spectral.MFCC_DEFAULTS["hop_length"],  # 100 Hz
-    "logmel": SAMPLE_RATE / spectral.LOGMEL_DEFAULTS["hop_length"],  # 80 Hz
-}
 _PREPROCESS = "scripts/preprocess.py (or the AD-NeRF / ER-NeRF preprocessing)"
 
 
@@ -175,35 +170,25 @@ def normalize_mouth(mouth: np.ndarray) -> np.ndarray:
 def audio_feature_windows(
     audio: np.ndarray, num_frames: int, fps: float, features: str, window: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-frame CMVN-normalised feature windows of 16 kHz audio and their validity.
+    """Per-frame clip-normalised feature windows of 16 kHz audio and their validity.
 
-    Args:
-      audio: ``[num_samples]`` mono float audio at 16 kHz.
-      num_frames: video frames.
-      fps: video frame rate.
-      features: ``"mfcc"`` (100 Hz, 13 coefficients) or ``"logmel"`` (80 Hz, 80 mels).
-      window: video frames spanned by a window (5: 0.2 s at 25 fps).
+    The sync stage's use of :mod:`jaxhead.audio.frontend`: ``features`` (``"mfcc"`` or
+    ``"logmel"``) normalised per coefficient over the clip (CMVN), each frame's window spanning
+    ``window`` video frames (``round(window · rate / fps)`` steps, 5 frames = 0.2 s at 25 fps)
+    centred on the frame.
 
     Returns:
-      ``([num_frames, steps, F] float32, [num_frames] bool)`` with ``steps = round(window *
-      rate / fps)``; ``valid[t]`` is False where the window reaches past the audio (those
-      windows repeat the edge step).
+      ``([num_frames, steps, F] float32, [num_frames] bool)``; ``valid[t]`` is False where the
+      window reaches past the audio (those windows repeat the edge step).
     """
-    if features not in FEATURE_RATES:
-        raise ValueError(f"unknown audio features {features!r}; use one of {list(FEATURE_RATES)}")
-    audio = np.asarray(audio, np.float32)
-    if audio.ndim != 1 or len(audio) == 0:
-        raise ValueError(f"audio must be non-empty mono [num_samples], got shape {audio.shape}")
-    rate = FEATURE_RATES[features]
-    steps = max(int(round(window * rate / fps)), 1)
-    fn = spectral.mfcc if features == "mfcc" else spectral.log_mel
-    feats = np.asarray(fn(jnp.asarray(audio)), np.float64)
-    # CMVN over the clip (per coefficient): removes speaker / channel gain.
-    feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-5)
-    index = spectral.window_indices(num_frames, fps, rate, len(feats), steps)
-    centres = np.floor(np.arange(num_frames) * rate / fps + 0.5).astype(np.int64)
-    valid = (centres - steps // 2 >= 0) & (centres - steps // 2 + steps <= len(feats))
-    return feats[index].astype(np.float32), valid
+    if features not in frontend.COMPUTED:
+        raise ValueError(f"unknown audio features {features!r}; use one of {frontend.COMPUTED}")
+    spec = frontend.WindowSpec(
+        features, frontend.steps_for(features, window, fps), normalize="clip"
+    )
+    feats = frontend.features(audio, features)
+    windows = frontend.frame_windows_of(feats, num_frames, fps, spec)
+    return windows, frontend.window_validity(num_frames, fps, len(feats), spec)
 
 
 def resample_in_time(values: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarray:

@@ -30,6 +30,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from jaxhead.audio import frontend
 from jaxhead.numerics import cosine_similarity
 from jaxhead.sync import data as data_lib
 from jaxhead.sync import scoring
@@ -396,7 +397,7 @@ def load_sync_encoder(init_from: str | pathlib.Path) -> SyncEncoder:
         return features_fn(trained, windows)
 
     features = info["features"]
-    if features in data_lib.FEATURE_RATES:
+    if features in frontend.COMPUTED:
 
         def audio_windows(audio, num_frames):
             return data_lib.audio_feature_windows(
