@@ -8,8 +8,9 @@ Variants (``model.variant``, also ``:variant=NAME``): ``transformer_gpvae`` (def
 prior, structured posterior), ``transformer_vae`` (i.i.d. N(0, 1) prior), ``lstm_vae``,
 ``mlp_vae``. ``scripts/gpvae_ablation.py`` runs all four and writes the table.
 
-Data: by default the synthetic dataset's ground-truth pose/blink (generated on the fly into a
-temporary folder, 8 subjects x 6 sentences x 12 s); ``--config.data.root=DIR`` reads an existing
+Data: by default the synthetic dataset's ground-truth pose/blink (generated once into the cache,
+8 subjects x 6 sentences x 12 s, each subject's last sentence held out by the split every stage
+shares); ``--config.data.root=DIR`` reads an existing
 synthetic folder; ``--config.data.source=files --config.data.paths="('a.mat', 'b.json')"`` reads
 real pose sequences (AD-NeRF transforms, Deep3DFaceRecon .mat, AniPortrait .npy).
 
@@ -41,7 +42,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data = ml_collections.ConfigDict(
         {
             "source": "synthetic",  # synthetic | files
-            "root": "",  # synthetic VOCASET folder; "" generates `synthetic` into a temp folder
+            "root": "",  # synthetic VOCASET folder; "" generates `synthetic` once into the cache
             "synthetic": {"identities": 8, "sequences": 6, "seconds": 12.0, "seed": 0},
             "paths": (),  # source=files: pose files (.json AD-NeRF, .mat Deep3D, .npy AniPortrait)
             "fps": 25.0,

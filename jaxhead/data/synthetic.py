@@ -35,6 +35,7 @@ import time
 import numpy as np
 
 from jaxhead.data import head_model, raster, speech
+from jaxhead.data.cache import cache_root
 
 __all__ = ["generate", "FACTORS_DOC", "FPS", "SAMPLE_RATE", "main"]
 
@@ -239,6 +240,74 @@ def generate(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+# --- the one cached root and the one split policy, for every stage ---------------------------
+
+DEFAULT_MESH = (36, 48)
+
+
+def synthetic_root(
+    synthetic, cache_dir: str = "", *, mesh: tuple[int, int] = DEFAULT_MESH, progress: bool = True
+) -> pathlib.Path:
+    """The synthetic dataset of a config's ``synthetic`` block (identities, sequences, seconds,
+    seed), generated once into the cache (:func:`jaxhead.data.cache.cache_root` of
+    ``cache_dir``) and shared by every stage that reads the same block: the NeRF frames, the
+    sync stage, the landmark autoencoder, the GP-VAE (which only needs the factors and audio and
+    asks for a coarse ``mesh``; the factors, audio and sentences do not depend on the mesh)."""
+    s = synthetic
+    name = f"synthetic_i{s.identities}_q{s.sequences}_s{float(s.seconds):g}_seed{s.seed}"
+    if tuple(mesh) != DEFAULT_MESH:
+        name += f"_mesh{mesh[0]}x{mesh[1]}"
+    root = cache_root(cache_dir) / name
+    if not (root / "data_verts.npy").exists():
+        if progress:
+            print(
+                f"Generating the synthetic VOCASET-format dataset into {root} (once).", flush=True
+            )
+        generate(
+            root, identities=int(s.identities), sequences=int(s.sequences),
+            seconds=float(s.seconds), seed=int(s.seed), mesh_rows=int(mesh[0]),
+            mesh_cols=int(mesh[1]), overwrite=root.exists(), progress=progress,
+        )  # fmt: skip
+    return root
+
+
+def split(
+    sentences: dict[str, list[str]], heldout_sentences: int, heldout_subjects: int = 0
+) -> dict[str, list[tuple[str, str]]]:
+    """The one held-out policy of the synthetic (and VOCASET-format) data, for every stage.
+
+    Subjects and their sentences in sorted order; the last ``heldout_subjects`` subjects are
+    held out whole (``heldout_subjects``: every sentence); every other subject's last
+    ``heldout_sentences`` sentences are held out (``heldout_sentences``) and the rest is
+    ``train``. Stages that read the same data with the same counts hold out the same
+    (subject, sentence) pairs; a stage that holds out more (the sync stage's unseen speakers)
+    holds out a superset, so nothing held out from the NeRF is training data anywhere.
+    """
+    subjects = sorted(sentences)
+    if heldout_subjects < 0 or heldout_sentences < 0:
+        raise ValueError("held-out counts must be >= 0")
+    if heldout_subjects >= len(subjects) and subjects:
+        raise ValueError(
+            f"{len(subjects)} subjects cannot hold out {heldout_subjects} whole subjects"
+        )
+    kept = subjects[: len(subjects) - heldout_subjects]
+    out: dict[str, list[tuple[str, str]]] = {
+        "train": [], "heldout_sentences": [], "heldout_subjects": [],
+    }  # fmt: skip
+    for subject in kept:
+        sents = sorted(sentences[subject])
+        if heldout_sentences >= len(sents):
+            raise ValueError(
+                f"{subject} has {len(sents)} sentences, too few to hold out {heldout_sentences}"
+            )
+        cut = len(sents) - heldout_sentences
+        out["train"] += [(subject, q) for q in sents[:cut]]
+        out["heldout_sentences"] += [(subject, q) for q in sents[cut:]]
+    for subject in subjects[len(kept) :]:
+        out["heldout_subjects"] += [(subject, q) for q in sorted(sentences[subject])]
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:

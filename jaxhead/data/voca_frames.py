@@ -97,24 +97,7 @@ def dataset_root(config: ml_collections.ConfigDict, *, progress: bool = True) ->
                 "use the embedded synthetic dataset",
             )
         return root
-    s = config.synthetic
-    name = f"synthetic_i{s.identities}_q{s.sequences}_s{s.seconds:g}_seed{s.seed}"
-    root = cache_root(config) / name
-    if not (root / "data_verts.npy").exists():
-        if progress:
-            print(
-                f"Generating the synthetic VOCASET-format dataset into {root} (once).", flush=True
-            )
-        synthetic.generate(
-            root,
-            identities=s.identities,
-            sequences=s.sequences,
-            seconds=s.seconds,
-            seed=s.seed,
-            overwrite=root.exists(),
-            progress=progress,
-        )
-    return root
+    return synthetic.synthetic_root(config.synthetic, config.cache_dir, progress=progress)
 
 
 def _frame_settings(config) -> dict:
@@ -135,23 +118,29 @@ def selected_subjects(voca: VocaSet, config) -> list[str]:
 
 
 def _selected(voca: VocaSet, config) -> list[tuple[str, list[str], list[str]]]:
+    """``(subject, training sentences, held-out sentences)`` per selected subject: the first
+    ``max_sentences`` (0: all) under :func:`jaxhead.data.synthetic.split`, the policy every stage
+    shares (the NeRF holds out sentences, never whole subjects: it learns per-subject codes)."""
     subjects = selected_subjects(voca, config)
     missing = sorted(set(subjects) - set(voca.subjects))
     if missing:
         raise DatasetError(voca.root, f"has no subjects {missing}", f"choose among {voca.subjects}")
+    sentences = {}
+    for subject in subjects:
+        sentences[subject] = voca.sentences(subject)
+        if config.max_sentences:
+            sentences[subject] = sentences[subject][: config.max_sentences]
+    try:
+        parts = synthetic.split(sentences, int(config.val_sentences))
+    except ValueError as error:
+        raise DatasetError(
+            voca.root, f"{error}", "lower --config.data.val_sentences or use more sentences"
+        ) from None
     out = []
     for subject in subjects:
-        sentences = voca.sentences(subject)
-        if config.max_sentences:
-            sentences = sentences[: config.max_sentences]
-        k = int(config.val_sentences)
-        if k >= len(sentences):
-            raise DatasetError(
-                voca.root,
-                f"{subject} has {len(sentences)} sentences, too few to hold out {k}",
-                "lower --config.data.val_sentences or use more sentences",
-            )
-        out.append((subject, sentences[: len(sentences) - k], sentences[len(sentences) - k :]))
+        train = [q for s, q in parts["train"] if s == subject]
+        held = [q for s, q in parts["heldout_sentences"] if s == subject]
+        out.append((subject, train, held))
     return out
 
 

@@ -463,16 +463,16 @@ def _synthetic_landmarks(config) -> dict:
             "use --config.data.landmarks.source=real478 with a landmark .npy, or a synthetic set",
         )
     f = voca.factors
-    held = int(config.val_sentences)
-    train_rows, test_rows = [], []
-    for subject in voca.subjects:
-        sentences = voca.sentences(subject)
-        if held >= len(sentences):
-            raise DatasetError(root, f"{subject} has {len(sentences)} sentences",
-                               "lower --config.data.landmarks.val_sentences")  # fmt: skip
-        for k, sentence in enumerate(sentences):
-            rows = voca.frames(subject, sentence)[1]
-            (test_rows if k >= len(sentences) - held else train_rows).append(rows)
+    try:
+        parts = synthetic.split(
+            {s: voca.sentences(s) for s in voca.subjects}, int(config.val_sentences)
+        )
+    except ValueError as error:
+        raise DatasetError(
+            root, f"{error}", "lower --config.data.landmarks.val_sentences"
+        ) from None
+    train_rows = [voca.frames(s, q)[1] for s, q in parts["train"]]
+    test_rows = [voca.frames(s, q)[1] for s, q in parts["heldout_sentences"]]
     points = np.asarray(voca.verts[:, f["landmark_indices"]], np.float64)  # [N, 68, 3]
 
     def split(rows):

@@ -51,8 +51,11 @@ def run_ablation(configs: dict[str, ml_collections.ConfigDict], root: str | os.P
 
 
 def shared_synthetic_data(data_config, folder: str | os.PathLike) -> pathlib.Path:
-    """Generates (or reuses) ``data_config.synthetic`` under ``folder/voca`` for several runs."""
-    return data_lib.generate_synthetic(data_config.synthetic, pathlib.Path(folder) / "voca")
+    """Generates (or reuses) ``data_config.synthetic`` under ``folder`` for several runs."""
+    data = data_config.copy_and_resolve_references()
+    with data.unlocked():
+        data.root, data.cache_dir = "", str(folder)
+    return data_lib.synthetic_root(data, progress=True)
 
 
 def ablation_table(rows: list[dict]) -> str:

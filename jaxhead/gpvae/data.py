@@ -25,8 +25,6 @@ import json
 import logging
 import os
 import pathlib
-import shutil
-import tempfile
 from collections.abc import Sequence
 
 import grain
@@ -36,6 +34,8 @@ from scipy.spatial.transform import Rotation
 
 from jaxhead.audio import frontend, spectral
 from jaxhead.audio.io import resample
+from jaxhead.data import synthetic
+from jaxhead.data.voca import load_voca
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +176,6 @@ def read_pose_file(path: str | os.PathLike, fps: float = 25.0) -> PoseSequence:
 
 def load_synthetic(root: str | os.PathLike, fps: float = 25.0) -> list[PoseSequence]:
     """All sentences of a synthetic VOCASET folder with ground-truth factors and audio."""
-    from jaxhead.data.voca import load_voca
-
     voca = load_voca(root)
     out = []
     for subject, sentence in voca.sequences:
@@ -197,58 +195,40 @@ def load_synthetic(root: str | os.PathLike, fps: float = 25.0) -> list[PoseSeque
     return out
 
 
-def generate_synthetic(synthetic_config, root: str | os.PathLike) -> pathlib.Path:
-    """Generates ``config.data.synthetic`` (identities, sequences, seconds, seed) into ``root``.
+# The GP-VAE reads only the factors and audio: a coarse head mesh generates much faster.
+SYNTHETIC_MESH = (8, 12)
 
-    Small meshes (8 x 12): only the factors and the audio are used here. Reuses ``root`` when a
-    complete generation with the same settings is there (``root/gpvae_settings.json`` is written
-    last), so several runs can share one data set (scripts/gpvae_ablation.py).
-    """
-    from jaxhead.data import synthetic
 
-    s = synthetic_config
-    root = pathlib.Path(root)
-    settings = {k: s[k] for k in ("identities", "sequences", "seconds", "seed")}
-    marker = root / "gpvae_settings.json"
-    if marker.is_file() and json.loads(marker.read_text()) == settings:
-        return root
-    if root.exists():
-        shutil.rmtree(root)
-    synthetic.generate(
-        root, s.identities, s.sequences, s.seconds, s.seed, mesh_rows=8, mesh_cols=12
+def synthetic_root(data, *, progress: bool = False) -> pathlib.Path:
+    """``data.root``, or the shared cached synthetic set of ``data.synthetic``
+    (:func:`jaxhead.data.synthetic.synthetic_root`, coarse mesh)."""
+    if data.root:
+        return pathlib.Path(data.root).expanduser()
+    return synthetic.synthetic_root(
+        data.synthetic, str(data.get("cache_dir", "")), mesh=SYNTHETIC_MESH, progress=progress
     )
-    marker.write_text(json.dumps(settings))
-    return root
 
 
 def load_sequences(data) -> tuple[list[PoseSequence], list[PoseSequence]]:
     """``(train, held_out)`` sequences from ``config.data`` (see the module docstring).
 
-    Synthetic: each subject's last ``data.held_out`` sentences are held out. Files: the last
+    Synthetic: each subject's last ``data.held_out`` sentences are held out
+    (:func:`jaxhead.data.synthetic.split`, the policy every stage shares). Files: the last
     ``data.held_out_fraction`` of every sequence is held out.
     """
     fps = float(data.fps)
     if data.source == "synthetic":
-        if data.root:
-            sequences = load_synthetic(data.root, fps)
-        else:
-            tmp = pathlib.Path(tempfile.mkdtemp(prefix="jaxhead_gpvae_"))
-            try:
-                sequences = load_synthetic(generate_synthetic(data.synthetic, tmp / "voca"), fps)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-        by_group: dict[str, list[PoseSequence]] = {}
+        sequences = load_synthetic(synthetic_root(data), fps)
+        by_name = {seq.name: seq for seq in sequences}
+        sentences: dict[str, list[str]] = {}
         for seq in sequences:
-            by_group.setdefault(seq.group, []).append(seq)
-        train, held = [], []
-        for seqs in by_group.values():
-            if len(seqs) <= data.held_out:
-                raise ValueError(
-                    f"subject {seqs[0].group} has {len(seqs)} sentences; need more than "
-                    f"data.held_out={data.held_out}"
-                )
-            train += seqs[: len(seqs) - data.held_out]
-            held += seqs[len(seqs) - data.held_out :]
+            sentences.setdefault(seq.group, []).append(seq.name.split("/", 1)[1])
+        try:
+            parts = synthetic.split(sentences, int(data.held_out))
+        except ValueError as error:
+            raise ValueError(f"{error}; lower data.held_out") from None
+        train = [by_name[f"{s}/{q}"] for s, q in parts["train"]]
+        held = [by_name[f"{s}/{q}"] for s, q in parts["heldout_sentences"]]
         return train, held
     if data.source == "files":
         if not data.paths:

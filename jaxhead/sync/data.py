@@ -20,9 +20,9 @@ Sources:
 * the synthetic VOCASET-format dataset by default (:mod:`jaxhead.data.synthetic`, generated once
   into the cache folder): mouth landmarks are the landmark vertices (``factors.npz``
   ``landmark_indices``) of ``data_verts`` sampled at 25 fps, seen from the front in image axes
-  (x, -y: y down like pixel landmarks); clips are
-  sentences, and :func:`synthetic_splits` holds out whole subjects and each training subject's
-  last sentences;
+  (x, -y: y down like pixel landmarks); clips are sentences, and
+  :func:`jaxhead.data.synthetic.split` (the policy every stage shares) holds out whole subjects
+  and each training subject's last sentences;
 * preprocessed real videos in the AD-NeRF / ER-NeRF layout (``ori_imgs/<i>.lms`` with 68
   landmarks per frame, plus ``aud.wav`` or a per-frame feature file), one clip per folder, whose
   last ``video_val_fraction`` of frames are held out.
@@ -53,7 +53,7 @@ from jaxhead.data import synthetic
 from jaxhead.data.cache import cache_root
 from jaxhead.data.errors import DatasetError, MissingFileError
 from jaxhead.data.video import AUDIO_FEATURE_FILES, load_audio_features, read_landmarks
-from jaxhead.data.voca import load_voca, split_by_subject
+from jaxhead.data.voca import load_voca
 from jaxhead.face import MOUTH_68
 
 __all__ = [
@@ -261,51 +261,7 @@ def synthetic_root(config: ml_collections.ConfigDict, *, progress: bool = True) 
                 why="config.data.root must be a VOCASET-format folder",
             )
         return root
-    s = config.synthetic
-    name = f"synthetic_i{s.identities}_q{s.sequences}_s{s.seconds:g}_seed{s.seed}"
-    root = cache_root(config.cache_dir) / name
-    if not (root / "data_verts.npy").exists():
-        if progress:
-            print(
-                f"Generating the synthetic VOCASET-format dataset into {root} (once).", flush=True
-            )
-        synthetic.generate(
-            root,
-            identities=int(s.identities),
-            sequences=int(s.sequences),
-            seconds=float(s.seconds),
-            seed=int(s.seed),
-            overwrite=root.exists(),
-        )
-    return root
-
-
-def synthetic_splits(
-    subjects: list[str],
-    sentences: dict[str, list[str]],
-    heldout_subjects: int,
-    heldout_sentences: int,
-) -> dict[str, list[tuple[str, str]]]:
-    """``train``, ``heldout_sentences`` (new sentences of training subjects) and
-    ``heldout_subjects`` (every sentence of the last subjects) lists of (subject, sentence)."""
-    split = split_by_subject(subjects, val=0, test=heldout_subjects)
-    out: dict[str, list[tuple[str, str]]] = {
-        "train": [],
-        "heldout_sentences": [],
-        "heldout_subjects": [],
-    }
-    for subject in split["train"]:
-        sents = sorted(sentences[subject])
-        if heldout_sentences >= len(sents):
-            raise ValueError(
-                f"{subject} has {len(sents)} sentences; cannot hold out {heldout_sentences}"
-            )
-        cut = len(sents) - heldout_sentences
-        out["train"] += [(subject, q) for q in sents[:cut]]
-        out["heldout_sentences"] += [(subject, q) for q in sents[cut:]]
-    for subject in split["test"]:
-        out["heldout_subjects"] += [(subject, q) for q in sorted(sentences[subject])]
-    return out
+    return synthetic.synthetic_root(config.synthetic, config.cache_dir, progress=progress)
 
 
 def load_synthetic_clips(
@@ -324,11 +280,10 @@ def load_synthetic_clips(
         )
     mouth_vertices = np.asarray(voca.factors["landmark_indices"])[list(MOUTH_68)]
     subject_index = {s: i for i, s in enumerate(voca.subjects)}
-    splits = synthetic_splits(
-        voca.subjects,
+    splits = synthetic.split(
         {s: voca.sentences(s) for s in voca.subjects},
-        int(config.heldout_subjects),
         int(config.heldout_sentences),
+        int(config.heldout_subjects),
     )
     out: dict[str, list[SyncClip]] = {}
     for split, pairs in splits.items():
