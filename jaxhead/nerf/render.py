@@ -83,13 +83,30 @@ def volume_weights(
     Returns:
       ``(alpha [..., S], transmittance [..., S], weights [..., S])``.
     """
-    density = jnp.asarray(density)
     t_vals = jnp.asarray(t_vals)
     dir_norm = jnp.asarray(dir_norm)
     deltas = jnp.concatenate(
         [t_vals[..., 1:] - t_vals[..., :-1], jnp.full_like(t_vals[..., :1], LAST_DELTA)], axis=-1
     )
-    deltas = deltas * dir_norm[..., None]
+    return interval_weights(density, deltas * dir_norm[..., None])
+
+
+def interval_weights(
+    density: jax.Array, deltas: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Alpha, transmittance and weights of samples with their own interval lengths ``δᵢ``
+    (NeRF eq. 3; :func:`volume_weights` takes ``δᵢ = tᵢ₊₁ − tᵢ``, the occupancy-guided renderer
+    the spacing of its samples): ``αᵢ = 1 − exp(−max(σᵢ, 0)·δᵢ)``, ``Tᵢ = exp(−Σⱼ<ᵢ σⱼδⱼ)``,
+    ``wᵢ = Tᵢ·αᵢ``.
+
+    Args:
+      density: ``[..., S]`` raw densities σ (negative values count as 0).
+      deltas: ``[..., S]`` interval lengths in scene units along the ray (``Δt·‖d‖``).
+
+    Returns:
+      ``(alpha [..., S], transmittance [..., S], weights [..., S])``.
+    """
+    density = jnp.asarray(density)
     optical_depth = jnp.maximum(density, 0.0) * deltas
     alpha = 1.0 - jnp.exp(-optical_depth)
     accumulated_depth = jnp.concatenate(
@@ -127,7 +144,11 @@ def composite(
 
 
 def sample_pdf(
-    key: jax.Array | None, bins: jax.Array, weights: jax.Array, num_samples: int
+    key: jax.Array | None,
+    bins: jax.Array,
+    weights: jax.Array,
+    num_samples: int,
+    midpoints: bool = False,
 ) -> jax.Array:
     """Inverse-CDF sampling of a piecewise-constant pdf: NeRF's hierarchical sampling (sec. 5.2).
 
@@ -139,7 +160,8 @@ def sample_pdf(
     multinerf): each sample, taken alone, is not uniform over the pdf, but their pooled
     distribution is exactly the pdf, with lower variance than i.i.d. draws, and they come out
     sorted. With ``key=None`` the quantiles are NeRF's deterministic ``linspace(0, 1, n)``, so the
-    first and last samples are ``bins[0]`` and ``bins[-1]``.
+    first and last samples are ``bins[0]`` and ``bins[-1]``; with ``midpoints`` they are the
+    strata's midpoints ``(k + 1/2) / n`` instead (no sample on the span's ends).
 
     Like NeRF, the samples carry no gradient (``stop_gradient``): the proposal distribution is
     not trained through the positions it proposes.
@@ -149,6 +171,7 @@ def sample_pdf(
       bins: ``[..., S+1]`` sorted bin edges.
       weights: ``[..., S]`` non-negative bin weights (need not be normalised).
       num_samples: ``n``, static Python int.
+      midpoints: deterministic quantiles at the strata's midpoints (``key=None`` only).
 
     Returns:
       ``[..., n]`` sorted samples inside ``[bins[..., 0], bins[..., -1]]``.
@@ -170,9 +193,12 @@ def sample_pdf(
     )
 
     if key is None:
-        u = jnp.broadcast_to(
-            jnp.linspace(0.0, 1.0, num_samples, dtype=cdf.dtype), (*batch_shape, num_samples)
+        quantiles = (
+            (jnp.arange(num_samples, dtype=cdf.dtype) + 0.5) / num_samples
+            if midpoints
+            else jnp.linspace(0.0, 1.0, num_samples, dtype=cdf.dtype)
         )
+        u = jnp.broadcast_to(quantiles, (*batch_shape, num_samples))
     else:
         jitter = jax.random.uniform(key, (*batch_shape, num_samples), cdf.dtype)
         strata = jnp.arange(num_samples, dtype=cdf.dtype).reshape(
@@ -333,6 +359,68 @@ def render_ray(
     accumulation = jnp.sum(weights)
     depth = jnp.sum(weights * t_all)
     return composited, accumulation, depth
+
+
+def occupancy_at(occupancy: jax.Array, points: jax.Array) -> jax.Array:
+    """``[...]`` occupancy of points ``[..., 3]`` (unit-sphere frame) in a grid ``[R, R, R]`` over
+    the cube ``[-1, 1]^3`` (nearest cell; 0 outside the cube)."""
+    resolution = occupancy.shape[0]
+    cell = jnp.floor((points + 1.0) * (0.5 * resolution)).astype(jnp.int32)
+    inside = jnp.all((cell >= 0) & (cell < resolution), axis=-1)
+    cell = jnp.clip(cell, 0, resolution - 1)
+    value = occupancy[cell[..., 0], cell[..., 1], cell[..., 2]]
+    return jnp.where(inside, value, 0.0)
+
+
+def render_ray_occupancy(
+    sample_fn: SampleFn,
+    origin: jax.Array,
+    direction: jax.Array,
+    key: jax.Array | None,
+    occupancy: jax.Array,
+    *,
+    num_candidates: int,
+    num_samples: int,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Volume rendering of one ray with its samples placed where an occupancy grid says the
+    scene is (instant-NGP's empty-space skipping, in fixed shapes).
+
+    The ray's span in the unit sphere is cut into ``num_candidates`` equal bins; each bin is
+    occupied when the grid is at its midpoint (:func:`occupancy_at`). ``num_samples`` samples
+    are drawn from the pdf that is uniform over the occupied bins (:func:`sample_pdf`: stratified
+    with a key, the strata's midpoints without), so they are spaced ``Δ = L / num_samples``
+    apart inside the occupied length ``L``. Each sample then stands for ``min(tᵢ₊₁ − tᵢ, Δ)`` of
+    the ray (its interval, but never the empty gap to the next occupied stretch), and the samples
+    are composited with those lengths (:func:`interval_weights`). A ray through no occupied bin
+    spreads its samples over the whole span.
+
+    Args:
+      sample_fn: the field (:data:`SampleFn`), called with ``[num_samples, 3]`` points.
+      origin, direction: ``[3]`` in the unit-sphere frame.
+      key: PRNG key (stratified samples) or None (deterministic).
+      occupancy: ``[R, R, R]`` grid over ``[-1, 1]^3``, > 0 where occupied.
+      num_candidates, num_samples: static.
+
+    Returns:
+      ``(composited [P], accumulation [], depth [])``.
+    """
+    near, far, hit = sphere_bounds(origin, direction)
+    dir_norm = jnp.linalg.norm(direction)
+    unit_dir = direction / dir_norm
+    edges = near + (far - near) * jnp.linspace(0.0, 1.0, num_candidates + 1)
+    mids = 0.5 * (edges[1:] + edges[:-1])
+    occupied = occupancy_at(occupancy, origin[None, :] + mids[:, None] * direction[None, :]) > 0
+    occupied = occupied.astype(edges.dtype)
+    t = sample_pdf(key, edges, occupied, num_samples, midpoints=True)
+    length = (far - near) * jnp.maximum(jnp.sum(occupied), 1.0) / num_candidates
+    spacing = length / num_samples
+    gaps = jnp.concatenate([t[1:] - t[:-1], (far - t[-1])[None]])
+    deltas = jnp.minimum(gaps, spacing) * dir_norm
+    points = origin[None, :] + t[:, None] * direction[None, :]
+    density, values = sample_fn(points, unit_dir)
+    density = jnp.where(hit, density, 0.0)
+    _, _, weights = interval_weights(density, deltas)
+    return weights @ values, jnp.sum(weights), jnp.sum(weights * t)
 
 
 def render_feature_map(
