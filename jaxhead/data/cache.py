@@ -1,9 +1,13 @@
-"""The one folder where generated datasets and rendered frames are cached."""
+"""The one folder where generated datasets and rendered frames are cached, and the one way
+arrays are written into it (atomically: a reader never sees half a file)."""
 
 from __future__ import annotations
 
 import os
 import pathlib
+import tempfile
+
+import numpy as np
 
 
 def cache_root(cache_dir: str = "") -> pathlib.Path:
@@ -14,3 +18,19 @@ def cache_root(cache_dir: str = "") -> pathlib.Path:
     if os.environ.get("JAXHEAD_CACHE"):
         return pathlib.Path(os.environ["JAXHEAD_CACHE"]).expanduser()
     return pathlib.Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "jaxhead"
+
+
+def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> pathlib.Path:
+    """Writes ``arrays`` to ``path`` as ``.npz`` through a temporary file in the same folder and
+    a rename, so a killed writer leaves either the old file or none, never a partial one."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

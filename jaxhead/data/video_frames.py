@@ -45,9 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pathlib
-import tempfile
 
 import cv2
 import ml_collections
@@ -415,15 +413,7 @@ def load_frames(
     if progress:
         print(f"Preparing the {split} frames of {root} into {path} (once).", flush=True)
     arrays = prepare_split(config, split, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    cache.save_npz(path, arrays)
     return VideoFrames(arrays, root, config.audio_file)
 
 

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pathlib
-import tempfile
 
 import ml_collections
 import numpy as np
@@ -317,11 +315,7 @@ def load_frames(
     template = config.template_mesh or None
     voca = load_voca(root, template_mesh=template)
     arrays = render_split(voca, config, split, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    cache.save_npz(path, arrays)
     return CachedFrames(arrays)
 
 

@@ -37,16 +37,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pathlib
-import tempfile
 
 import ml_collections
 import numpy as np
 import tqdm
 
 from jaxhead.data import head_model, raster, synthetic, voca_frames
-from jaxhead.data.cache import cache_root
+from jaxhead.data.cache import cache_root, save_npz
 from jaxhead.data.errors import DatasetError, FeatureShapeError, MissingFileError
 from jaxhead.data.voca import load_voca
 
@@ -298,11 +296,7 @@ def _cached(config, cache_dir: str, kind: str, make, ignore=()) -> dict[str, np.
         except (OSError, ValueError, KeyError) as e:
             print(f"Cached {path} is unreadable ({e}); rendering again.", flush=True)
     arrays = make()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    save_npz(path, arrays)
     return arrays
 
 

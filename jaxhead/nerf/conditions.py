@@ -27,9 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import pathlib
-import tempfile
 
 import jax.numpy as jnp
 import ml_collections
@@ -38,7 +36,7 @@ import numpy as np
 from jaxhead.audio import frontend
 from jaxhead.audio.io import SAMPLE_RATE
 from jaxhead.data import video_frames, voca_frames
-from jaxhead.data.cache import cache_root
+from jaxhead.data.cache import cache_root, save_npz
 from jaxhead.disentangle.stage import load_extractor
 from jaxhead.sync.stage import SyncEncoder, load_sync_encoder
 
@@ -214,7 +212,7 @@ class LipSource:
             raw[rows] = values
         if raw is None:
             raw = np.zeros((0, self.encoder.embed_dim), np.float32)
-        _save_npz(path, outputs=raw)
+        save_npz(path, {"outputs": raw})
         return raw
 
     def frames(self, split: str, source):
@@ -236,19 +234,6 @@ class LipSource:
         fps = float(self.config.data.fps)
         spec = voca_frames.audio_spec(self.config.data)
         return {"audio": frontend.frame_windows(samples, num_frames, fps, spec)}
-
-
-def _save_npz(path: pathlib.Path, **arrays) -> None:
-    """Writes ``arrays`` to ``path`` atomically (temporary file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_frames(config: ml_collections.ConfigDict, split: str, lip: LipSource, *, progress=True):
@@ -303,7 +288,7 @@ def write_run_conditions(workdir: str | pathlib.Path, conditions: RunConditions)
     )
     if conditions.statistics is not None:
         arrays["sync_mean"], arrays["sync_std"] = conditions.statistics
-    _save_npz(pathlib.Path(workdir) / RUN_CONDITIONS, **arrays)
+    save_npz(pathlib.Path(workdir) / RUN_CONDITIONS, arrays)
 
 
 def read_run_conditions(workdir: str | pathlib.Path) -> RunConditions | None:

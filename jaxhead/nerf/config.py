@@ -142,6 +142,14 @@ class HeadNeRFConfig:
         return sum(dim for _, dim in self.condition_dims)
 
     @property
+    def grid_size(self) -> tuple[int, int, int, int, int]:
+        """``(levels, features, log2_table, min_resolution, max_resolution)`` of the grid."""
+        return (
+            self.grid_levels, self.grid_features, self.grid_log2_table,
+            self.grid_min_resolution, self.grid_max_resolution,
+        )  # fmt: skip
+
+    @property
     def image_size(self) -> tuple[int, int]:
         return (self.render_size[0] * self.upsample, self.render_size[1] * self.upsample)
 

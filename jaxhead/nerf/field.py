@@ -53,6 +53,19 @@ from jaxhead.nerf.encoding import positional_encoding
 
 ENCODINGS = ("frequency", "hash", "triplane")
 
+
+class GridSize(NamedTuple):
+    """A grid encoding's sizes: ``levels`` ``L``, ``features`` ``F`` per level, ``2^log2_table``
+    rows per level, resolutions ``min_resolution`` … ``max_resolution`` (the defaults: RAD-NeRF's
+    16 levels of 2 features in 2^16 rows)."""
+
+    levels: int = 16
+    features: int = 2
+    log2_table: int = 16
+    min_resolution: int = 16
+    max_resolution: int = 1024
+
+
 # mip-NeRF's density shift: softplus(raw − 1) starts the field mostly transparent (σ ≈ 0.31 in
 # unit-sphere units) without ReLU's dead units at initialisation.
 DENSITY_SHIFT = -1.0
@@ -100,8 +113,8 @@ class HeadField(nnx.Module):
         of :func:`jaxhead.nerf.grid.hash_encode`) or ``"triplane"`` (ER-NeRF's three 2D hash
         grids, :func:`jaxhead.nerf.grid.triplane_encode`); a grid's tables are parameters of the
         field (``tables``), and its points are the unit-sphere frame mapped to ``[0, 1]^3``.
-      grid_levels, grid_features, grid_log2_table, grid_min_resolution, grid_max_resolution:
-        the grid's ``L``, ``F``, ``log2 T``, ``N_min`` and ``N_max``.
+      grid: the grid's sizes (:class:`GridSize`: ``L``, ``F``, ``log2 T``, ``N_min``,
+        ``N_max``); default :class:`GridSize`'s.
       rngs: parameter initialisation.
     """
 
@@ -118,11 +131,7 @@ class HeadField(nnx.Module):
         view_width: int = 64,
         feature_dim: int = 256,
         encoding: str = "frequency",
-        grid_levels: int = 16,
-        grid_features: int = 2,
-        grid_log2_table: int = 16,
-        grid_min_resolution: int = 16,
-        grid_max_resolution: int = 1024,
+        grid: GridSize | None = None,
         rngs: nnx.Rngs,
     ):
         if encoding not in ENCODINGS:
@@ -149,23 +158,20 @@ class HeadField(nnx.Module):
             self.tables = None
             self.resolutions = ()
         else:
+            size = grid or GridSize()
             self.resolutions = grid_lib.level_resolutions(
-                grid_levels, grid_min_resolution, grid_max_resolution
-            )
-            tables = grid_lib.init_tables(
-                rngs.params(), grid_levels, 2**grid_log2_table, grid_features
+                size.levels, size.min_resolution, size.max_resolution
             )
             planes = len(grid_lib.PLANES) if encoding == "triplane" else 1
-            if encoding == "triplane":
-                keys = jax.random.split(rngs.params(), planes)
-                tables = jnp.stack(
-                    [
-                        grid_lib.init_tables(k, grid_levels, 2**grid_log2_table, grid_features)
-                        for k in keys
-                    ]
-                )
-            self.tables = nnx.Param(tables)
-            self.point_dim = planes * grid_levels * grid_features
+            keys = jax.random.split(rngs.params(), planes)
+            tables = jnp.stack(
+                [
+                    grid_lib.init_tables(k, size.levels, 2**size.log2_table, size.features)
+                    for k in keys
+                ]
+            )
+            self.tables = nnx.Param(tables if planes > 1 else tables[0])
+            self.point_dim = planes * size.levels * size.features
         self.view_pe_dim = _pe_dim(view_dim, view_freqs) if view_dim else 0
 
         layers = []

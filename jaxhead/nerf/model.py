@@ -56,7 +56,7 @@ import numpy as np
 from flax import nnx
 
 from jaxhead.nerf.config import HeadNeRFConfig
-from jaxhead.nerf.field import AudioNet, HeadField
+from jaxhead.nerf.field import AudioNet, GridSize, HeadField
 from jaxhead.nerf.render import FeatureMap, render_feature_map, scale_intrinsics
 from jaxhead.nerf.upsampler import Upsampler
 
@@ -83,11 +83,7 @@ class HeadNeRF(nnx.Module):
             view_width=config.view_width,
             feature_dim=config.feature_dim,
             encoding=config.encoding,
-            grid_levels=config.grid_levels,
-            grid_features=config.grid_features,
-            grid_log2_table=config.grid_log2_table,
-            grid_min_resolution=config.grid_min_resolution,
-            grid_max_resolution=config.grid_max_resolution,
+            grid=GridSize(*config.grid_size),
             rngs=rngs,
         )
         self.upsampler = Upsampler(
