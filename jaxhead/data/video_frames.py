@@ -55,6 +55,7 @@ import tqdm
 from jaxhead.audio import frontend
 from jaxhead.audio.io import SAMPLE_RATE, load_audio
 from jaxhead.data import cache
+from jaxhead.data.blocks import video_frames_config  # noqa: F401 - the block's reader
 from jaxhead.data.errors import DatasetError, MissingFileError
 from jaxhead.data.video import PREPROCESS, VideoDataset, read_landmarks
 from jaxhead.data.voca_frames import CachedFrames, audio_spec
@@ -75,35 +76,6 @@ _NO_VIEWS = (
     "a monocular video has no held-out views (split 'val_views'); score the held-out end of the "
     "video with split 'val' (configs/video.py sets config.eval.splits = ('val',))"
 )
-
-
-def video_frames_config() -> ml_collections.ConfigDict:
-    """The ``config.data`` block of the NeRF stage on one preprocessed video (module docstring)."""
-    return ml_collections.ConfigDict(
-        {
-            "kind": "video",
-            # The preprocessed folder (transforms_*.json, gt_imgs/, ori_imgs/*.lms, parsing/,
-            # aud.wav, au.csv): what scripts/preprocess.py or AD-NeRF's preprocessing writes.
-            "root": "",
-            # empty: $JAXHEAD_CACHE, else $XDG_CACHE_HOME/jaxhead, else ~/.cache/jaxhead
-            "cache_dir": "",
-            "audio_file": "aud.wav",  # 16 kHz speech of the video, in the folder
-            "fps": 25.0,  # frame rate of the img_ids (the layout's 25)
-            "train_seconds": 0.0,  # with val_seconds > 0: train on [0, train_seconds) (0: all)
-            "val_seconds": 0.0,  # > 0: the last seconds are 'val'; 0: the transforms_*.json split
-            "max_frames": 0,  # per split, first frames only (0: all)
-            "resolution": 128,  # side of the square target crop
-            "lr_resolution": 32,  # side of the rendered feature map
-            "mask_parts": ("head", "neck"),  # parsing classes kept; the rest becomes white
-            "crop": {"scale": 2.0, "shift_y": -0.1, "box": ()},  # box: (x0, y0, side) in pixels
-            "normalize_scene": True,
-            "scene_radius": 0.2,  # half crop side at the head's distance, scene units
-            "missing_frames": "error",  # or "drop": frames lacking a file are left out
-            "audio_window": 16,  # log-mel steps per frame (0.2 s at 80 Hz)
-            "batch_size": 1,  # frame pairs per step (global)
-            "num_threads": 2,
-        }
-    )
 
 
 # --- geometry -------------------------------------------------------------------------------------

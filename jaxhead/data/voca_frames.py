@@ -32,6 +32,7 @@ import tqdm
 
 from jaxhead.audio import frontend
 from jaxhead.data import cache, raster, synthetic
+from jaxhead.data.blocks import voca_frames_config  # noqa: F401 - the block's reader
 from jaxhead.data.errors import DatasetError
 from jaxhead.data.pipeline import FRAME_SPEC, validate_example
 from jaxhead.data.voca import VocaSet, load_voca
@@ -44,37 +45,6 @@ def audio_spec(config: ml_collections.ConfigDict) -> frontend.WindowSpec:
     """The NeRF frames' audio windows: ``config.audio_window`` log-mel steps (Wav2Lip's 80-mel
     spectrogram at 80 Hz) centred on each frame (:mod:`jaxhead.audio.frontend`)."""
     return frontend.WindowSpec("logmel", int(config.audio_window))
-
-
-def voca_frames_config() -> ml_collections.ConfigDict:
-    """The ``config.data`` block of the NeRF stage on VOCASET-format data."""
-    return ml_collections.ConfigDict(
-        {
-            "kind": "voca",
-            # Folder with data_verts.npy & co. Empty: the embedded synthetic dataset, generated
-            # once into the cache folder from `synthetic`.
-            "root": "",
-            "template_mesh": "",  # real VOCASET: FLAME_sample.ply or texture_mesh.obj
-            # empty: $JAXHEAD_CACHE, else $XDG_CACHE_HOME/jaxhead, else ~/.cache/jaxhead
-            "cache_dir": "",
-            "synthetic": {"identities": 4, "sequences": 4, "seconds": 4.0, "seed": 0},
-            "subjects": (),  # empty: every subject
-            "max_sentences": 0,  # per subject, 0: all
-            "val_sentences": 1,  # last sentences of each subject held out
-            "max_frames": 0,  # per sentence and split, 0: all
-            "fps": 25.0,
-            "resolution": 128,  # target image side
-            "lr_resolution": 32,  # side of the rendered feature map
-            "supersample": 2,  # anti-aliasing of the reference renders
-            "fov_deg": 0.0,  # 0: the dataset's camera (synthetic: factors.npz), else this FOV
-            "camera_distance": 0.0,  # 0: the dataset's, else metres
-            "train_yaw_jitter_deg": 10.0,
-            "heldout_view_yaw_deg": 20.0,
-            "audio_window": 16,  # log-mel steps per frame (0.2 s at 80 Hz)
-            "batch_size": 4,  # frame pairs per step (global)
-            "num_threads": 2,
-        }
-    )
 
 
 def cache_root(config: ml_collections.ConfigDict) -> pathlib.Path:

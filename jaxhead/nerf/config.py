@@ -19,8 +19,7 @@ from typing import Any
 
 import ml_collections
 
-from jaxhead.data.video_frames import video_frames_config
-from jaxhead.data.voca_frames import voca_frames_config
+from jaxhead.data.blocks import video_frames_config, voca_frames_config
 from jaxhead.train.config import base_config, parse_arg
 
 # The size fields of ``config.model`` per model size (the rest of the block is shared).
