@@ -1,7 +1,7 @@
 """A preprocessed talking-head video as NeRF training frames: crop, matte, cache, serve.
 
 The NeRF stage trains on the same per-frame examples for every data kind (see
-:class:`jaxhead.data.voca_frames.CachedFrames`). For one preprocessed video in the AD-NeRF /
+:class:`jaxhead.data.frames.CachedFrames`). For one preprocessed video in the AD-NeRF /
 RAD-NeRF / ER-NeRF layout (read by :class:`jaxhead.data.video.VideoDataset`; our own
 ``scripts/preprocess.py`` writes the same layout plus ``aud.wav``) this module prepares them once
 per (folder, split, settings) into an ``.npz`` under the cache folder:
@@ -26,7 +26,7 @@ per (folder, split, settings) into an ``.npz`` under the cache folder:
   at the median camera distance, is ``scene_radius`` scene units: ``config.model.bound_radius``
   then means the same thing for every video (``configs/video.py``).
 * **Audio.** ``audio_window`` log-mel steps per frame from ``aud.wav`` (16 kHz) with
-  :func:`jaxhead.data.voca_frames.audio_spec` (:mod:`jaxhead.audio.frontend`), exactly as for
+  :func:`jaxhead.data.frames.audio_spec` (:mod:`jaxhead.audio.frontend`), exactly as for
   VOCASET data; the frame with audio
   row ``aud_id`` sits at ``aud_id / fps`` seconds. Blink is ``au.csv``'s AU45 (else ``bs.npy``'s
   eye blendshapes, else zeros) via :class:`VideoDataset`.
@@ -57,8 +57,8 @@ from jaxhead.audio.io import SAMPLE_RATE, load_audio
 from jaxhead.data import cache
 from jaxhead.data.blocks import video_frames_config  # noqa: F401 - the block's reader
 from jaxhead.data.errors import DatasetError, MissingFileError
+from jaxhead.data.frames import CachedFrames, audio_spec
 from jaxhead.data.video import PREPROCESS, VideoDataset, read_landmarks
-from jaxhead.data.voca_frames import CachedFrames, audio_spec
 
 __all__ = [
     "SPLITS",

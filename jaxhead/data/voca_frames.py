@@ -34,17 +34,11 @@ from jaxhead.audio import frontend
 from jaxhead.data import cache, raster, synthetic
 from jaxhead.data.blocks import voca_frames_config  # noqa: F401 - the block's reader
 from jaxhead.data.errors import DatasetError
-from jaxhead.data.pipeline import FRAME_SPEC, validate_example
+from jaxhead.data.frames import CachedFrames, audio_spec
 from jaxhead.data.voca import VocaSet, load_voca
 
 SPLITS = ("train", "val", "val_views")
 _CACHE_VERSION = 1
-
-
-def audio_spec(config: ml_collections.ConfigDict) -> frontend.WindowSpec:
-    """The NeRF frames' audio windows: ``config.audio_window`` log-mel steps (Wav2Lip's 80-mel
-    spectrogram at 80 Hz) centred on each frame (:mod:`jaxhead.audio.frontend`)."""
-    return frontend.WindowSpec("logmel", int(config.audio_window))
 
 
 def cache_root(config: ml_collections.ConfigDict) -> pathlib.Path:
@@ -214,56 +208,6 @@ def render_split(voca: VocaSet, config, split: str, *, progress: bool = True) ->
         bar.update()
     bar.close()
     return out
-
-
-class CachedFrames:
-    """A `FrameSource` over rendered arrays (uint8 images converted to float32 on access)."""
-
-    _UINT8 = ("image", "image_lr", "mask")
-
-    def __init__(self, arrays: dict[str, np.ndarray]):
-        self.arrays = arrays
-        self._length = len(arrays["frame"])
-        ids = np.stack([arrays["identity"], arrays["sequence"]], -1)
-        self._continues = np.all(ids[1:] == ids[:-1], -1) & (
-            arrays["frame"][1:] == arrays["frame"][:-1] + 1
-        )
-        # Dense sequence indices (the ``sequence`` ids are hashes) for per-sequence code tables.
-        _, self._sequence_index = np.unique(arrays["sequence"], return_inverse=True)
-        if self._length:
-            validate_example(self[0], where="rendered frame 0")
-
-    def __len__(self) -> int:
-        return self._length
-
-    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        out = {}
-        for key in FRAME_SPEC:
-            value = self.arrays[key][i]
-            if key in self._UINT8:
-                value = value.astype(np.float32) / 255.0
-            out[key] = np.asarray(value)
-        # Beyond FRAME_SPEC: the row (index of per-frame codes) and the dense sequence index.
-        out["row"] = np.asarray(i, np.int32)
-        out["sequence_index"] = np.asarray(self._sequence_index[i], np.int32)
-        return out
-
-    def next_index(self, i: int) -> int | None:
-        return i + 1 if i + 1 < self._length and self._continues[i] else None
-
-    @property
-    def num_identities(self) -> int:
-        return int(self.arrays["identity"].max()) + 1 if self._length else 0
-
-    @property
-    def num_sequences(self) -> int:
-        return int(self._sequence_index.max()) + 1 if self._length else 0
-
-    def sequence_rows(self) -> list[np.ndarray]:
-        """Rows of each sequence in time order, one array per sequence."""
-        starts = [0] + [i + 1 for i in range(self._length - 1) if not self._continues[i]]
-        ends = starts[1:] + [self._length]
-        return [np.arange(a, b) for a, b in zip(starts, ends, strict=True)]
 
 
 def load_frames(

@@ -35,6 +35,7 @@ import numpy as np
 
 from jaxhead.audio import frontend
 from jaxhead.audio.io import SAMPLE_RATE
+from jaxhead.data import frames as frames_lib
 from jaxhead.data import video_frames, voca_frames
 from jaxhead.data.cache import cache_root, save_npz
 from jaxhead.disentangle.stage import load_extractor
@@ -232,7 +233,7 @@ class LipSource:
         if self.kind == "sync":
             return {"lip": self.read(self.outputs(samples, np.arange(num_frames)))}
         fps = float(self.config.data.fps)
-        spec = voca_frames.audio_spec(self.config.data)
+        spec = frames_lib.audio_spec(self.config.data)
         return {"audio": frontend.frame_windows(samples, num_frames, fps, spec)}
 
 
