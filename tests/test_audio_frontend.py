@@ -127,3 +127,16 @@ def test_rates_are_defined_once_and_windows_cover_their_frame():
         WindowSpec("deepspeech", 16)
     with pytest.raises(ValueError, match="not computed from samples"):
         frontend.features(speech_like(0.1), "hubert")
+
+
+def test_feature_file_windows_of_the_sync_stage_are_unchanged():
+    """load_video_clip's windows over a per-frame feature file: edge rows repeat."""
+    per_frame = np.random.default_rng(5).normal(size=(12, 2, 3)).astype(np.float32)
+    num, window = 10, 5
+    index = np.arange(num)[:, None] - window // 2 + np.arange(window)[None, :]
+    old = per_frame[np.clip(index, 0, num - 1)].reshape(num, -1, 3)
+    got = frontend.frame_context(per_frame[:num], np.arange(num), window, pad="edge")
+    np.testing.assert_array_equal(got.reshape(num, -1, 3), old)
+    zeros = frontend.frame_context(per_frame, np.arange(3), 4)
+    np.testing.assert_array_equal(zeros[0, :2], 0.0)
+    np.testing.assert_array_equal(zeros[2, 0], per_frame[0])

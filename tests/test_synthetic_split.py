@@ -59,3 +59,15 @@ def test_every_stage_reads_one_root_and_holds_out_what_the_nerf_holds_out(tmp_pa
         len(voca.frames(s, q)[1]) for s, q in voca.sequences if (s, q) not in nerf_held
     )
     assert len(parts["train"][0]) == train_frames
+
+
+def test_max_sentences_caps_training_not_the_heldout_sentences(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXHEAD_CACHE", str(tmp_path))
+    nerf = voca_frames.voca_frames_config()
+    nerf.synthetic.update(SMALL)
+    voca = load_voca(voca_frames.dataset_root(nerf, progress=False))
+    full = voca_frames._selected(voca, nerf)
+    nerf.max_sentences = 1
+    capped = voca_frames._selected(voca, nerf)
+    for (_, train_all, held_all), (_, train, held) in zip(full, capped, strict=True):
+        assert held == held_all == ["sentence03"] and train == train_all[:1]

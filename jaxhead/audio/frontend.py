@@ -127,18 +127,25 @@ def window_validity(num_frames: int, fps: float, num_steps: int, spec: WindowSpe
     return (first >= 0) & (first + spec.steps <= num_steps)
 
 
-def context_window(features: np.ndarray, center: int, window: int) -> np.ndarray:
-    """The ``window`` rows of per-frame features ``[N, steps, channels]`` around row ``center``,
-    flattened per row: rows ``center - window // 2 … center + (window - 1) // 2``; rows outside
-    ``[0, N)`` are zeros (AD-NeRF / RAD-NeRF pad their ``aud.npy`` windows with zeros).
+def frame_context(
+    features: np.ndarray, centers: np.ndarray, window: int, pad: str = "zeros"
+) -> np.ndarray:
+    """``[T, window, steps, channels]``: for each row ``centers[t]`` of per-frame features
+    ``[N, steps, channels]``, the rows ``center - window // 2 … center + (window - 1) // 2``;
+    rows outside ``[0, N)`` are zeros (``pad="zeros"``: AD-NeRF / RAD-NeRF pad their ``aud.npy``
+    windows so) or repeat the edge row (``pad="edge"``)."""
+    if pad not in ("zeros", "edge"):
+        raise ValueError(f"pad {pad!r}: use 'zeros' or 'edge'")
+    features = np.asarray(features)
+    num = len(features)
+    index = np.asarray(centers, np.int64)[:, None] - window // 2 + np.arange(window)[None, :]
+    out = features[np.clip(index, 0, num - 1)]
+    if pad == "zeros":
+        out = np.where(((index >= 0) & (index < num))[..., None, None], out, 0)
+    return out.astype(np.float32, copy=False)
 
-    Returns:
-      ``[window, steps * channels]`` float32; feature index = step * channels + channel.
-    """
-    num, steps, channels = features.shape
-    out = np.zeros((window, steps * channels), np.float32)
-    first = center - window // 2
-    lo, hi = max(first, 0), min(first + window, num)
-    if lo < hi:
-        out[lo - first : hi - first] = features[lo:hi].reshape(hi - lo, steps * channels)
-    return out
+
+def context_window(features: np.ndarray, center: int, window: int) -> np.ndarray:
+    """One row's zero-padded :func:`frame_context`, flattened per row: ``[window, steps *
+    channels]`` (feature index = step * channels + channel), as the video reader serves it."""
+    return frame_context(features, np.asarray([center]), window)[0].reshape(window, -1)

@@ -20,7 +20,7 @@ def voca_frames_config() -> ml_collections.ConfigDict:
             "cache_dir": "",
             "synthetic": {"identities": 4, "sequences": 4, "seconds": 4.0, "seed": 0},
             "subjects": (),  # empty: every subject
-            "max_sentences": 0,  # per subject, 0: all
+            "max_sentences": 0,  # training sentences per subject, 0: all
             "val_sentences": 1,  # last sentences of each subject held out
             "max_frames": 0,  # per sentence and split, 0: all
             "fps": 25.0,

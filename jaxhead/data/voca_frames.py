@@ -66,7 +66,10 @@ def _frame_settings(config) -> dict:
     keys = ("subjects", "max_sentences", "val_sentences", "max_frames", "fps", "resolution",
             "lr_resolution", "supersample", "fov_deg", "camera_distance", "train_yaw_jitter_deg",
             "heldout_view_yaw_deg", "audio_window", "template_mesh")  # fmt: skip
-    return {k: (list(config[k]) if isinstance(config[k], tuple) else config[k]) for k in keys}
+    settings = {k: (list(config[k]) if isinstance(config[k], tuple) else config[k]) for k in keys}
+    if config.max_sentences:  # caches of the earlier meaning (first sentences, then the split)
+        settings["split"] = "shared"
+    return settings
 
 
 def sequence_id(subject: str, sentence: str) -> int:
@@ -80,18 +83,15 @@ def selected_subjects(voca: VocaSet, config) -> list[str]:
 
 
 def _selected(voca: VocaSet, config) -> list[tuple[str, list[str], list[str]]]:
-    """``(subject, training sentences, held-out sentences)`` per selected subject: the first
-    ``max_sentences`` (0: all) under :func:`jaxhead.data.synthetic.split`, the policy every stage
-    shares (the NeRF holds out sentences, never whole subjects: it learns per-subject codes)."""
+    """``(subject, training sentences, held-out sentences)`` per selected subject under
+    :func:`jaxhead.data.synthetic.split`, the policy every stage shares (the NeRF holds out
+    sentences, never whole subjects: it learns per-subject codes); ``max_sentences`` (0: all)
+    caps the training sentences only, so the held-out ones are the same as every stage's."""
     subjects = selected_subjects(voca, config)
     missing = sorted(set(subjects) - set(voca.subjects))
     if missing:
         raise DatasetError(voca.root, f"has no subjects {missing}", f"choose among {voca.subjects}")
-    sentences = {}
-    for subject in subjects:
-        sentences[subject] = voca.sentences(subject)
-        if config.max_sentences:
-            sentences[subject] = sentences[subject][: config.max_sentences]
+    sentences = {subject: voca.sentences(subject) for subject in subjects}
     try:
         parts = synthetic.split(sentences, int(config.val_sentences))
     except ValueError as error:
@@ -101,6 +101,8 @@ def _selected(voca: VocaSet, config) -> list[tuple[str, list[str], list[str]]]:
     out = []
     for subject in subjects:
         train = [q for s, q in parts["train"] if s == subject]
+        if config.max_sentences:  # fewer training sentences; the held-out ones stay the same
+            train = train[: int(config.max_sentences)]
         held = [q for s, q in parts["heldout_sentences"] if s == subject]
         out.append((subject, train, held))
     return out

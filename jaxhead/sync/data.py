@@ -366,10 +366,10 @@ def load_video_clip(
                 f"has {len(per_frame)} frames of features but ori_imgs has {num} landmark files.",
                 "re-extract the features from the same video.",
             )
-        index = np.arange(num)[:, None] - window // 2 + np.arange(window)[None, :]
-        valid = (index[:, 0] >= 0) & (index[:, -1] < num)
-        windows = per_frame[np.clip(index, 0, num - 1)]  # [num, window, steps, channels]
+        windows = frontend.frame_context(per_frame[:num], np.arange(num), window, pad="edge")
         audio_windows = windows.reshape(num, -1, per_frame.shape[-1])
+        first = np.arange(num) - window // 2
+        valid = (first >= 0) & (first + window - 1 < num)
     else:
         if not path.is_file():
             raise MissingFileError(path, produced_by=f"{_PREPROCESS}, audio extraction")
