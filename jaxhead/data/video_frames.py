@@ -62,6 +62,7 @@ from jaxhead.data import cache
 from jaxhead.data.errors import DatasetError, MissingFileError
 from jaxhead.data.video import PREPROCESS, VideoDataset, read_landmarks
 from jaxhead.data.voca_frames import LOGMEL_RATE, CachedFrames
+from jaxhead.files import publish
 
 __all__ = [
     "SPLITS",
@@ -427,7 +428,7 @@ def load_frames(
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise

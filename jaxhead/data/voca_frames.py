@@ -40,6 +40,7 @@ from jaxhead.data import cache, raster, synthetic
 from jaxhead.data.errors import DatasetError
 from jaxhead.data.pipeline import FRAME_SPEC, validate_example
 from jaxhead.data.voca import VocaSet, load_voca
+from jaxhead.files import publish
 
 SPLITS = ("train", "val", "val_views")
 # Log-mel features (Wav2Lip's definition, jaxhead.audio.spectral.log_mel defaults) run at 80 Hz.
@@ -334,7 +335,7 @@ def load_frames(
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
     with os.fdopen(fd, "wb") as f:
         np.savez(f, **arrays)
-    os.replace(tmp, path)
+    publish(tmp, path)
     return CachedFrames(arrays)
 
 

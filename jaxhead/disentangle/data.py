@@ -49,6 +49,7 @@ from jaxhead.data import head_model, raster, synthetic, voca_frames
 from jaxhead.data.cache import cache_root
 from jaxhead.data.errors import DatasetError, FeatureShapeError, MissingFileError
 from jaxhead.data.voca import load_voca
+from jaxhead.files import publish
 
 CODE_FACTORS = ("id", "ex", "al", "ill")
 # The true factor group each code should hold (probe columns), and the nuisance factor.
@@ -302,7 +303,7 @@ def _cached(config, cache_dir: str, kind: str, make, ignore=()) -> dict[str, np.
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
     with os.fdopen(fd, "wb") as f:
         np.savez(f, **arrays)
-    os.replace(tmp, path)
+    publish(tmp, path)
     return arrays
 
 

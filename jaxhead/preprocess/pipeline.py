@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from jaxhead.files import publish
 from jaxhead.preprocess import decode, landmarks, masks, mediapipe_worker, pose
 from jaxhead.preprocess.errors import PreprocessError
 
@@ -107,7 +108,7 @@ def _write_json(path: pathlib.Path, data) -> None:
         with os.fdopen(fd, "w") as file:
             json.dump(data, file, indent=1)
             file.write("\n")
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -293,7 +294,7 @@ class Run:
             _write_json(staging / "preprocess.json", self.state)
             if self.out.exists():
                 raise PreprocessError(self.out, "appeared while decoding.", "run again.")
-            os.replace(staging, self.out)
+            publish(staging, self.out)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
