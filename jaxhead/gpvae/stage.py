@@ -40,6 +40,7 @@ from jaxhead.gpvae.losses import structured_kl, whitened_prior
 from jaxhead.train import loop
 from jaxhead.train.optim import make_optimizer
 from jaxhead.train.state import tree_l2
+from jaxhead.train.workdir import read_run_config
 
 PyTree = Any
 TRAIN_COMMAND = "python scripts/train_gpvae.py --config configs/gpvae.py --workdir DIR"
@@ -581,7 +582,7 @@ def load_state(workdir_or_checkpoint: str | os.PathLike):
 def _load_state(workdir: pathlib.Path, step: int | None):
     from jaxhead.train.checkpoint import Checkpointer
 
-    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    config = read_run_config(workdir, ("finetune", "model.cme_depth"), "a GP-VAE", TRAIN_COMMAND)
     spec = model_spec(config)
     tx = make_optimizer(config.optim, int(config.train.steps))
     zeros = np.zeros(data_lib.FEATURE_DIM, np.float32)
