@@ -5,8 +5,10 @@ it, never from above, and no two modules import each other (``tests/test_floors.
 import, function-local ones included, and fails on an upward or circular one). Bottom up:
 
 1. ``jaxhead.numerics`` (safe norms and similarities), ``jaxhead.face`` (landmark layouts, index
-   sets, the eye-aspect ratio), ``jaxhead.pretrained`` (published networks and the readers of
-   their weight files), ``jaxhead.train`` (mesh, sharding, checkpoints, restore, optimisers, the
+   sets, the eye-aspect ratio), ``jaxhead.files`` (publishing files written through a temporary
+   file with the user's usual permissions), ``jaxhead.pretrained`` (published networks and the
+   readers of their weight files), ``jaxhead.train`` (mesh, sharding, checkpoints, restore,
+   optimisers, the
    shared loop), ``jaxhead.audio`` (audio I/O, MFCC / log-mel, HuBERT).
 2. ``jaxhead.data``: the synthetic generator, the VOCASET reader and renderer, video datasets,
    frame caches, input pipelines.

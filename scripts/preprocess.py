@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from jaxhead.preprocess.errors import PreprocessError
 from jaxhead.preprocess.pipeline import MEDIAPIPE_ENV, Options, preprocess
+from jaxhead.train import cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,23 +43,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    try:
-        state = preprocess(
-            args.video,
-            args.out,
-            fps=args.fps,
-            max_seconds=args.max_seconds,
-            val_seconds=args.val_seconds,
-            mediapipe_python=args.mediapipe_python,
-            hubert_checkpoint=args.hubert_checkpoint,
-            focal=args.focal,
-            smooth_sigma=args.smooth_sigma,
-            redo=args.redo,
-            progress=not args.no_progress,
-        )
-    except PreprocessError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    state = preprocess(
+        args.video,
+        args.out,
+        fps=args.fps,
+        max_seconds=args.max_seconds,
+        val_seconds=args.val_seconds,
+        mediapipe_python=args.mediapipe_python,
+        hubert_checkpoint=args.hubert_checkpoint,
+        focal=args.focal,
+        smooth_sigma=args.smooth_sigma,
+        redo=args.redo,
+        progress=not args.no_progress,
+    )
     for step, info in state["steps"].items():
         numbers = {k: v for k, v in info.items() if k not in ("status", "options", "finished")}
         print(f"{step:>14}: {json.dumps(numbers)}")
@@ -69,4 +64,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run_plain(main)

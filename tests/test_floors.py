@@ -12,7 +12,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "jaxhead"
 
 # Top-level subpackage (or module) -> floor, bottom up, as jaxhead/__init__.py lists them.
 FLOORS = {
-    "numerics": 1, "face": 1, "pretrained": 1, "train": 1, "audio": 1,
+    "numerics": 1, "face": 1, "files": 1, "pretrained": 1, "train": 1, "audio": 1,
     "data": 2,
     "sync": 3, "gpvae": 3, "preprocess": 3,
     "eval": 4,

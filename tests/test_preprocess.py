@@ -545,3 +545,24 @@ def test_real_clip_end_to_end(tmp_path, shared_data):
     lms = example["landmarks"]
     assert (lms[:, 0] > 0).all() and (lms[:, 0] < 512).all()
     assert cv2.imread(os.fspath(out / "bc.jpg")).shape == (512, 512, 3)
+
+
+def test_a_rejected_option_leaves_the_finished_dataset_untouched(tmp_path, fake_face):
+    path = write_clip(tmp_path / "clip.mp4", num_frames=30, size=128)
+    out = tmp_path / "clip"
+    pipeline.preprocess(path, out, progress=False)
+    files = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    state = (out / "preprocess.json").read_text()
+    with pytest.raises(PreprocessError, match="--val_seconds 5 is not shorter than the video"):
+        pipeline.preprocess(path, out, progress=False, val_seconds=5.0)
+    with pytest.raises(PreprocessError, match="--smooth_sigma must be >= 0"):
+        pipeline.preprocess(path, out, progress=False, smooth_sigma=-1.0)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == files
+    assert (out / "preprocess.json").read_text() == state
+    assert len(video.VideoDataset(out, "val", audio="aud_mfcc.npy")) > 0
+    # A new folder is refused before it is made.
+    with pytest.raises(PreprocessError, match="--val_seconds"):
+        pipeline.preprocess(path, tmp_path / "new", progress=False, val_seconds=5.0)
+    assert not (tmp_path / "new").exists()
+    # The preprocess.json of this version records the peers' parsing colours.
+    assert json.loads(state)["steps"]["masks"]["parsing_colors"] == "peers"

@@ -85,8 +85,11 @@ def test_matches_torch_syncnet_on_random_weights(tmp_path):
     again = syncnet.load_syncnet(tmp_path / "syncnet.npz")
     np.testing.assert_allclose(again.embed_audio(mfcc), audio, rtol=1e-4, atol=1e-4)
 
-    # The metric entry point: jitted embeddings + syncnet_python's offset / confidence.
-    result = syncnet.compute_syncnet(mfcc, frames, tmp_path / "syncnet.pth", vshift=1)
+    # The metric entry point: jitted embeddings + syncnet_python's offset / confidence. The torch
+    # model saw `frames` as syncnet_python feeds them (BGR), so they are BGR here.
+    result = syncnet.compute_syncnet(
+        mfcc, frames, tmp_path / "syncnet.pth", vshift=1, channel_order="bgr"
+    )
     expected = syncnet.syncnet_offset_confidence(lips, audio, vshift=1)
     assert result["syncnet_offset"] == expected["offset"] and result["steps"] == 2
     assert result["syncnet_confidence"] == pytest.approx(expected["confidence"], abs=1e-3)
@@ -127,3 +130,35 @@ def test_offset_confidence_reference_loop_and_known_shift():
 def test_compute_syncnet_without_weights_is_not_computed():
     result = syncnet.compute_syncnet(np.zeros((2, 13, 20)), np.zeros((2, 5, 224, 224, 3)))
     assert result["syncnet_confidence"] is None and "not configured" in result["reason"]
+
+
+def test_compute_syncnet_feeds_the_network_bgr_as_syncnet_python_does(tmp_path, monkeypatch):
+    """syncnet_python reads frames with cv2.imread (BGR) and feeds them as they are."""
+    import cv2
+    from flax import nnx
+
+    model = syncnet.SyncNet(AUDIO, LIPS, EMBEDDING, rngs=nnx.Rngs(0))
+    monkeypatch.setattr(syncnet, "load_syncnet", lambda path: model)
+    rng = np.random.default_rng(0)
+    rgb = np.zeros((2, 5, 224, 224, 3), np.uint8)
+    rgb[..., 0] = 230  # strongly red frames: the channel order changes the embedding a lot
+    rgb[..., 1:] = rng.integers(0, 40, (2, 5, 224, 224, 2))
+    # The peer's input: each frame written as a picture and read back with cv2.imread.
+    peer = np.empty_like(rgb)
+    for b in range(2):
+        for t in range(5):
+            path = str(tmp_path / f"{b}_{t}.png")
+            cv2.imwrite(path, cv2.cvtColor(rgb[b, t], cv2.COLOR_RGB2BGR))
+            peer[b, t] = cv2.imread(path)
+    mfcc = rng.normal(0, 5, (2, 13, 20)).astype(np.float32)
+    expected = syncnet.syncnet_offset_confidence(
+        np.asarray(model.embed_lips(peer.astype(np.float32))),
+        np.asarray(model.embed_audio(mfcc)),
+        vshift=1,
+    )
+    ours = syncnet.compute_syncnet(mfcc, rgb, "w", vshift=1)  # jaxhead's frames are RGB
+    assert ours["syncnet_min_dist"] == pytest.approx(expected["min_dist"], rel=1e-5)
+    wrong = syncnet.compute_syncnet(mfcc, rgb, "w", vshift=1, channel_order="bgr")
+    assert wrong["syncnet_min_dist"] != pytest.approx(expected["min_dist"], rel=1e-3)
+    with pytest.raises(ValueError, match="channel_order"):
+        syncnet.compute_syncnet(mfcc, rgb, "w", channel_order="yuv")

@@ -306,7 +306,8 @@ def test_images_of_the_wrong_size_are_rejected(fixture):
 
 
 def test_parsing_mask_selects_the_requested_classes():
-    parsing = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255], [250, 3, 2]]])
+    # RGB as read from the peers' PNGs: head blue, neck green, torso red.
+    parsing = np.array([[[0, 0, 255], [0, 255, 0], [255, 0, 0], [255, 255, 255], [2, 3, 250]]])
     head = video.parsing_mask(parsing.astype(np.uint8))
     np.testing.assert_array_equal(head[0, :, 0], [1, 0, 0, 0, 1])
     head_neck = video.parsing_mask(parsing.astype(np.uint8), ("head", "neck"))

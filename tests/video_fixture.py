@@ -77,6 +77,8 @@ def write_video_fixture(
 
     yy, xx = np.mgrid[:height, :width]
     head = ((xx - width / 2) / (width / 4)) ** 2 + ((yy - height / 3) / (height / 4)) ** 2 <= 1
+    # The peers' parsing map: head [255, 0, 0], neck [0, 255, 0], torso [0, 0, 255] painted into
+    # an array that cv2.imwrite stores as BGR (so the PNG's head is blue), as AD-NeRF does.
     parsing = np.full((height, width, 3), 255, np.uint8)
     neck = (np.abs(xx - width / 2) < width / 10) & (yy > height * 7 / 12) & (yy < height * 3 / 4)
     torso = yy >= height * 3 / 4
@@ -96,9 +98,7 @@ def write_video_fixture(
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         for folder in ("ori_imgs", "gt_imgs"):
             cv2.imwrite(str(root / folder / f"{img_id}.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
-        cv2.imwrite(
-            str(root / "parsing" / f"{img_id}.png"), cv2.cvtColor(parsing, cv2.COLOR_RGB2BGR)
-        )
+        cv2.imwrite(str(root / "parsing" / f"{img_id}.png"), parsing)
         cv2.imwrite(str(root / "torso_imgs" / f"{img_id}.png"), bgr)
         points = rng.uniform((0, 0), (width - 1, height - 1), size=(68, 2)).astype(np.float32)
         landmarks[img_id] = np.round(points, 2)

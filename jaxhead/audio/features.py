@@ -24,7 +24,6 @@ import argparse
 import math
 import os
 import pathlib
-import sys
 import tempfile
 from collections.abc import Callable
 
@@ -36,6 +35,8 @@ from flax import nnx
 from jaxhead.audio import checkpoints, frontend
 from jaxhead.audio.hubert import HubertModel
 from jaxhead.audio.io import SAMPLE_RATE, load_audio
+from jaxhead.files import publish
+from jaxhead.train import cli
 
 KINDS = ("mfcc", "logmel", "hubert")
 WINDOW = 16  # feature steps per video frame for MFCC / log-mel (Wav2Lip's mel_step_size)
@@ -193,7 +194,7 @@ def save_features(path: str | os.PathLike, features: np.ndarray) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             np.save(f, np.asarray(features, np.float32))
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
@@ -238,20 +239,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", help="Hugging Face HuBERT folder (for --kind hubert)")
     parser.add_argument("--fps", type=float, default=25.0, help="video frame rate")
     args = parser.parse_args(argv)
-    try:
-        if args.kind == "hubert" and args.checkpoint is None:
-            raise checkpoints.CheckpointError(
-                f"--kind hubert needs --checkpoint DIR; {checkpoints.HOW_TO_GET}"
-            )
-        audio, _ = load_audio(args.input)
-        features = extract(audio, args.kind, args.checkpoint, fps=args.fps)
-    except (FileNotFoundError, ValueError) as err:  # includes AudioLoadError, CheckpointError
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    if args.kind == "hubert" and args.checkpoint is None:
+        raise checkpoints.CheckpointError(
+            f"--kind hubert needs --checkpoint DIR; {checkpoints.HOW_TO_GET}"
+        )
+    audio, _ = load_audio(args.input)  # bad input: one line through cli.run_plain
+    features = extract(audio, args.kind, args.checkpoint, fps=args.fps)
     save_features(args.out, features)
     print(f"wrote {args.out}: {features.shape[0]} frames x {features.shape[1:]} ({args.kind})")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run_plain(main)

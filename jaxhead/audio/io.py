@@ -19,6 +19,8 @@ import av
 import numpy as np
 import scipy.signal
 
+from jaxhead.files import publish
+
 SAMPLE_RATE = 16_000  # every jaxhead audio front-end works at 16 kHz (HuBERT, MFCC, log-mel)
 
 
@@ -142,7 +144,7 @@ def save_wav(path: str | os.PathLike, audio: np.ndarray, rate: int = SAMPLE_RATE
             out.setsampwidth(2)
             out.setframerate(int(rate))
             out.writeframes(pcm.tobytes())
-        os.replace(tmp_name, path)
+        publish(tmp_name, path)
     except BaseException:
         pathlib.Path(tmp_name).unlink(missing_ok=True)
         raise

@@ -9,6 +9,8 @@ import tempfile
 
 import numpy as np
 
+from jaxhead.files import publish
+
 
 def cache_root(cache_dir: str = "") -> pathlib.Path:
     """``cache_dir`` if given, else ``$JAXHEAD_CACHE``, else ``$XDG_CACHE_HOME/jaxhead``
@@ -29,7 +31,7 @@ def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> pathlib.
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
-        os.replace(tmp, path)
+        publish(tmp, path)  # mkstemp's 0600 becomes the user's usual file mode
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise

@@ -10,6 +10,8 @@ import tempfile
 import av
 import numpy as np
 
+from jaxhead.files import publish
+
 
 def write_video(
     path: str | os.PathLike,
@@ -76,7 +78,7 @@ def write_video(
                         container.mux(packet)
                 for packet in sound.encode():
                     container.mux(packet)
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -36,6 +36,8 @@ import numpy as np
 
 from jaxhead.data import head_model, raster, speech
 from jaxhead.data.cache import cache_root
+from jaxhead.files import publish
+from jaxhead.train import cli
 
 __all__ = ["generate", "FACTORS_DOC", "FPS", "SAMPLE_RATE", "main"]
 
@@ -109,15 +111,18 @@ def generate(
       overwrite: replace an existing non-empty ``out_dir``.
       progress: show a progress bar.
     """
-    if identities < 1 or sequences < 1 or seconds < 1.0:
+    if identities < 1 or sequences < 1 or not seconds >= 1.0:
         raise ValueError(
-            f"generate: need identities >= 1, sequences >= 1, seconds >= 1.0; got {identities}, "
+            f"need --identities >= 1, --sequences >= 1 and --seconds >= 1; got {identities}, "
             f"{sequences}, {seconds}"
         )
     out_dir = pathlib.Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"--out {out_dir} is a file; choose a folder for the dataset")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise FileExistsError(
-            f"{out_dir} exists and is not empty; choose another --out or pass overwrite=True"
+            f"--out {out_dir} exists and is not empty; choose another --out, or pass --overwrite "
+            "(overwrite=True from Python) to replace it"
         )
     root_rng = np.random.default_rng(seed)
     # Independent streams per purpose, so e.g. changing the speech does not change the faces.
@@ -235,7 +240,7 @@ def generate(
         )
         if out_dir.exists():
             shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        publish(tmp, out_dir)  # mkdtemp's 0700 becomes the user's usual folder mode
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -337,4 +342,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run_plain(main)

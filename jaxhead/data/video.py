@@ -7,7 +7,7 @@ A dataset folder ``data/<ID>/`` as those projects' preprocessing writes it::
                                                  camera-to-world, optional face_rect}]
     gt_imgs/<img_id>.jpg       target frames (full image)
     ori_imgs/<img_id>.lms      68 x 2 landmarks in pixels, plain text (x y per line)
-    parsing/<img_id>.png       semantic parsing: head red, neck green, torso blue, background white
+    parsing/<img_id>.png       semantic parsing, see `PARSING_COLORS` (head blue in the PNG's RGB)
     torso_imgs/<img_id>.png    torso-only images (not read here; torso stages are out of scope)
     bc.jpg                     the static background
     aud*.npy                   audio features, see `AUDIO_FEATURE_FILES`
@@ -34,7 +34,7 @@ import dataclasses
 import json
 import os
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -53,6 +53,7 @@ from jaxhead.data.errors import (
 __all__ = [
     "AUDIO_FEATURE_FILES",
     "PARSING_COLORS",
+    "PARSING_COLORS_JAXHEAD_V1",
     "VideoDataset",
     "VideoTransforms",
     "audio_window",
@@ -116,12 +117,45 @@ AUDIO_FEATURE_FILES: dict[str, AudioFeatureFile] = {
     ),
 }
 
-# parsing/<i>.png class colours (RGB), as AD-NeRF's face-parsing step writes them.
+# parsing/<i>.png class colours in the PNG's own RGB order, as the peers' files hold them.
+# AD-NeRF / RAD-NeRF / ER-NeRF paint the head [255, 0, 0], the neck [0, 255, 0] and the torso
+# [0, 0, 255] into an array and store it with `cv2.imwrite`, which takes arrays as BGR: in the
+# file the head is blue and the torso red. They read it back with `cv2.imread` (BGR) and test
+# channel 0 for the head (ER-NeRF data_utils/face_parsing/test.py and data_utils/process.py).
 PARSING_COLORS: dict[str, tuple[int, int, int]] = {
+    "head": (0, 0, 255),
+    "neck": (0, 255, 0),
+    "torso": (255, 0, 0),
+}
+# Folders written by jaxhead's own preprocessing before it followed the peers (preprocess.json
+# "format": 1) hold the head red and the torso blue in the file.
+PARSING_COLORS_JAXHEAD_V1: dict[str, tuple[int, int, int]] = {
     "head": (255, 0, 0),
     "neck": (0, 255, 0),
     "torso": (0, 0, 255),
 }
+
+
+def parsing_colors(root: str | os.PathLike) -> dict[str, tuple[int, int, int]]:
+    """The parsing colours of a dataset folder: the peers', or jaxhead format 1's (its record).
+
+    A folder without ``preprocess.json`` comes from the peers' tools. jaxhead's preprocessing
+    records the convention of the parsing files it wrote (``steps.masks.parsing_colors``); a
+    folder of format 1 without that record used :data:`PARSING_COLORS_JAXHEAD_V1`.
+    """
+    path = pathlib.Path(root) / "preprocess.json"
+    if not path.is_file():
+        return PARSING_COLORS
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CorruptFileError(path, str(e), produced_by=PREPROCESS) from None
+    masks_step = state.get("steps", {}).get("masks", {})
+    convention = masks_step.get("parsing_colors")
+    if convention is None:
+        convention = "jaxhead_v1" if int(state.get("format", 1)) < 2 else "peers"
+    return PARSING_COLORS_JAXHEAD_V1 if convention == "jaxhead_v1" else PARSING_COLORS
+
 
 OPENFACE = "OpenFace FeatureExtraction -aus on the video (ER-NeRF's preprocessing step)"
 BLENDSHAPES = "SyncTalk's MediaPipe blendshape extraction (52 ARKit blendshapes per frame)"
@@ -233,22 +267,28 @@ def read_landmarks(path: str | os.PathLike, num_landmarks: int = 68) -> np.ndarr
     return landmarks
 
 
-def parsing_mask(parsing: np.ndarray, parts: Sequence[str] = ("head",)) -> np.ndarray:
+def parsing_mask(
+    parsing: np.ndarray,
+    parts: Sequence[str] = ("head",),
+    colors: Mapping[str, tuple[int, int, int]] = PARSING_COLORS,
+) -> np.ndarray:
     """[H, W, 1] float32 mask of the given parsing classes from an RGB uint8 parsing image.
+
+    ``colors``: the class colours in the image's RGB (:func:`parsing_colors` of the folder).
 
     A pixel belongs to a class when its channel of that colour is high and the two others low,
     which tolerates the few off-by-some values a resized parsing map has; white is background.
     """
-    unknown = set(parts) - set(PARSING_COLORS)
+    unknown = set(parts) - set(colors)
     if unknown:
-        raise ValueError(f"unknown parsing parts {sorted(unknown)}; use {sorted(PARSING_COLORS)}.")
+        raise ValueError(f"unknown parsing parts {sorted(unknown)}; use {sorted(colors)}.")
     # Each pixel's 3-bit code of (R, G, B) > 127, looked up in a table of the wanted codes: one
     # pass over the image instead of a comparison per class (this runs for every frame).
     high = parsing >> 7  # uint8: 1 where the channel is > 127.
     code = (high[..., 0] << 2) | (high[..., 1] << 1) | high[..., 2]
     table = np.zeros(8, np.float32)
     for part in parts:
-        r, g, b = (int(c > 127) for c in PARSING_COLORS[part])
+        r, g, b = (int(c > 127) for c in colors[part])
         table[(r << 2) | (g << 1) | b] = 1.0
     return table[code][..., None]
 
@@ -396,6 +436,7 @@ class VideoDataset:
         self.image_dir = image_dir
         self.mask_parts = tuple(mask_parts)
         parsing_mask(np.zeros((1, 1, 3), np.uint8), self.mask_parts)  # Checks the part names now.
+        self.parsing_colors = parsing_colors(self.root)
         self.identity, self.sequence = identity, sequence
 
         t = self.transforms
@@ -540,7 +581,7 @@ class VideoDataset:
         paths = self._frame_paths(img_id)
         image = self._read_full(paths["image"], cv2.INTER_AREA)
         parsing = self._read_full(paths["parsing"], cv2.INTER_NEAREST)
-        mask = parsing_mask(parsing, self.mask_parts)
+        mask = parsing_mask(parsing, self.mask_parts, self.parsing_colors)
         image = np.multiply(image, np.float32(1 / 255), dtype=np.float32)
         lr_size = (self.width // self.lr_factor, self.height // self.lr_factor)
         return {

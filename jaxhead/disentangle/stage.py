@@ -34,7 +34,7 @@ from jaxhead.disentangle.models import CodeExtractor, LandmarkAutoencoder, unit_
 from jaxhead.eval import probe
 from jaxhead.train import loop
 from jaxhead.train.optim import make_optimizer
-from jaxhead.train.restore import read_run_config, restore_run
+from jaxhead.train.restore import finished_run_config, restore_run
 from jaxhead.train.state import TrainState, tree_l2
 from jaxhead.train.workdir import write_json_atomic
 
@@ -354,7 +354,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path):
 def _restore(workdir: pathlib.Path, expected: str, build) -> tuple:
     workdir = pathlib.Path(workdir).expanduser()
     command = TRAIN_COMMAND.format(model=expected, workdir=workdir)
-    config = read_run_config(workdir, "disentangle", command)
+    config = finished_run_config(workdir, "disentangle", command)
     if config.model.name != expected:
         raise ValueError(
             f"{workdir} holds a '{config.model.name}' run, not '{expected}'; train one with "

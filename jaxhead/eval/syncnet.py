@@ -8,11 +8,15 @@ network, ``SyncNetModel`` with batch norms in inference mode, and a loader for t
   of 10 ms = 0.2 s, i.e. 5 video frames at 25 fps) as a 1-channel image; 2D convs 3x3 (64, 192,
   384, 256, 256) with max-pools 1x1, 3x3/(1, 2) and 3x3/2, a 5x4 conv to 512, then
   Linear 512 -> 512, BatchNorm1d, ReLU, Linear 512 -> 1024;
-* video (``netcnnlip`` + ``netfclip``): ``[B, 5, 224, 224, 3]`` — five consecutive RGB face crops
-  (syncnet_python's v2 model takes colour crops, not the paper's grey mouth stack) with pixel
-  values in ``[0, 255]`` as syncnet_python feeds them; 3D convs 5x7x7/(1, 2, 2) (96),
-  1x5x5/(1, 2, 2) pad (0, 1, 1) (256), three 1x3x3 pad (0, 1, 1) (256), 1x6x6 (512), with 1x3x3/(1,
-  2, 2) max-pools (the second padded by 1), then the same fully connected head.
+* video (``netcnnlip`` + ``netfclip``): ``[B, 5, 224, 224, 3]`` — five consecutive **BGR** face
+  crops (syncnet_python's v2 model takes colour crops, not the paper's grey mouth stack) with
+  pixel values in ``[0, 255]``: syncnet_python feeds the frames ``cv2.imread`` returns, i.e. in
+  OpenCV's BGR order, and the published weights were trained on that input (``SyncNetInstance
+  .evaluate``). :meth:`SyncNet.embed_lips` is the bare network (BGR in); :func:`compute_syncnet`
+  takes jaxhead's RGB frames and reverses the channels itself (``channel_order``); 3D convs
+  5x7x7/(1, 2, 2) (96), 1x5x5/(1, 2, 2) pad (0, 1, 1) (256), three 1x3x3 pad (0, 1, 1) (256),
+  1x6x6 (512), with 1x3x3/(1, 2, 2) max-pools (the second padded by 1), then the same fully
+  connected head.
 
 Every conv is followed by a batch norm (eps 1e-5, running statistics) and a ReLU.
 
@@ -161,10 +165,14 @@ class SyncNet(nnx.Module):
         return self.audio_head(x.reshape(x.shape[0], -1))
 
     def embed_lips(self, frames: jax.Array) -> jax.Array:
-        """``[B, 5, 224, 224, 3]`` RGB crops in ``[0, 255]`` -> ``[B, 1024]`` (``forward_lip``)."""
+        """``[B, 5, 224, 224, 3]`` **BGR** crops in ``[0, 255]`` -> ``[B, 1024]`` (``forward_lip``).
+
+        BGR as syncnet_python feeds ``cv2.imread`` frames; RGB frames go through
+        :func:`compute_syncnet` (or reverse the last axis first).
+        """
         x = jnp.asarray(frames, jnp.float32)
         if x.ndim != 5 or x.shape[1] != 5 or x.shape[-1] != 3:
-            raise ValueError(f"frames must be [B, 5, H, W, 3] (5 RGB crops), got {x.shape}")
+            raise ValueError(f"frames must be [B, 5, H, W, 3] (5 BGR crops), got {x.shape}")
         for index, layer in enumerate(self.lip_convs):
             x = layer(x)
             if index == 0:
@@ -312,14 +320,19 @@ def compute_syncnet(
     weights: str | os.PathLike | None = None,
     vshift: int = 15,
     batch_size: int = 16,
+    channel_order: str = "rgb",
 ) -> dict:
     """SyncNet offset/confidence of a clip, or ``{"syncnet_confidence": None, "reason"}``.
 
     Args:
       mfcc_windows: ``[T, 13, 20]`` MFCC window of each video step (module docstring).
-      frame_stacks: ``[T, 5, 224, 224, 3]`` the five RGB face crops of each step, ``[0, 255]``.
+      frame_stacks: ``[T, 5, 224, 224, 3]`` the five face crops of each step, ``[0, 255]``.
       weights: the re-saved ``syncnet_v2`` state dict; empty gives the not-computed record.
+      channel_order: ``"rgb"`` (jaxhead's frames: renders, decoded videos) or ``"bgr"`` (frames
+        read with ``cv2.imread``). The network sees BGR either way, as syncnet_python feeds it.
     """
+    if channel_order not in ("rgb", "bgr"):
+        raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
     if not weights:
         return {
             "syncnet_confidence": None,
@@ -335,6 +348,8 @@ def compute_syncnet(
 
     mfcc_windows = np.asarray(mfcc_windows, np.float32)
     frame_stacks = np.asarray(frame_stacks, np.float32)
+    if channel_order == "rgb":
+        frame_stacks = frame_stacks[..., ::-1]  # the published weights were trained on BGR
     if len(mfcc_windows) != len(frame_stacks):
         raise ValueError(f"{len(mfcc_windows)} audio windows for {len(frame_stacks)} video steps")
     lips, audio = [], []

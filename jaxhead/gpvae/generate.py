@@ -112,7 +112,10 @@ def _load_state(workdir: pathlib.Path, step: int | None):
         zeros = np.zeros(data_lib.FEATURE_DIM, np.float32)
         return jax.eval_shape(lambda: init_state(config, spec, tx, zeros, zeros))
 
-    run = restore_run(workdir, "GP-VAE", TRAIN_COMMAND, abstract_state, step=step)
+    run = restore_run(
+        workdir, "GP-VAE", TRAIN_COMMAND, abstract_state, step=step,
+        keys=("finetune", "model.cme_depth"),
+    )  # fmt: skip
     return run.config, Generator(run.config), run.state
 
 

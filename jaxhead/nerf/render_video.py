@@ -48,7 +48,7 @@ from jaxhead.nerf.step import (
     param_dict,
 )
 from jaxhead.train.optim import make_optimizer
-from jaxhead.train.restore import read_run_config, restore_run
+from jaxhead.train.restore import restore_run
 from jaxhead.train.state import TrainState
 
 
@@ -94,24 +94,30 @@ def load_trained(workdir: str | pathlib.Path) -> Trained:
     split gives the same)."""
     workdir = pathlib.Path(workdir)
     command = TRAIN_COMMAND.format(workdir=workdir)
-    config = read_run_config(workdir, "NeRF", command)
-    run = cond.read_run_conditions(workdir)
-    lip = cond.LipSource(config, statistics=None if run is None else run.statistics)
-    if run is None:
-        train_frames = cond.load_frames(config, "train", lip, progress=False)
-        run = cond.RunConditions.of(train_frames, lip.statistics)
-    setup, graphdefs = make_setup(config, run, lip)
+    built = {}
 
     def abstract_state(config):
+        # The run's data counts and F_lip source: from WORKDIR/conditions.npz, or for runs made
+        # before it existed from the training split.
+        run = cond.read_run_conditions(workdir)
+        lip = cond.LipSource(config, statistics=None if run is None else run.statistics)
+        if run is None:
+            train_frames = cond.load_frames(config, "train", lip, progress=False)
+            run = cond.RunConditions.of(train_frames, lip.statistics)
+        setup, graphdefs = make_setup(config, run, lip)
+        built.update(run=run, lip=lip, setup=setup, graphdefs=graphdefs)
         tx = make_optimizer(config.optim, config.train.steps)
         return jax.eval_shape(
             lambda: TrainState.create(param_dict(*build_models(setup, config.seed)), tx)
         )
 
-    restored = restore_run(workdir, "NeRF", command, abstract_state, config=config)
+    restored = restore_run(workdir, "NeRF", command, abstract_state)
     params = jax.device_get(restored.state.params)
-    renderer = Renderer(make_render_fn(graphdefs))
-    return Trained(config, setup, graphdefs, params, run, lip, renderer, restored.step)
+    renderer = Renderer(make_render_fn(built["graphdefs"]))
+    return Trained(
+        restored.config, built["setup"], built["graphdefs"], params, built["run"], built["lip"],
+        renderer, restored.step,
+    )  # fmt: skip
 
 
 def num_audio_frames(config, audio: np.ndarray) -> int:

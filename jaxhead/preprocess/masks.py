@@ -11,8 +11,10 @@ probability:
   and within 0.35 face widths of the chin horizontally.
 * **torso** = every other person pixel; **background** = the rest.
 
-`parsing_image` paints them in the peers' colours (AD-NeRF's face-parsing output as
-`jaxhead.data.video.PARSING_COLORS`): head red, neck green, torso blue, background white.
+`parsing_image` paints them in the peers' colours as their PNG files hold them
+(`jaxhead.data.video.PARSING_COLORS`, in the file's RGB: head blue, neck green, torso red,
+background white: the peers paint head [255, 0, 0] and write the array with ``cv2.imwrite``, which
+stores it as BGR); `write_parsing` writes such a file.
 
 `background_image` is the static background ``bc.jpg``: the per-pixel median over up to
 ``max_frames`` frames of the pixels that are background with a margin (the person mask dilated by
@@ -21,18 +23,23 @@ probability:
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 
 from jaxhead.preprocess.landmarks import MEDIAPIPE_TO_IBUG68
 
 BACKGROUND, HEAD, NECK, TORSO = 0, 1, 2, 3
+# RGB as stored in the PNG (jaxhead.data.video.PARSING_COLORS).
 LABEL_COLORS = {
     BACKGROUND: (255, 255, 255),
-    HEAD: (255, 0, 0),
+    HEAD: (0, 0, 255),
     NECK: (0, 255, 0),
-    TORSO: (0, 0, 255),
+    TORSO: (255, 0, 0),
 }
+# What preprocess.json records for parsing files in these colours (jaxhead.data.video reads it).
+PARSING_CONVENTION = "peers"
 JAW = MEDIAPIPE_TO_IBUG68[:17]
 
 
@@ -84,6 +91,12 @@ def parsing_image(labels: np.ndarray) -> np.ndarray:
     for label, color in LABEL_COLORS.items():
         palette[label] = color
     return palette[labels]
+
+
+def write_parsing(path: str | os.PathLike, labels: np.ndarray) -> None:
+    """Writes ``parsing/<i>.png`` of ``[H, W]`` labels exactly as the peers' files are."""
+    if not cv2.imwrite(os.fspath(path), cv2.cvtColor(parsing_image(labels), cv2.COLOR_RGB2BGR)):
+        raise OSError(f"cannot write {path}")
 
 
 def background_image(

@@ -112,6 +112,9 @@ def process(
     try:
         with os.fdopen(fd, "wb") as file:
             np.savez(file, landmarks=landmarks, found=found)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp's 0600 -> the user's usual mode (jaxhead.files)
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):

@@ -41,11 +41,13 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from jaxhead.files import publish
 from jaxhead.preprocess import decode, landmarks, masks, mediapipe_worker, pose
 from jaxhead.preprocess.errors import PreprocessError
 
 STEPS = ("decode", "mediapipe", "landmarks", "pose", "masks", "audio_features", "finalize")
-FORMAT = 1
+# 2: parsing/ in the peers' colours (format 1 had head and torso swapped in the files).
+FORMAT = 2
 MEDIAPIPE_ENV = "JAXHEAD_MEDIAPIPE_PYTHON"
 MEDIAPIPE_SETUP = (
     "MediaPipe cannot share the main environment (mediapipe 0.10.14 needs protobuf < 5, grain "
@@ -107,7 +109,7 @@ def _write_json(path: pathlib.Path, data) -> None:
         with os.fdopen(fd, "w") as file:
             json.dump(data, file, indent=1)
             file.write("\n")
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -190,6 +192,7 @@ class Run:
                         "overwritten.",
                         "give --out a new folder, or delete this one to start again.",
                     )
+        self._check_options()
         redo = False
         for step in STEPS:
             record = self.state.get("steps", {}).get(step, {})
@@ -293,7 +296,7 @@ class Run:
             _write_json(staging / "preprocess.json", self.state)
             if self.out.exists():
                 raise PreprocessError(self.out, "appeared while decoding.", "run again.")
-            os.replace(staging, self.out)
+            publish(staging, self.out)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -435,11 +438,7 @@ class Run:
                 prob = cv2.imread(os.fspath(self.out / "selfie" / f"{i}.png"), 0) / 255.0
                 labels = masks.parse_frame(prob, marks[i] if valid[i] else None)
                 share += np.bincount(labels.ravel(), minlength=4)[:4] / labels.size
-                parsing = masks.parsing_image(labels)
-                cv2.imwrite(
-                    os.fspath(self.out / "parsing" / f"{i}.png"),
-                    cv2.cvtColor(parsing, cv2.COLOR_RGB2BGR),
-                )
+                masks.write_parsing(self.out / "parsing" / f"{i}.png", labels)
                 if i in sample:
                     frames.append(cv2.imread(os.fspath(self.out / "ori_imgs" / f"{i}.jpg")))
                     fgs.append(labels != masks.BACKGROUND)
@@ -462,6 +461,8 @@ class Run:
                 for name, label in (("background", 0), ("head", 1), ("neck", 2), ("torso", 3))
             },
             "background_inpainted_share": round(inpainted, 4),
+            # The colour convention of the parsing files (jaxhead.data.video.parsing_colors).
+            "parsing_colors": masks.PARSING_CONVENTION,
         }
 
     def step_audio_features(self) -> dict:
@@ -487,11 +488,8 @@ class Run:
             written["aud_hu.npy"] = list(array.shape)
         return {"files": written}
 
-    def step_finalize(self) -> dict:
-        height, width = self.size
-        data = np.load(self.out / "pose.npz")
-        c2w, ok, focal = data["c2w"], data["valid"], float(data["focal"])
-        marks, _ = self._landmarks()
+    def _split(self, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Training and validation frame ids (frames with a face and a pose), or the error."""
         ids = np.flatnonzero(ok)
         if len(ids) < 2:
             raise PreprocessError(
@@ -511,6 +509,45 @@ class Run:
                 f"validation frames with a face.",
                 "choose a --val_seconds shorter than the video (or leave it out).",
             )
+        return train, val
+
+    def _check_options(self) -> None:
+        """Rejects bad options before any step touches the folder (a finished dataset stays)."""
+        opts = self.options
+        positive = {"fps": opts.fps, "max_seconds": opts.max_seconds}
+        positive |= {"val_seconds": opts.val_seconds, "focal": opts.focal}
+        for name, value in positive.items():
+            if value is not None and not value > 0:
+                raise PreprocessError(None, f"--{name} must be > 0, got {value}.")
+        if not opts.smooth_sigma >= 0:
+            raise PreprocessError(None, f"--smooth_sigma must be >= 0, got {opts.smooth_sigma}.")
+        if opts.val_seconds is None:
+            return
+        if "info" in self.state:
+            frames = self.num_frames
+        else:
+            seconds = decode.probe(self.video).duration
+            if opts.max_seconds is not None:
+                seconds = min(seconds, opts.max_seconds)
+            frames = int(round(seconds * opts.fps))
+        if int(round(opts.val_seconds * opts.fps)) >= frames:
+            raise PreprocessError(
+                self.video,
+                f"--val_seconds {opts.val_seconds:g} is not shorter than the video "
+                f"({frames / opts.fps:.2f} s); nothing would be left to train on.",
+                "choose a --val_seconds shorter than the video (or leave it out).",
+            )
+        pose_done = self.state.get("steps", {}).get("pose", {}).get("status") == "done"
+        if pose_done and (self.out / "pose.npz").is_file():
+            with np.load(self.out / "pose.npz") as data:
+                self._split(data["valid"])
+
+    def step_finalize(self) -> dict:
+        height, width = self.size
+        data = np.load(self.out / "pose.npz")
+        c2w, ok, focal = data["c2w"], data["valid"], float(data["focal"])
+        marks, _ = self._landmarks()
+        train, val = self._split(ok)
         self._write_debug(c2w, ok, data["shape"][data["rigid"]], focal)
         for name, split in (("transforms_val.json", val), ("transforms_train.json", train)):
             frames = []

@@ -38,7 +38,7 @@ from jaxhead.sync.losses import bce_cosine, info_nce
 from jaxhead.sync.models import SyncModel
 from jaxhead.train import loop
 from jaxhead.train.optim import make_optimizer
-from jaxhead.train.restore import read_run_config, restore_run
+from jaxhead.train.restore import finished_run_config, restore_run
 from jaxhead.train.state import TrainState, tree_l2
 from jaxhead.train.workdir import write_json_atomic
 
@@ -367,7 +367,7 @@ def load_sync_encoder(init_from: str | pathlib.Path) -> SyncEncoder:
     """
     workdir = pathlib.Path(init_from).expanduser()
     command = TRAIN_COMMAND.format(workdir=workdir)
-    config = read_run_config(workdir, "sync", command, required=(MODEL_FILE,))
+    config = finished_run_config(workdir, "sync", command, required=(MODEL_FILE,))
     info = json.loads((workdir / MODEL_FILE).read_text())
     # Shapes only: the parameters come from the checkpoint.
     model = nnx.eval_shape(lambda: build_model(config, info["audio_shape"], info["lip_shape"], 0))

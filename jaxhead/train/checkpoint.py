@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 import pathlib
+import shutil
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from jaxhead.train.errors import CheckpointError
+
 PyTree = Any
+log = logging.getLogger(__name__)
+
+# Orbax writes a checkpoint into `<step>.orbax-checkpoint-tmp-<time>` and renames it when complete.
+_TMP_MARK = ".orbax-checkpoint-tmp"
+# Where the training run moves a checkpoint that cannot be read (kept for inspection, not deleted).
+BROKEN_DIR = "checkpoints_broken"
+
+
+def _short(exc: BaseException) -> str:
+    """The last non-empty line of an exception's text (TensorStore errors run to 150 lines)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[-1] if lines else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 class Checkpointer:
@@ -17,26 +34,56 @@ class Checkpointer:
     Each checkpoint holds two items: ``state`` (the sharded train state, written with
     ``StandardSave``) and ``data`` (the input pipeline's JSON state, so a resumed run sees the same
     batches). Orbax writes into a temporary folder and renames it when complete, so a run killed
-    mid-save leaves the previous checkpoint intact and the partial one is ignored and cleaned up.
+    mid-save leaves the previous checkpoint intact; the writer (``writer=True``, the training run
+    holding the workdir lock) removes such partial folders when it opens the directory. Readers
+    (render, evaluate, a later stage) never touch the folder, so they are safe beside a live run.
+
+    Use it as a context manager (or call :meth:`close`) so no background work outlives it.
     """
 
-    def __init__(self, directory: str | pathlib.Path, *, max_to_keep: int = 3, async_save=True):
+    def __init__(
+        self,
+        directory: str | pathlib.Path,
+        *,
+        max_to_keep: int = 3,
+        async_save: bool = True,
+        writer: bool = False,
+    ):
+        if int(max_to_keep) < 1:
+            # Orbax reads 0 as "keep none": a run would delete every checkpoint it has.
+            raise ValueError(
+                f"keep_checkpoints must be >= 1 (got {max_to_keep}): a run always keeps its "
+                "latest checkpoint; pass --config.train.keep_checkpoints=1 or more"
+            )
         self.directory = pathlib.Path(directory).absolute()
+        self.writer = writer
+        if writer and jax.process_index() == 0 and self.directory.is_dir():
+            # Done here, synchronously: orbax's own clean-up runs in a background thread that a
+            # process exiting right away (an error message) interrupts with a traceback.
+            for path in self.directory.iterdir():
+                if _TMP_MARK in path.name:
+                    shutil.rmtree(path, ignore_errors=True)
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep,
-            create=True,
-            cleanup_tmp_directories=True,
+            max_to_keep=int(max_to_keep),
+            create=writer,
+            cleanup_tmp_directories=False,
             enable_async_checkpointing=async_save,
         )
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", "data")
         )
 
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
     def all_steps(self) -> list[int]:
-        return list(self._manager.all_steps())
+        return sorted(int(s) for s in self._manager.all_steps())
 
     def save(self, step: int, state: PyTree, data_state: dict | None = None) -> None:
         """Saves ``state`` (and the data-iterator state) as checkpoint ``step``."""
@@ -49,10 +96,29 @@ class Checkpointer:
             force=True,
         )
 
+    def _restore_step(self, step: int, target: PyTree) -> tuple[PyTree, dict]:
+        restored = self._manager.restore(
+            int(step),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()
+            ),
+        )
+        return restored["state"], dict(restored["data"] or {})
+
     def restore(
-        self, abstract_state: PyTree, shardings: PyTree | None = None, step: int | None = None
+        self,
+        abstract_state: PyTree,
+        shardings: PyTree | None = None,
+        step: int | None = None,
+        *,
+        train_command: str | None = None,
     ) -> tuple[PyTree, dict]:
-        """Restores checkpoint ``step`` (default: the latest) into the given shardings.
+        """Restores checkpoint ``step`` (default: the latest readable one) into the shardings.
+
+        With ``step=None`` a checkpoint that cannot be read (a truncated file, a disk error) is
+        skipped with a warning and the previous one is restored; :attr:`restored_step` says
+        which. A training run (``writer=True``) moves the unreadable ones to
+        ``../checkpoints_broken/`` so that its next save of that step starts clean.
 
         Args:
           abstract_state: pytree of arrays or ``jax.ShapeDtypeStruct`` giving shapes and dtypes.
@@ -60,14 +126,28 @@ class Checkpointer:
             arrays land directly in these shardings (no host round trip of the whole state).
             ``None``: the shardings of ``abstract_state``'s leaves, else this process's first
             device.
-          step: which checkpoint; ``None`` for the latest.
+          step: which checkpoint; ``None`` for the latest readable one.
+          train_command: the command that makes a checkpoint, for the error message.
 
         Returns:
           ``(state, data_state)``.
+
+        Raises:
+          CheckpointError: there is no checkpoint, or none can be read into ``abstract_state``
+            (the message names the step and the unreadable file or mismatch).
         """
-        step = self.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        steps = self.all_steps()
+        if not steps:
+            how = (
+                f"; train with `{train_command}`"
+                if train_command
+                else ("; let the training command run until its first checkpoint")
+            )
+            raise CheckpointError(f"{self.directory} holds no checkpoint{how}")
+        if step is not None and int(step) not in steps:
+            raise CheckpointError(
+                f"{self.directory} has no checkpoint at step {step} (it has steps {steps})"
+            )
         if shardings is None:
             # Without explicit shardings, restore onto this process's first device (e.g. to inspect
             # a checkpoint written by a run on another topology).
@@ -80,13 +160,44 @@ class Checkpointer:
             abstract_state,
             shardings,
         )
-        restored = self._manager.restore(
-            int(step),
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()
-            ),
+        candidates = [int(step)] if step is not None else sorted(steps, reverse=True)
+        failures: list[tuple[int, str]] = []
+        for candidate in candidates:
+            try:
+                result = self._restore_step(candidate, target)
+            except Exception as e:  # noqa: BLE001 - orbax/TensorStore raise many types
+                failures.append((candidate, _short(e)))
+                log.warning("checkpoint %s/%d cannot be read: %s", self.directory, candidate, e)
+                continue
+            self.restored_step = candidate
+            if failures:
+                skipped = ", ".join(f"step {s} ({why})" for s, why in failures)
+                print(
+                    f"warning: {self.directory}: cannot read {skipped}; restored the previous "
+                    f"good checkpoint, step {candidate}.",
+                    flush=True,
+                )
+                if self.writer:
+                    self._set_aside([s for s, _ in failures])
+            return result
+        detail = "; ".join(f"step {s}: {why}" for s, why in failures)
+        raise CheckpointError(
+            f"cannot restore any checkpoint in {self.directory} ({detail}). The files are damaged "
+            "or were written by another stage or configuration: point to the right run folder, "
+            "or move the damaged checkpoint folders away to resume from an earlier one"
         )
-        return restored["state"], dict(restored["data"] or {})
+
+    def _set_aside(self, steps: list[int]) -> None:
+        if jax.process_index() != 0:
+            return
+        aside = self.directory.parent / BROKEN_DIR
+        aside.mkdir(exist_ok=True)
+        for step in steps:
+            source = self.directory / str(step)
+            if source.exists():
+                shutil.move(str(source), str(aside / str(step)))
+                print(f"warning: moved the unreadable checkpoint to {aside / str(step)}")
+        self._manager.reload()
 
     def wait(self) -> None:
         """Blocks until pending asynchronous saves are on disk."""
@@ -95,3 +206,24 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def restore_latest(
+    directory: str | pathlib.Path,
+    abstract_state: PyTree,
+    shardings: PyTree | None = None,
+    *,
+    step: int | None = None,
+    train_command: str | None = None,
+) -> tuple[PyTree, dict, int]:
+    """Reads one checkpoint of a finished or running run: ``(state, data_state, step)``.
+
+    The read-only path of render / evaluate / a later stage: opens ``directory``, restores the
+    latest readable checkpoint (or ``step``), and closes it again, also on error. Raises
+    :class:`CheckpointError` with one line when there is none (naming ``train_command``).
+    """
+    with Checkpointer(directory, async_save=False) as ckpt:
+        state, data_state = ckpt.restore(
+            abstract_state, shardings, step=step, train_command=train_command
+        )
+        return state, data_state, ckpt.restored_step

@@ -5,7 +5,7 @@ Config files under ``configs/`` are ``get_config(arg=None)`` functions returning
 
     --config configs/voca.py            # default
     --config configs/voca.py:smoke      # a minute on 2 CPU cores
-    --config configs/voca.py:smoke,res=64
+    --config configs/gpvae.py:smoke,variant=lstm_vae
 
 and any field is overridable (``--config.train.steps=100``). The shared blocks live here, inside
 the installed package, so ``python scripts/x.py`` works from any directory.
@@ -37,19 +37,28 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
         key, sep, value = part.partition("=")
         if key not in defaults:
             known = ", ".join(sorted(defaults)) or "none"
-            raise ValueError(f"unknown config variant '{key}' (known: {known})")
+            raise ValueError(
+                f"unknown config variant '{key}' (known: {known}); write them after the file "
+                "name, e.g. --config configs/voca.py:smoke"
+            )
         if not sep:
             result[key] = True
             continue
         default = defaults[key]
         if isinstance(default, bool):
-            result[key] = value.lower() in ("1", "true", "yes", "on")
-        elif isinstance(default, int):
-            result[key] = int(value)
-        elif isinstance(default, float):
-            result[key] = float(value)
-        else:
-            result[key] = value
+            words = {"1": True, "true": True, "yes": True, "on": True}
+            words.update({"0": False, "false": False, "no": False, "off": False})
+            if value.lower() not in words:
+                raise ValueError(f"config variant '{part}': {key} takes true or false")
+            result[key] = words[value.lower()]
+            continue
+        kind = type(default) if isinstance(default, (int, float)) else str
+        try:
+            result[key] = kind(value)
+        except ValueError:
+            raise ValueError(
+                f"config variant '{part}': {key} takes a {kind.__name__} (like {default!r})"
+            ) from None
     return result
 
 

@@ -7,6 +7,7 @@ trainer: mesh -> workdir -> model/opt -> shard -> update step -> checkpoint -> l
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import faulthandler
 import logging
@@ -23,15 +24,23 @@ import numpy as np
 from jaxhead.train import sharding as sharding_lib
 from jaxhead.train.checkpoint import Checkpointer
 from jaxhead.train.distributed import maybe_initialize
+from jaxhead.train.errors import UserError, WorkdirConflictError
 from jaxhead.train.mesh import make_mesh
 from jaxhead.train.metrics import MetricsWriter
-from jaxhead.train.workdir import prepare_workdir, write_json_atomic
+from jaxhead.train.validate import check_config
+from jaxhead.train.workdir import (
+    check_workdir_path,
+    finished_outputs,
+    lock_workdir,
+    prepare_workdir,
+    write_json_atomic,
+)
 
 PyTree = Any
 log = logging.getLogger(__name__)
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(UserError, FloatingPointError):
     """A training metric became NaN or infinite."""
 
 
@@ -138,19 +147,47 @@ def train(
       jaxhead.train.workdir.WorkdirConflictError: the workdir holds a different run.
     """
     # --- distributed & mesh -------------------------------------------------------------------
+    check_config(config)  # bad values stop here, before anything is read or written
     maybe_initialize(config.get("distributed"))
     mesh = make_mesh(config.get("mesh"))
     primary = jax.process_index() == 0
-    workdir = pathlib.Path(workdir)
+    workdir = check_workdir_path(workdir)
 
     # --- workdir: refuse a different run before any work, write only once the task exists ----
     added = dict(added_keys or {})
     prepare_workdir(workdir, config, write=False, added=added)
-    tcfg = config.train
-    total = int(tcfg.steps)
 
     # --- model, optimiser, data --------------------------------------------------------------
     task = build_task(config, mesh)  # bad data stops here, leaving no half-made workdir
+    with contextlib.ExitStack() as stack:
+        if primary:
+            stack.enter_context(lock_workdir(workdir))  # a second run on this workdir stops here
+        return _train_locked(config, workdir, task, mesh, primary, stack, added)
+
+
+def _train_locked(config, workdir, task, mesh, primary, stack, added) -> PyTree:
+    tcfg = config.train
+    total = int(tcfg.steps)
+    ckpt = Checkpointer(
+        workdir / "checkpoints",
+        max_to_keep=int(tcfg.keep_checkpoints),
+        async_save=bool(tcfg.get("async_checkpoints", True)),
+        writer=True,
+    )
+    stack.callback(ckpt.close)
+    latest = ckpt.latest_step()
+    if latest is None and (outputs := finished_outputs(workdir, total)):
+        raise WorkdirConflictError(
+            f"{workdir} holds a run's results ({', '.join(outputs)}) but no checkpoint in "
+            f"{ckpt.directory}; training again from step 0 would overwrite them. Choose a new "
+            "--workdir (or restore the checkpoints; or delete the results to retrain here)"
+        )
+    if latest is not None and latest > total:
+        raise WorkdirConflictError(
+            f"{workdir} holds a run trained to step {latest}, beyond train.steps={total}; pass "
+            f"--config.train.steps={latest} or more to resume or extend it, or choose a new "
+            "--workdir"
+        )
     prepare_workdir(workdir, config, write=primary, added=added)
     if primary and task.write_run_files is not None:
         task.write_run_files(workdir)
@@ -160,17 +197,12 @@ def train(
     repl = sharding_lib.replicated(mesh)
 
     # --- init or resume ----------------------------------------------------------------------
-    ckpt = Checkpointer(
-        workdir / "checkpoints",
-        max_to_keep=int(tcfg.keep_checkpoints),
-        async_save=bool(tcfg.get("async_checkpoints", True)),
-    )
-    start = ckpt.latest_step()
-    if start is None:
+    if latest is None:
         state = jax.jit(task.init_fn, out_shardings=state_sh)()
         start = 0
     else:
         state, data_state = ckpt.restore(abstract, state_sh)
+        start = ckpt.restored_step  # an unreadable latest checkpoint falls back to the previous
         if hasattr(task.data, "set_state") and data_state:
             task.data.set_state(data_state)
         log.info("resumed %s from step %d", workdir, start)
@@ -258,9 +290,10 @@ def train(
     if task.evaluate is not None and (start < total or not eval_path.exists()):
         results = task.evaluate(state)
         if primary:
-            results = {"step": total, **results}
+            # The state's own step: what the parameters were trained for, whatever the config says.
+            step = int(jax.device_get(state.step)) if hasattr(state, "step") else total
+            results = {"step": step, **results}
             write_json_atomic(eval_path, _jsonable(results))
-    ckpt.close()
     return state
 
 

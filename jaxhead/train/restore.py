@@ -16,7 +16,6 @@ makes the run.
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import ml_collections
 
 from jaxhead.train.checkpoint import Checkpointer
+from jaxhead.train.workdir import read_run_config
 
 PyTree = Any
 
@@ -50,18 +50,21 @@ def _missing(workdir: pathlib.Path, stage: str, what: str, command: str) -> RunN
     )
 
 
-def read_run_config(
-    workdir: str | pathlib.Path, stage: str, command: str, required: Sequence[str] = ()
+def finished_run_config(
+    workdir: str | pathlib.Path,
+    stage: str,
+    command: str,
+    required: Sequence[str] = (),
+    keys: Sequence[str] = (),
 ) -> ml_collections.ConfigDict:
-    """``config.json`` of a run in ``workdir`` (checked to exist with the ``required`` files)."""
+    """``config.json`` of a run in ``workdir``, checked to exist with the ``required`` files and
+    to be this stage's: ``keys`` are dotted config keys only this stage has
+    (:func:`jaxhead.train.workdir.read_run_config` names another stage's run as such)."""
     workdir = pathlib.Path(workdir).expanduser()
     for name in ("config.json", *required):
         if not (workdir / name).is_file():
             raise _missing(workdir, stage, f"no {name}", command)
-    try:
-        return ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-    except json.JSONDecodeError as error:
-        raise _missing(workdir, stage, f"config.json is not valid JSON: {error}", command) from None
+    return read_run_config(workdir, tuple(keys), f"a {stage}", command)
 
 
 def restore_run(
@@ -72,6 +75,7 @@ def restore_run(
     *,
     step: int | None = None,
     required: Sequence[str] = (),
+    keys: Sequence[str] = (),
     config: ml_collections.ConfigDict | None = None,
 ) -> Restored:
     """Restores checkpoint ``step`` (default: the latest) of the ``stage`` run in ``workdir``.
@@ -83,18 +87,18 @@ def restore_run(
       abstract_fn: ``config -> abstract state`` (shapes and dtypes) of what the stage saved.
       step: which checkpoint; ``None`` for the latest.
       required: files besides ``config.json`` that a finished run of this stage holds.
-      config: the run's config when the caller has read it already (:func:`read_run_config`).
+      keys: dotted config keys only this stage has (another stage's run is named as such).
+      config: the run's config when the caller has read it already (:func:`finished_run_config`).
 
     Raises:
       RunNotFoundError: no config.json, no required file, no checkpoint (or not that step).
     """
     workdir = pathlib.Path(workdir).expanduser()
     if config is None:
-        config = read_run_config(workdir, stage, command, required)
+        config = finished_run_config(workdir, stage, command, required, keys)
     ckpt_dir = workdir / "checkpoints"
     if not ckpt_dir.is_dir():
         raise _missing(workdir, stage, "no checkpoints/", command)
-    abstract = abstract_fn(config)
     ckpt = Checkpointer(ckpt_dir, async_save=False)
     try:
         steps = ckpt.all_steps()
@@ -102,7 +106,8 @@ def restore_run(
             raise _missing(workdir, stage, "checkpoints/ holds no checkpoint", command)
         if step is not None and int(step) not in steps:
             raise _missing(workdir, stage, f"no checkpoint of step {step}; it has {steps}", command)
-        state, _ = ckpt.restore(abstract, step=step)
+        # Shapes only once a checkpoint is known to exist: a folder without one costs nothing.
+        state, _ = ckpt.restore(abstract_fn(config), step=step)
         restored_step = int(max(steps) if step is None else step)
     finally:
         ckpt.close()
