@@ -143,3 +143,46 @@ def test_reported_lmd_is_the_peers_centred_lmd_with_ours_beside_it():
     assert landmarks.peer_lmd(pred[:, 48:68], truth[:, 48:68]) == pytest.approx(out["lmd"])
     half = landmarks.mouth_lmd(pred / 2, truth / 2, (256, 256), layout="68")
     assert half["lmd_at"] == pytest.approx(out["lmd"], rel=1e-5)
+
+
+# --- 4: an AD-NeRF folder reads with no flags ----------------------------------------------------
+
+
+def test_an_ad_nerf_folder_reads_with_no_flags(tmp_path, caplog):
+    fixture = write_video_fixture(tmp_path / "adnerf", height=450, width=450)
+    (fixture.root / "gt_imgs").rename(fixture.root / "head_imgs")  # AD-NeRF has no gt_imgs/
+    with caplog.at_level("WARNING"):
+        dataset = video.VideoDataset(fixture.root)
+    assert dataset.image_dir == "head_imgs" and dataset.lr_factor == 2
+    assert dataset.choices == {"image_dir": "head_imgs", "lr_factor": 2}
+    assert "image_dir=head_imgs, lr_factor=2" in caplog.text  # says what it picked
+    example = dataset[0]
+    assert example["image"].shape == (450, 450, 3) and example["image_lr"].shape == (225, 225, 3)
+    with pytest.raises(ValueError, match="not divisible by lr_factor 4"):
+        video.VideoDataset(fixture.root, lr_factor=4)  # an explicit choice is kept
+
+
+def test_a_rad_nerf_folder_keeps_gt_imgs_and_factor_4_silently(tmp_path, caplog):
+    fixture = write_video_fixture(tmp_path / "radnerf")
+    with caplog.at_level("WARNING"):
+        dataset = video.VideoDataset(fixture.root)
+    assert (dataset.image_dir, dataset.lr_factor, dataset.choices) == ("gt_imgs", 4, {})
+    assert "picked" not in caplog.text
+
+
+# --- 5: audio features one row short of the last aud_id ----------------------------------------
+
+
+def test_audio_features_one_row_short_reuse_the_last_row(tmp_path, caplog):
+    fixture = write_video_fixture(tmp_path / "short")
+    features = np.load(fixture.root / "aud_ds.npy")
+    last = max(fixture.val_ids)
+    np.save(fixture.root / "aud_ds.npy", features[:last])  # rows 0 ... last - 1
+    with caplog.at_level("WARNING"):
+        dataset = video.VideoDataset(fixture.root, split="val", audio_window=1)
+    assert "reuses the last row" in caplog.text
+    window = dataset[dataset.index_of(last)]["audio"]
+    np.testing.assert_array_equal(window[0], features[last - 1].reshape(-1))
+    np.save(fixture.root / "aud_ds.npy", features[: last - 1])  # two rows short: refused
+    with pytest.raises(video.FrameCountError, match="goes up to"):
+        video.VideoDataset(fixture.root, split="val")
