@@ -192,3 +192,18 @@ def test_gpvae_workdir_of_another_stage_is_one_line(tmp_path):
     with pytest.raises(WorkdirConflictError) as info:
         generate_pose_blink(tmp_path, num_frames=4)
     assert cli.user_message(info.value) and "not a GP-VAE run" in str(info.value)
+
+
+@pytest.mark.parametrize("case", ["existing", "gif"])
+def test_render_checks_out_before_rendering(tmp_path, case):
+    out = tmp_path / ("have.mp4" if case == "existing" else "x.gif")
+    if case == "existing":
+        out.write_bytes(b"my video")
+    proc = run(
+        SCRIPTS / "render.py", "--workdir", tmp_path / "nowhere", "--sequence", "0", "--out", out
+    )
+    line = one_line(proc)
+    assert ("exists; pass --overwrite" if case == "existing" else ".mp4 files only") in line
+    assert "nowhere" not in line  # refused before the run folder is even read
+    if case == "existing":
+        assert out.read_bytes() == b"my video"
