@@ -207,3 +207,14 @@ def test_render_checks_out_before_rendering(tmp_path, case):
     assert "nowhere" not in line  # refused before the run folder is even read
     if case == "existing":
         assert out.read_bytes() == b"my video"
+
+
+def test_unreadable_checkpoints_are_one_line_naming_the_file(tmp_path):
+    args = [TOY, f"--config={TOY}", f"--workdir={tmp_path}", "--config.train.checkpoint_every=5"]
+    assert run(*args, "--config.train.steps=5").returncode == 0
+    for path in (tmp_path / "checkpoints").rglob("*"):
+        if path.is_file() and path.parent.name == "d":  # TensorStore's array data, truncated
+            path.write_bytes(path.read_bytes()[:50])
+    (tmp_path / "eval.json").unlink()
+    line = one_line(run(*args, "--config.train.steps=5"))
+    assert "cannot restore any checkpoint" in line and "/checkpoints/5/state/d/" in line
