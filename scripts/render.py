@@ -13,13 +13,14 @@ the video's own motion) unless --pose_from gpvae generates them from the audio.
 
 from absl import flags
 
-from jaxhead.data.media import write_video
+from jaxhead.data.media import check_output, write_video
 from jaxhead.gpvae.generate import generate_pose_blink
 from jaxhead.nerf import render_video
 from jaxhead.train import cli
 
 _WORKDIR = cli.define_workdir_flag()
 _OUT = flags.DEFINE_string("out", None, "Output .mp4.", required=True)
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --out file.")
 _AUDIO = flags.DEFINE_string(
     "audio", None, "Driving audio (wav/mp3/flac/mp4), resampled to 16 kHz."
 )
@@ -43,6 +44,7 @@ def main(argv):
         raise SystemExit("error: give exactly one of --audio, --sequence, --swap_expression_from")
     if _POSE_FROM.value == "gpvae" and (_AUDIO.value is None or not _GPVAE.value):
         raise SystemExit("error: --pose_from gpvae needs --audio and --gpvae_workdir")
+    check_output(_OUT.value, overwrite=_OVERWRITE.value)  # before minutes of rendering
     trained = render_video.load_trained(_WORKDIR.value)
     fps = float(trained.config.data.fps)
     audio = None
@@ -61,7 +63,7 @@ def main(argv):
         frames, audio = render_video.held_out_sequence(trained, _SEQUENCE.value)
     else:
         frames = render_video.swap_expression(trained, _IDENTITY.value, _SWAP.value)
-    path = write_video(_OUT.value, frames, fps, audio)
+    path = write_video(_OUT.value, frames, fps, audio, overwrite=_OVERWRITE.value)
     sound = ", with audio" if audio is not None else ""
     print(f"Wrote {path} ({len(frames)} frames at {fps:g} fps{sound}).")
 

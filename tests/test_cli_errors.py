@@ -192,3 +192,29 @@ def test_gpvae_workdir_of_another_stage_is_one_line(tmp_path):
     with pytest.raises(WorkdirConflictError) as info:
         generate_pose_blink(tmp_path, num_frames=4)
     assert cli.user_message(info.value) and "not a GP-VAE run" in str(info.value)
+
+
+@pytest.mark.parametrize("case", ["existing", "gif"])
+def test_render_checks_out_before_rendering(tmp_path, case):
+    out = tmp_path / ("have.mp4" if case == "existing" else "x.gif")
+    if case == "existing":
+        out.write_bytes(b"my video")
+    proc = run(
+        SCRIPTS / "render.py", "--workdir", tmp_path / "nowhere", "--sequence", "0", "--out", out
+    )
+    line = one_line(proc)
+    assert ("exists; pass --overwrite" if case == "existing" else ".mp4 files only") in line
+    assert "nowhere" not in line  # refused before the run folder is even read
+    if case == "existing":
+        assert out.read_bytes() == b"my video"
+
+
+def test_unreadable_checkpoints_are_one_line_naming_the_file(tmp_path):
+    args = [TOY, f"--config={TOY}", f"--workdir={tmp_path}", "--config.train.checkpoint_every=5"]
+    assert run(*args, "--config.train.steps=5").returncode == 0
+    for path in (tmp_path / "checkpoints").rglob("*"):
+        if path.is_file() and path.parent.name == "d":  # TensorStore's array data, truncated
+            path.write_bytes(path.read_bytes()[:50])
+    (tmp_path / "eval.json").unlink()
+    line = one_line(run(*args, "--config.train.steps=5"))
+    assert "cannot restore any checkpoint" in line and "/checkpoints/5/state/d/" in line

@@ -33,3 +33,30 @@ def test_bad_frames_are_rejected(tmp_path):
     with pytest.raises(ValueError, match=r"\[T, H, W, 3\]"):
         write_video(tmp_path / "x.mp4", np.zeros((2, 32, 32)), 25)
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_outputs_are_checked_before_the_work(tmp_path):
+    from jaxhead.data.media import check_output
+
+    frames = np.zeros((2, 16, 16, 3), np.uint8)
+    existing = write_video(tmp_path / "have.mp4", frames, 25)
+    before = existing.read_bytes()
+    with pytest.raises(FileExistsError, match="exists; pass --overwrite"):
+        check_output(existing)
+    with pytest.raises(FileExistsError, match="exists; pass --overwrite"):
+        write_video(existing, frames + 9, 25, overwrite=False)
+    assert existing.read_bytes() == before  # never replaced without --overwrite
+    assert check_output(existing, overwrite=True) == existing
+    with pytest.raises(ValueError, match="x.gif: writes .mp4 files only"):
+        check_output(tmp_path / "x.gif")
+    with pytest.raises(ValueError, match=".mp4 files only"):
+        write_video(tmp_path / "x.gif", frames, 25)
+    assert not (tmp_path / "x.gif").exists()
+    (tmp_path / "dir.mp4").mkdir()
+    with pytest.raises(FileExistsError, match="is a folder"):
+        check_output(tmp_path / "dir.mp4")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(PermissionError, match="cannot write into"):
+        check_output(blocker / "sub" / "out.mp4")
+    assert check_output(tmp_path / "new" / "deeper" / "out.mp4").name == "out.mp4"

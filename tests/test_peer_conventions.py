@@ -109,3 +109,80 @@ def test_folders_of_earlier_jaxhead_versions_keep_working(tmp_path, record, lega
     np.testing.assert_array_equal(example["mask"][..., 0] > 0.5, fixture.head_mask)
     expected = video.PARSING_COLORS_JAXHEAD_V1 if legacy_files else video.PARSING_COLORS
     assert video.parsing_colors(fixture.root) == expected
+
+
+# --- 3: LMD as the peers' tables define it -----------------------------------------------------
+
+
+def rad_nerf_lmd(preds: np.ndarray, truths: np.ndarray) -> float:
+    """RAD-NeRF / ER-NeRF LMDMeter.update + measure on 68-point landmarks (their lines)."""
+    V, N = 0, 0
+    for lms_pred, lms_truth in zip(preds, truths, strict=True):
+        lms_pred = lms_pred[48:68]
+        lms_truth = lms_truth[48:68]
+        lms_pred = lms_pred - lms_pred.mean(0)
+        lms_truth = lms_truth - lms_truth.mean(0)
+        dist = np.sqrt(((lms_pred - lms_truth) ** 2).sum(1)).mean(0)
+        V += dist
+        N += 1
+    return V / N
+
+
+def test_reported_lmd_is_the_peers_centred_lmd_with_ours_beside_it():
+    from jaxhead.eval import landmarks
+
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(100, 400, (6, 68, 2)).astype(np.float32)
+    pred = truth + rng.normal(0, 1.5, truth.shape).astype(np.float32)
+    pred[:, 48:68] += np.array([3.0, -2.0], np.float32)  # the mouth drawn a few pixels off
+    out = landmarks.mouth_lmd(pred, truth, (512, 512), layout="68")
+    assert out["lmd"] == pytest.approx(rad_nerf_lmd(pred, truth), rel=1e-5)
+    assert out["lmd_at"] == pytest.approx(out["lmd"])  # 512-px frames
+    # Ours (uncentred) stays beside it and sees the shift the peers' centring removes.
+    assert out["lmd_px"] > out["lmd"] + 2.0
+    assert landmarks.peer_lmd(pred[:, 48:68], truth[:, 48:68]) == pytest.approx(out["lmd"])
+    half = landmarks.mouth_lmd(pred / 2, truth / 2, (256, 256), layout="68")
+    assert half["lmd_at"] == pytest.approx(out["lmd"], rel=1e-5)
+
+
+# --- 4: an AD-NeRF folder reads with no flags ----------------------------------------------------
+
+
+def test_an_ad_nerf_folder_reads_with_no_flags(tmp_path, caplog):
+    fixture = write_video_fixture(tmp_path / "adnerf", height=450, width=450)
+    (fixture.root / "gt_imgs").rename(fixture.root / "head_imgs")  # AD-NeRF has no gt_imgs/
+    with caplog.at_level("WARNING"):
+        dataset = video.VideoDataset(fixture.root)
+    assert dataset.image_dir == "head_imgs" and dataset.lr_factor == 2
+    assert dataset.choices == {"image_dir": "head_imgs", "lr_factor": 2}
+    assert "image_dir=head_imgs, lr_factor=2" in caplog.text  # says what it picked
+    example = dataset[0]
+    assert example["image"].shape == (450, 450, 3) and example["image_lr"].shape == (225, 225, 3)
+    with pytest.raises(ValueError, match="not divisible by lr_factor 4"):
+        video.VideoDataset(fixture.root, lr_factor=4)  # an explicit choice is kept
+
+
+def test_a_rad_nerf_folder_keeps_gt_imgs_and_factor_4_silently(tmp_path, caplog):
+    fixture = write_video_fixture(tmp_path / "radnerf")
+    with caplog.at_level("WARNING"):
+        dataset = video.VideoDataset(fixture.root)
+    assert (dataset.image_dir, dataset.lr_factor, dataset.choices) == ("gt_imgs", 4, {})
+    assert "picked" not in caplog.text
+
+
+# --- 5: audio features one row short of the last aud_id ----------------------------------------
+
+
+def test_audio_features_one_row_short_reuse_the_last_row(tmp_path, caplog):
+    fixture = write_video_fixture(tmp_path / "short")
+    features = np.load(fixture.root / "aud_ds.npy")
+    last = max(fixture.val_ids)
+    np.save(fixture.root / "aud_ds.npy", features[:last])  # rows 0 ... last - 1
+    with caplog.at_level("WARNING"):
+        dataset = video.VideoDataset(fixture.root, split="val", audio_window=1)
+    assert "reuses the last row" in caplog.text
+    window = dataset[dataset.index_of(last)]["audio"]
+    np.testing.assert_array_equal(window[0], features[last - 1].reshape(-1))
+    np.save(fixture.root / "aud_ds.npy", features[: last - 1])  # two rows short: refused
+    with pytest.raises(video.FrameCountError, match="goes up to"):
+        video.VideoDataset(fixture.root, split="val")

@@ -271,3 +271,15 @@ def test_training_workdir_files_are_readable_by_the_group(tmp_path, umask_027):
     loop.train(toy_config(steps=2), tmp_path, toy_stage.build_task)
     for name in ("config.json", "eval.json"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o640, name
+
+
+def test_workdir_in_a_folder_that_cannot_be_written_is_refused_before_work(tmp_path, monkeypatch):
+    from jaxhead.train import workdir as workdir_lib
+
+    monkeypatch.setattr(workdir_lib.os, "access", lambda path, mode: False)
+    with pytest.raises(WorkdirConflictError, match="is not writable; choose a folder"):
+        loop.train(toy_config(steps=2), tmp_path / "run", toy_stage.build_task)
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(WorkdirConflictError, match="is a file, not a folder"):
+        workdir_lib.check_workdir_path(tmp_path / "file" / "run")

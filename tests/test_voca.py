@@ -162,3 +162,34 @@ def test_real_topology_renders_through_the_reader(shared_data, tmp_path):
         np.testing.assert_allclose(c2w_head, c2w)  # no pose factors: camera unchanged
         assert 0.25 < out.mask.mean() < 0.7 and out.rgb[out.mask > 0].std(0).mean() > 0.08
     assert len(ds.audio(subj, "sentence01")) == 800  # 50 ms at 16 kHz
+
+
+def test_non_finite_values_are_refused_like_the_video_reader(root, tmp_path):
+    from jaxhead.data.errors import NonFiniteError
+
+    nan_verts = _copy(root, tmp_path / "nan_verts")
+    verts = np.load(nan_verts / "data_verts.npy")
+    verts[37, 5, 1] = np.nan
+    verts[90, 0, 0] = np.inf
+    np.save(nan_verts / "data_verts.npy", verts)
+    with pytest.raises(NonFiniteError, match="data_verts.npy: holds 2 non-finite .* row 37"):
+        voca.load_voca(nan_verts)
+    nan_template = _copy(root, tmp_path / "nan_template")
+    with open(nan_template / "templates.pkl", "rb") as f:
+        templates = pickle.load(f)
+    templates[next(iter(templates))][0, 0] = np.nan
+    with open(nan_template / "templates.pkl", "wb") as f:
+        pickle.dump(templates, f)
+    with pytest.raises(NonFiniteError, match="templates.pkl"):
+        voca.load_voca(nan_template)
+    nan_audio = _copy(root, tmp_path / "nan_audio")
+    with open(nan_audio / "raw_audio_fixed.pkl", "rb") as f:
+        audio = pickle.load(f)
+    subject = next(iter(audio))
+    sentence = next(iter(audio[subject]))
+    audio[subject][sentence]["audio"] = np.asarray(audio[subject][sentence]["audio"], np.float32)
+    audio[subject][sentence]["audio"][10] = np.nan
+    with open(nan_audio / "raw_audio_fixed.pkl", "wb") as f:
+        pickle.dump(audio, f)
+    with pytest.raises(NonFiniteError, match=f"raw_audio_fixed.pkl.*{subject}/{sentence}"):
+        voca.load_voca(nan_audio)

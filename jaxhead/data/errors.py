@@ -108,10 +108,11 @@ class MissingFramesError(DatasetError):
 class NonFiniteError(DatasetError):
     """An array holds NaN or infinite values."""
 
-    def __init__(self, path: str | os.PathLike, count: int, first_row: int):
+    def __init__(self, path: str | os.PathLike, count: int, first_row: int, fix: str | None = None):
         super().__init__(
             path,
             f"holds {count} non-finite values (first in row {first_row}).",
-            "re-extract the features; NaN usually means a silent or clipped audio segment "
+            fix
+            or "re-extract the features; NaN usually means a silent or clipped audio segment "
             "went through a model in reduced precision.",
         )

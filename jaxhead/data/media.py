@@ -1,4 +1,9 @@
-"""Video files with sound: H.264 + AAC in an mp4, written with PyAV."""
+"""Video files with sound: H.264 + AAC in an mp4, written with PyAV.
+
+:func:`check_output` is what a command checks about its ``--out`` before any work (a render takes
+minutes): the suffix, a folder in the way, an existing file (replaced only with ``--overwrite``),
+a folder it cannot write.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,44 @@ import numpy as np
 
 from jaxhead.files import publish
 
+VIDEO_SUFFIXES = (".mp4",)
+
+
+def check_output(
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    suffixes: tuple[str, ...] = VIDEO_SUFFIXES,
+    flag: str = "--out",
+) -> pathlib.Path:
+    """Checks an output file name before the work that makes it; returns it as a path.
+
+    Raises:
+      ValueError: the suffix is not one of ``suffixes`` (nothing would convert the format).
+      FileExistsError: the file exists and ``overwrite`` is False, or ``path`` is a folder.
+      PermissionError: the folder it goes into cannot be created or written.
+    """
+    path = pathlib.Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise ValueError(
+            f"{flag} {path}: writes {'/'.join(suffixes)} files only (H.264 + AAC); give the file "
+            f"a {suffixes[0]} name"
+        )
+    if path.is_dir():
+        raise FileExistsError(f"{flag} {path} is a folder; give a file name, e.g. {path}/out.mp4")
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"{flag} {path} exists; pass --overwrite to replace it, or choose another name"
+        )
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"{flag} {path}: cannot write into {parent}; choose a folder you can write"
+        )
+    return path
+
 
 def write_video(
     path: str | os.PathLike,
@@ -21,6 +64,7 @@ def write_video(
     sample_rate: int = 16_000,
     *,
     crf: int = 18,
+    overwrite: bool = True,
 ) -> pathlib.Path:
     """Writes ``frames`` as an H.264 mp4 with ``audio`` muxed in as AAC (atomically).
 
@@ -32,10 +76,12 @@ def write_video(
         zero-padded to the video's duration.
       sample_rate: audio rate in Hz.
       crf: H.264 constant rate factor (lower is better quality).
+      overwrite: replace an existing file (False: :func:`check_output` refuses it).
 
     Returns:
       the path written. The file appears only once complete (written beside it, then renamed).
     """
+    path = check_output(path, overwrite=overwrite, flag="video")
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
         raise ValueError(f"frames must be [T, H, W, 3] with T > 0, got {frames.shape}")
@@ -44,7 +90,6 @@ def write_video(
     height, width = frames.shape[1:3]
     if height % 2 or width % 2:
         raise ValueError(f"H.264 (yuv420p) needs even sizes, got {width}x{height}")
-    path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4")
     os.close(fd)
@@ -78,6 +123,8 @@ def write_video(
                         container.mux(packet)
                 for packet in sound.encode():
                     container.mux(packet)
+        if path.exists() and not overwrite:  # appeared while encoding
+            raise FileExistsError(f"{path} appeared while it was written; it is kept")
         publish(tmp, path)
     finally:
         if os.path.exists(tmp):

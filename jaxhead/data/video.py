@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 import os
 import pathlib
 from collections.abc import Mapping, Sequence
@@ -64,6 +65,8 @@ __all__ = [
     "read_landmarks",
     "read_transforms",
 ]
+
+log = logging.getLogger(__name__)
 
 PREPROCESS = "scripts/preprocess.py (or the AD-NeRF / RAD-NeRF / ER-NeRF preprocessing)"
 
@@ -156,6 +159,9 @@ def parsing_colors(root: str | os.PathLike) -> dict[str, tuple[int, int, int]]:
         convention = "jaxhead_v1" if int(state.get("format", 1)) < 2 else "peers"
     return PARSING_COLORS_JAXHEAD_V1 if convention == "jaxhead_v1" else PARSING_COLORS
 
+
+# Target image folders "auto" looks for, in order (AD-NeRF's head NeRF trains on head_imgs/).
+IMAGE_DIRS = ("gt_imgs", "head_imgs", "ori_imgs")
 
 OPENFACE = "OpenFace FeatureExtraction -aus on the video (ER-NeRF's preprocessing step)"
 BLENDSHAPES = "SyncTalk's MediaPipe blendshape extraction (52 ARKit blendshapes per frame)"
@@ -393,8 +399,11 @@ class VideoDataset:
       image_size: (height, width) to load images at (intrinsics and landmarks follow); None keeps
         the dataset's size.
       lr_factor: image_lr / mask_lr are `lr_factor` times smaller (the NeRF renders its feature
-        map at that resolution and upsamples); must divide the image size.
-      image_dir: folder of target images (gt_imgs; ori_imgs also works).
+        map at that resolution and upsamples); must divide the image size. None (default): the
+        largest of 4, 2, 1 that divides it (AD-NeRF's 450 x 450 frames get 2).
+      image_dir: folder of target images; "auto" (default): gt_imgs/ (RAD-NeRF, ER-NeRF,
+        jaxhead), else head_imgs/ (AD-NeRF's head NeRF targets), else ori_imgs/. What "auto"
+        picks differently from gt_imgs / 4 is logged and kept in `choices`.
       mask_parts: parsing classes forming the mask (see `PARSING_COLORS`).
       blink: "auto" (au.csv, else bs.npy's eye-blink blendshapes, else zeros), "au", "bs", or None
         (zeros).
@@ -413,8 +422,8 @@ class VideoDataset:
         audio: str | None = "auto",
         audio_window: int = 8,
         image_size: tuple[int, int] | None = None,
-        lr_factor: int = 4,
-        image_dir: str = "gt_imgs",
+        lr_factor: int | None = None,
+        image_dir: str = "auto",
         mask_parts: Sequence[str] = ("head",),
         blink: str | None = "auto",
         expression: str | None = "auto",
@@ -428,11 +437,15 @@ class VideoDataset:
             raise MissingFileError(self.root, produced_by=PREPROCESS, why="the dataset folder")
         if missing_frames not in ("error", "drop"):
             raise ValueError(f"missing_frames must be 'error' or 'drop', got {missing_frames!r}.")
-        if audio_window <= 0 or lr_factor <= 0:
+        if audio_window <= 0 or (lr_factor is not None and lr_factor <= 0):
             raise ValueError("audio_window and lr_factor must be positive.")
         self.transforms = read_transforms(self.root / f"transforms_{split}.json")
         self.audio_window = audio_window
-        self.lr_factor = lr_factor
+        self.choices: dict[str, object] = {}
+        if image_dir == "auto":
+            image_dir = next((d for d in IMAGE_DIRS if (self.root / d).is_dir()), IMAGE_DIRS[0])
+            if image_dir != IMAGE_DIRS[0]:
+                self.choices["image_dir"] = image_dir
         self.image_dir = image_dir
         self.mask_parts = tuple(mask_parts)
         parsing_mask(np.zeros((1, 1, 3), np.uint8), self.mask_parts)  # Checks the part names now.
@@ -441,6 +454,19 @@ class VideoDataset:
 
         t = self.transforms
         self.height, self.width = image_size or (t.height, t.width)
+        if lr_factor is None:
+            lr_factor = next(f for f in (4, 2, 1) if not self.height % f and not self.width % f)
+            if lr_factor != 4:
+                self.choices["lr_factor"] = lr_factor
+        self.lr_factor = lr_factor
+        if self.choices:
+            log.warning(
+                "%s: picked %s for its %d x %d frames (pass them to choose otherwise)",
+                self.root,
+                ", ".join(f"{k}={v}" for k, v in self.choices.items()),
+                self.width,
+                self.height,
+            )
         if self.height % lr_factor or self.width % lr_factor:
             raise ValueError(
                 f"image size {self.height} x {self.width} is not divisible by lr_factor "
@@ -476,6 +502,17 @@ class VideoDataset:
         path = self.root / audio
         features = load_audio_features(path)
         needed = int(self.transforms.aud_ids.max()) + 1
+        if len(features) == needed - 1:
+            # The peers' audio features often end one row before the last frame (the audio is a
+            # few ms shorter than the video); AD-NeRF / RAD-NeRF / ER-NeRF reuse the last row.
+            log.warning(
+                "%s: %d rows for aud_id up to %d: the last frame reuses the last row, as the "
+                "peers do",
+                path,
+                len(features),
+                needed - 1,
+            )
+            features = np.concatenate([features, features[-1:]])
         if len(features) < needed:
             raise FrameCountError(path, len(features), needed, f"aud_id in {self.transforms.path}")
         return path, features

@@ -28,7 +28,13 @@ import numpy as np
 
 from jaxhead.audio.io import SAMPLE_RATE, resample
 from jaxhead.data import head_model, mesh_io, raster
-from jaxhead.data.errors import CorruptFileError, DatasetError, FeatureShapeError, MissingFileError
+from jaxhead.data.errors import (
+    CorruptFileError,
+    DatasetError,
+    FeatureShapeError,
+    MissingFileError,
+    NonFiniteError,
+)
 
 __all__ = [
     "VOCA_FPS",
@@ -261,6 +267,26 @@ class VocaSet:
         return out, c2w_head
 
 
+def _check_finite(path: pathlib.Path, array: np.ndarray, what: str = "", chunk: int = 2048):
+    """Raises `NonFiniteError` naming the first row holding NaN / inf (read in row chunks, so a
+    memmap of the real VOCASET's ~7 GB streams through once instead of loading whole)."""
+    for start in range(0, len(array), chunk):
+        block = np.asarray(array[start : start + chunk])
+        finite = np.isfinite(block).reshape(len(block), -1).all(axis=1)
+        if not finite.all():
+            bad = sum(
+                int(np.count_nonzero(~np.isfinite(np.asarray(array[i : i + chunk]))))
+                for i in range(start, len(array), chunk)
+            )
+            where = f" of {what}" if what else ""
+            raise NonFiniteError(
+                path,
+                bad,
+                start + int(np.argmin(finite)),
+                f"the file is damaged{where}: re-download it, or re-create it with {_PRODUCED_BY}.",
+            )
+
+
 def load_voca(root: str | os.PathLike, template_mesh: str | os.PathLike | None = None) -> VocaSet:
     """Open a VOCASET-format folder (memmaps ``data_verts.npy``; loads the three pickles).
 
@@ -284,6 +310,7 @@ def load_voca(root: str | os.PathLike, template_mesh: str | os.PathLike | None =
         raise CorruptFileError(verts_path, str(err), _PRODUCED_BY) from err
     if verts.ndim != 3 or verts.shape[2] != 3:
         raise FeatureShapeError(verts_path, verts.shape, "[num_frames, V, 3]", _PRODUCED_BY)
+    _check_finite(verts_path, verts)
     templates = _load_pickle(root / "templates.pkl")
     raw_audio = _load_pickle(root / "raw_audio_fixed.pkl")
     index = _load_pickle(root / "subj_seq_to_idx.pkl")
@@ -292,6 +319,16 @@ def load_voca(root: str | os.PathLike, template_mesh: str | os.PathLike | None =
             raise FeatureShapeError(
                 root / "templates.pkl", np.shape(template), f"{list(verts.shape[1:])} ({subject})"
             )
+        _check_finite(root / "templates.pkl", np.asarray(template, np.float64)[None])
+    for subject, sentences in raw_audio.items():
+        for sentence, entry in sentences.items():
+            audio = entry.get("audio") if isinstance(entry, dict) else None
+            if audio is not None and np.issubdtype(np.asarray(audio).dtype, np.floating):
+                _check_finite(
+                    root / "raw_audio_fixed.pkl",
+                    np.asarray(audio).reshape(1, -1),
+                    f"{subject}/{sentence}",
+                )
     max_row = max(
         (r for seqs in index.values() for fr in seqs.values() for r in fr.values()), default=-1
     )

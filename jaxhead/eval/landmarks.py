@@ -6,8 +6,14 @@ of the ground-truth frames, both found by the same tracker (here MediaPipe's fac
 
     LMD = 1/(T·L) Σ_t Σ_l ‖p̂_{t,l} − p_{t,l}‖₂
 
+**The LMD of the evaluation tables** (``"lmd"`` of :func:`mouth_lmd`, :func:`peer_lmd`) is the one
+of RAD-NeRF's / ER-NeRF's ``LMDMeter``, which the talking-head NeRF papers report: per frame, the
+mouth points (68-point 48-67) of each side are first centred on their own mean, then the mean
+point distance is taken in pixels of the evaluated frames; the result is the mean over frames.
+Centring removes where the mouth is and keeps its shape (and opening). Beside it, ours:
+
 A pixel value depends on the frame size, and papers rarely say theirs, so :func:`mouth_lmd` reports
-it two ways:
+the uncentred distance (Chen et al.'s) two ways:
 
 * ``lmd_px``: in pixels of the frames the landmarks were measured on (``image_size`` is stored
   beside it), and ``lmd_px_at`` rescaled to a stated reference height (default 512 px, the
@@ -51,6 +57,7 @@ __all__ = [
     "point_distances",
     "interocular_distance",
     "lmd",
+    "peer_lmd",
     "mouth_lmd",
 ]
 
@@ -116,6 +123,12 @@ def lmd(pred, target, align: str = "none") -> float:
     return float(np.mean(point_distances(pred, target, align)))
 
 
+def peer_lmd(pred_mouth, target_mouth) -> float:
+    """RAD-NeRF / ER-NeRF's LMD of ``[T, L, 2]`` mouth points: each frame's points centred on their
+    mean, mean point distance per frame, mean over frames (in the points' units)."""
+    return lmd(pred_mouth, target_mouth, align="centroid")
+
+
 def mouth_lmd(
     pred,
     target,
@@ -136,8 +149,10 @@ def mouth_lmd(
       align: ``"none"`` or ``"centroid"`` (module docstring).
 
     Returns:
-      ``{"lmd_px", "lmd_px_at", "reference_height", "lmd_iod", "image_size", "frames",
-      "points", "layout", "align"}``.
+      ``{"lmd", "lmd_at", "lmd_px", "lmd_px_at", "reference_height", "lmd_iod", "image_size",
+      "frames", "points", "layout", "align"}``: ``lmd`` is the peers' (centred, pixels; the
+      number to put beside RAD-NeRF / ER-NeRF tables), ``lmd_at`` it at ``reference_height``;
+      the ``lmd_px*`` / ``lmd_iod`` values are ours with ``align`` (module docstring).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown landmark layout {layout!r}; use one of {sorted(LAYOUTS)}")
@@ -157,7 +172,10 @@ def mouth_lmd(
     if np.any(iod <= 0):
         raise ValueError("a ground-truth frame has coincident eye corners (degenerate landmarks)")
     height = int(image_size[0])
+    peers = peer_lmd(pred[:, mouth], target[:, mouth])
     return {
+        "lmd": peers,
+        "lmd_at": float(peers * reference_height / height),
         "lmd_px": float(per_frame.mean()),
         "lmd_px_at": float(per_frame.mean() * reference_height / height),
         "reference_height": int(reference_height),

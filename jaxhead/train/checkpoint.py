@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import pathlib
+import re
 import shutil
+import sys
+import traceback
 from typing import Any
 
 import jax
@@ -22,10 +26,37 @@ BROKEN_DIR = "checkpoints_broken"
 
 
 def _short(exc: BaseException) -> str:
-    """The last non-empty line of an exception's text (TensorStore errors run to 150 lines)."""
+    """The file a TensorStore error names (its messages run to 150 lines), else the last line."""
+    files = re.findall(r'local file "([^"]+)"', str(exc))
+    data_files = [f for f in files if not f.endswith("/")]
+    if data_files or files:
+        return f"cannot read {(data_files or files)[-1]}"
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     text = lines[-1] if lines else type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _quiet_closed_loop_callbacks() -> None:
+    """When a restore fails, TensorStore completes the other pending reads from its own threads
+    into orbax's event loop, which is closed by then; each reports an "Event loop is closed"
+    traceback through ``sys.unraisablehook``. Those (and only those) are dropped."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_jaxhead_closed_loop_filter", False):
+        return
+
+    def hook(unraisable):
+        frames = traceback.extract_tb(unraisable.exc_traceback)
+        if (
+            unraisable.exc_type is RuntimeError
+            and str(unraisable.exc_value) == "Event loop is closed"
+            and frames
+            and frames[-1].filename.endswith(os.path.join("asyncio", "base_events.py"))
+        ):
+            return
+        previous(unraisable)
+
+    hook._jaxhead_closed_loop_filter = True
+    sys.unraisablehook = hook
 
 
 class Checkpointer:
@@ -161,13 +192,14 @@ class Checkpointer:
             shardings,
         )
         candidates = [int(step)] if step is not None else sorted(steps, reverse=True)
+        _quiet_closed_loop_callbacks()  # before: the reports come while orbax still unwinds
         failures: list[tuple[int, str]] = []
         for candidate in candidates:
             try:
                 result = self._restore_step(candidate, target)
             except Exception as e:  # noqa: BLE001 - orbax/TensorStore raise many types
                 failures.append((candidate, _short(e)))
-                log.warning("checkpoint %s/%d cannot be read: %s", self.directory, candidate, e)
+                log.info("checkpoint %s/%d cannot be read: %s", self.directory, candidate, e)
                 continue
             self.restored_step = candidate
             if failures:
