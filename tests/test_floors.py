@@ -28,6 +28,13 @@ NERF_TIERS = {
     "conditions": 6, "step": 7, "heldout": 8, "stage": 9,
     "poses": 10, "render_video": 11, "evaluate": 12,
 }  # fmt: skip
+# Inside jaxhead.gpvae, bottom up: data, pure math, modules, step, generation, evaluation, task.
+GPVAE_TIERS = {
+    "data": 1,
+    "kernels": 2, "metrics": 2, "losses": 3,
+    "models": 4, "step": 5, "generate": 6, "evaluate": 7, "stage": 8,
+}  # fmt: skip
+STAGE_TIERS = {"nerf": NERF_TIERS, "gpvae": GPVAE_TIERS}
 
 
 def module_name(path: pathlib.Path) -> str:
@@ -93,10 +100,13 @@ def upward(edges) -> list[str]:
                 continue
             if floor(target) > floor(source):
                 bad.append(f"{source} -> {target}")
-            elif source.startswith("jaxhead.nerf.") and target.startswith("jaxhead.nerf."):
-                s, t = source.split(".")[2], target.split(".")[2]
-                if NERF_TIERS.get(t, 0) > NERF_TIERS.get(s, 99):
-                    bad.append(f"{source} -> {target} (tiers of jaxhead.nerf)")
+            else:
+                s, t = source.split("."), target.split(".")
+                if len(s) < 3 or len(t) < 3 or s[1] != t[1] or s[1] not in STAGE_TIERS:
+                    continue  # not two modules of one tiered stage package
+                tiers = STAGE_TIERS[s[1]]
+                if tiers.get(t[2], 0) > tiers.get(s[2], 99):
+                    bad.append(f"{source} -> {target} (tiers of jaxhead.{s[1]})")
     return sorted(bad)
 
 
@@ -139,10 +149,11 @@ def test_no_circular_imports():
     assert circles(graph()) == []
 
 
-def test_every_nerf_module_has_a_tier():
-    for path in (PACKAGE / "nerf").glob("*.py"):
+@pytest.mark.parametrize("package", sorted(STAGE_TIERS))
+def test_every_stage_module_has_a_tier(package):
+    for path in (PACKAGE / package).glob("*.py"):
         if path.stem != "__init__":
-            assert path.stem in NERF_TIERS, f"jaxhead/nerf/{path.name} has no tier"
+            assert path.stem in STAGE_TIERS[package], f"jaxhead/{package}/{path.name} has no tier"
 
 
 @pytest.mark.parametrize(
@@ -151,6 +162,8 @@ def test_every_nerf_module_has_a_tier():
         ("jaxhead.data.voca", "jaxhead.nerf.stage", "up"),
         ("jaxhead.nerf.model", "jaxhead.nerf.stage", "up"),
         ("jaxhead.nerf.stage", "jaxhead.data.voca", "ok"),
+        ("jaxhead.gpvae.step", "jaxhead.gpvae.generate", "up"),
+        ("jaxhead.gpvae.generate", "jaxhead.gpvae.step", "ok"),
     ],
 )
 def test_the_checks_catch_what_they_should(source, target, expect):

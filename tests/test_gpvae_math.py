@@ -9,8 +9,13 @@ import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxhead.gpvae.kernels import cauchy_kernel, gp_prior_covariance
-from jaxhead.gpvae.losses import gaussian_kl
+from jaxhead.gpvae.kernels import (
+    ar1_cholesky,
+    cauchy_kernel,
+    gp_prior_covariance,
+    posterior_covariance,
+)
+from jaxhead.gpvae.losses import gaussian_kl, structured_kl, whitened_prior
 
 SETTINGS = settings(max_examples=20, deadline=None)
 
@@ -182,9 +187,6 @@ def test_gaussian_kl_finite_gradients_at_extreme_scales(scale):
 def test_structured_kl_matches_gaussian_kl_and_needs_no_lapack():
     """The training step's KL (precomputed prior whitener, posterior L) equals gaussian_kl, and
     its jitted program calls no LAPACK kernel (jaxlib's CPU trsm can deadlock on 2 threads)."""
-    from jaxhead.gpvae import models
-    from jaxhead.gpvae.losses import structured_kl, whitened_prior
-
     rng = np.random.default_rng(0)
     prior = np.asarray(gp_prior_covariance(16, 1.0, 8.0, 1e-3))
     whitener, log_det = whitened_prior(prior)
@@ -193,10 +195,10 @@ def test_structured_kl_matches_gaussian_kl_and_needs_no_lapack():
     coeff = rng.uniform(-0.95, 0.95, size=(3, 2, 16)).astype(np.float32)
 
     def fn(mean, scale, coeff):
-        return structured_kl(mean, models.ar1_cholesky(scale, coeff), whitener, log_det)
+        return structured_kl(mean, ar1_cholesky(scale, coeff), whitener, log_det)
 
     got = jax.jit(fn)(mean, scale, coeff)
-    want = gaussian_kl(mean, models.posterior_covariance(scale, coeff), np.zeros(16), prior)
+    want = gaussian_kl(mean, posterior_covariance(scale, coeff), np.zeros(16), prior)
     np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3)
     hlo = jax.jit(jax.grad(lambda *a: jnp.sum(fn(*a)))).lower(mean, scale, coeff).as_text()
     assert "lapack" not in hlo and "custom_call" not in hlo

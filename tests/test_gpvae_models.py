@@ -15,9 +15,9 @@ import pytest
 from flax import nnx
 
 from jaxhead.gpvae import data as data_lib
-from jaxhead.gpvae import metrics, models
+from jaxhead.gpvae import kernels, metrics, models
 from jaxhead.gpvae.kernels import gp_prior_covariance
-from jaxhead.gpvae.step import posterior_kl as _kl
+from jaxhead.gpvae.losses import posterior_kl
 
 T, TAU, D, A = 12, 4, 7, data_lib.AUDIO_DIM
 
@@ -57,7 +57,7 @@ def random_posterior(seed, batch=(2, 3), size=T):
 
 def test_ar1_cholesky_matches_reference_loop():
     _, scale, coeff = random_posterior(0, batch=(2,))
-    chol = np.asarray(models.ar1_cholesky(jnp.asarray(scale), jnp.asarray(coeff)))
+    chol = np.asarray(kernels.ar1_cholesky(jnp.asarray(scale), jnp.asarray(coeff)))
     for b in range(2):
         ref = np.zeros((T, T))
         for t in range(T):
@@ -71,7 +71,7 @@ def test_ar1_cholesky_matches_reference_loop():
 def test_posterior_covariance_is_symmetric_positive_definite(seed, size):
     _, scale, coeff = random_posterior(seed, batch=(3,), size=size)
     cov = np.asarray(
-        models.posterior_covariance(jnp.asarray(scale), jnp.asarray(coeff)), np.float64
+        kernels.posterior_covariance(jnp.asarray(scale), jnp.asarray(coeff)), np.float64
     )
     np.testing.assert_allclose(cov, np.swapaxes(cov, -1, -2), rtol=1e-5, atol=1e-6)
     # det(K) = prod(s)^2 > 0 and K = L L^T: every eigenvalue positive.
@@ -87,7 +87,7 @@ def test_posterior_covariance_is_symmetric_positive_definite(seed, size):
 def test_precision_is_tridiagonal():
     _, scale, coeff = random_posterior(1, batch=(), size=8)
     cov = np.asarray(
-        models.posterior_covariance(jnp.asarray(scale), jnp.asarray(coeff)), np.float64
+        kernels.posterior_covariance(jnp.asarray(scale), jnp.asarray(coeff)), np.float64
     )
     precision = np.linalg.inv(cov)
     band = np.abs(np.subtract.outer(np.arange(8), np.arange(8))) <= 1
@@ -98,7 +98,7 @@ def test_encoder_covariance_is_positive_definite():
     h = jax.random.normal(jax.random.key(0), (2, T, D)) * 5.0
     mean, scale, coeff = jitted().encode(h)
     assert mean.shape == scale.shape == coeff.shape == (2, 3, T)
-    eig = np.linalg.eigvalsh(np.asarray(models.posterior_covariance(scale, coeff), np.float64))
+    eig = np.linalg.eigvalsh(np.asarray(kernels.posterior_covariance(scale, coeff), np.float64))
     assert np.all(eig > 0)
     # The diagonal-posterior baselines have zero AR coefficients.
     _, _, coeff_iid = jitted("transformer_vae").encode(h)
@@ -121,8 +121,10 @@ def test_kl_matches_closed_form(prior):
     mean, scale, coeff = random_posterior(2, batch=(2, 3))
     scale = np.clip(scale, 0.3, 2.0)
     prior_cov = gp_prior_covariance(T, 1.0, 4.0) if prior == "gp" else jnp.eye(T)
-    kl = np.asarray(_kl(jnp.asarray(mean), jnp.asarray(scale), jnp.asarray(coeff), prior_cov))
-    cov = np.asarray(models.posterior_covariance(jnp.asarray(scale), jnp.asarray(coeff)))
+    kl = np.asarray(
+        posterior_kl(jnp.asarray(mean), jnp.asarray(scale), jnp.asarray(coeff), prior_cov)
+    )
+    cov = np.asarray(kernels.posterior_covariance(jnp.asarray(scale), jnp.asarray(coeff)))
     for b in range(2):
         ref = sum(closed_form_kl(mean[b, c], cov[b, c], prior_cov) for c in range(3))
         np.testing.assert_allclose(kl[b], ref, rtol=2e-3)
@@ -130,24 +132,28 @@ def test_kl_matches_closed_form(prior):
 
 def test_kl_zero_when_posterior_is_standard_normal():
     zeros, ones = jnp.zeros((1, 3, T)), jnp.ones((1, 3, T))
-    np.testing.assert_allclose(np.asarray(_kl(zeros, ones, zeros, jnp.eye(T))), 0.0, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(posterior_kl(zeros, ones, zeros, jnp.eye(T))), 0.0, atol=1e-5
+    )
 
 
 def test_sample_posterior_covariance_monte_carlo():
     _, scale, coeff = random_posterior(3, batch=(), size=6)
     noise = jax.random.normal(jax.random.key(1), (20_000, 6))
-    z = models.sample_posterior(
+    z = kernels.sample_posterior(
         jnp.zeros((20_000, 6)), jnp.asarray(scale), jnp.asarray(coeff), noise
     )
     emp = np.cov(np.asarray(z, np.float64).T)
-    cov = np.asarray(models.posterior_covariance(jnp.asarray(scale), jnp.asarray(coeff)))
+    cov = np.asarray(kernels.posterior_covariance(jnp.asarray(scale), jnp.asarray(coeff)))
     np.testing.assert_allclose(emp, cov, atol=0.05 * np.abs(cov).max())
 
 
 def test_gp_conditional_matches_numpy():
     cov = np.asarray(gp_prior_covariance(T, 1.0, 3.0), np.float64)
     obs = np.random.default_rng(4).normal(size=TAU)
-    mean, chol = models.gp_conditional(jnp.asarray(cov, jnp.float32), jnp.asarray(obs, jnp.float32))
+    mean, chol = kernels.gp_conditional(
+        jnp.asarray(cov, jnp.float32), jnp.asarray(obs, jnp.float32)
+    )
     gain = cov[TAU:, :TAU] @ np.linalg.inv(cov[:TAU, :TAU])
     np.testing.assert_allclose(np.asarray(mean), gain @ obs, rtol=1e-3, atol=1e-4)
     ref_cov = cov[TAU:, TAU:] - gain @ cov[:TAU, TAU:]
@@ -181,9 +187,12 @@ def test_jit_matches_eager():
     noise = jax.random.normal(jax.random.key(4), mean.shape)
     prior_cov = gp_prior_covariance(T, 1.0, 4.0)
     for fn, args in [
-        (models.sample_posterior, (mean, scale, coeff, noise)),
-        (lambda m, s, c: _kl(m, s, c, prior_cov), (mean, scale, coeff)),  # prior: a constant
-        (models.gp_conditional, (prior_cov, mean[..., :TAU])),
+        (kernels.sample_posterior, (mean, scale, coeff, noise)),
+        (
+            lambda m, s, c: posterior_kl(m, s, c, prior_cov),
+            (mean, scale, coeff),
+        ),  # prior: a constant
+        (kernels.gp_conditional, (prior_cov, mean[..., :TAU])),
     ]:
         chex.assert_trees_all_close(jax.jit(fn)(*args), fn(*args), rtol=1e-4, atol=1e-5)
 

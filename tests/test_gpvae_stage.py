@@ -1,4 +1,5 @@
-"""The GP-VAE stage in-process on the shared loop: smoke run, resume, eval.json, generation."""
+"""The GP-VAE stage in-process on the shared loop: smoke run, resume, eval.json, generation,
+and recompile guards on the train step and the generator."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import importlib.util
 import json
 import pathlib
 
+import chex
 import jax
 import numpy as np
 import pytest
 
 from jaxhead.data import synthetic
 from jaxhead.experiments import gpvae_ablation
-from jaxhead.gpvae import generate, stage
+from jaxhead.gpvae import generate, models, stage
 from jaxhead.train import loop
 
 CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "gpvae.py"
@@ -66,12 +68,15 @@ def flat(state):
     return np.concatenate([np.ravel(x) for x in jax.tree.leaves(jax.device_get(state.params))])
 
 
-def test_smoke_run_resume_and_generation(voca_root, tmp_path):
+def test_smoke_run_resume_and_generation(voca_root, tmp_path, monkeypatch):
     config = tiny_config(voca_root)
+    chex.clear_trace_counter()
 
     def train_only(config, mesh):  # the reference run skips evaluation and plots (time)
         task = stage.build_task(config, mesh)
         task.evaluate = task.write_samples = None
+        # The loop compiles the step once: 8 steps and a checkpoint trace it once.
+        task.train_step = chex.assert_max_traces(task.train_step, n=1)
         return task
 
     reference = tiny_config(voca_root)
@@ -100,17 +105,23 @@ def test_smoke_run_resume_and_generation(voca_root, tmp_path):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["loss"]) for r in records)
 
-    # Generation from audio of any length, at another frame rate, reproducible by seed.
+    # Generation from audio of any length, at another frame rate, reproducible by seed. The run
+    # is restored once and its generator compiled once: every audio-driven call below (two
+    # lengths, two ways of naming the run) traces the window function once.
+    monkeypatch.setattr(models, "cme_window", chex.assert_max_traces(models.cme_window, n=1))
     wave = np.sin(2 * np.pi * 180 * np.arange(20_800) / 16_000).astype(np.float32)  # 1.3 s
     pose, blink = generate.generate_pose_blink(run, wave, fps=30, seed=3)
     assert pose.shape == (39, 6) and blink.shape == (39,)
     assert np.all(np.isfinite(pose)) and np.all(np.isfinite(blink))
     again, _ = generate.generate_pose_blink(run / "checkpoints", wave, fps=30, seed=3)
     np.testing.assert_allclose(again, pose, atol=1e-6)
+    short, _ = generate.generate_pose_blink(run, wave[:12_000], fps=30, seed=4)  # 0.75 s
+    assert short.shape == (22, 6) and np.all(np.isfinite(short))
     prior_pose, _ = generate.generate_pose_blink(run, None, num_frames=50, seed=1)
     assert prior_pose.shape == (50, 6) and np.all(np.isfinite(prior_pose))
     with pytest.raises(ValueError, match="give num_frames"):
         generate.generate_pose_blink(run, None)
+    chex.clear_trace_counter()
 
 
 def test_missing_checkpoint_names_the_command(tmp_path):

@@ -113,7 +113,7 @@ def _load_state(workdir: pathlib.Path, step: int | None):
         return jax.eval_shape(lambda: init_state(config, spec, tx, zeros, zeros))
 
     run = restore_run(
-        workdir, "GP-VAE", TRAIN_COMMAND, abstract_state, step=step,
+        workdir, "GP-VAE", TRAIN_COMMAND.format(workdir=workdir), abstract_state, step=step,
         keys=("finetune", "model.cme_depth"),
     )  # fmt: skip
     return run.config, Generator(run.config), run.state

@@ -1,4 +1,4 @@
-"""KL divergence between multivariate Gaussians for the GP-VAE (paper 001 eq. 8)."""
+"""KL divergences of the GP-VAE (paper 001 eq. 8), framework-free: arrays in, arrays out."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
+
+from jaxhead.gpvae.kernels import ar1_cholesky
 
 
 def gaussian_kl(
@@ -75,3 +77,28 @@ def structured_kl(
     diag = jnp.diagonal(chol_q, axis1=-2, axis2=-1)
     log_det_q = 2.0 * jnp.sum(jnp.log(diag), axis=-1)
     return 0.5 * (trace_term + mahalanobis - size + prior_log_det - log_det_q)
+
+
+def posterior_kl(
+    mean: jax.Array, scale: jax.Array, coeff: jax.Array, prior_cov: np.ndarray
+) -> jax.Array:
+    """``KL(q(z|·) ‖ p(z))`` of the Gauss-Markov posterior, summed over latent channels (eq. 8).
+
+    ``q`` is the posterior of :mod:`jaxhead.gpvae.kernels` (eq. 5), ``L = ar1_cholesky(s, ρ)``;
+    ``p`` is the zero-mean prior ``N(0, Σp)`` of every channel (the Cauchy GP of eq. 7, or ``I``
+    for the i.i.d. baselines). ``prior_cov`` must be concrete (not traced): its whitener is
+    computed once on the host (:func:`whitened_prior`), so the jitted step needs no Cholesky or
+    triangular solve (:func:`structured_kl`).
+
+    Args:
+      mean: ``[B, L, T]`` posterior means ``µ``.
+      scale: ``[B, L, T]`` innovation scales ``s_t > 0``.
+      coeff: ``[B, L, T]`` AR coefficients ``ρ_t``.
+      prior_cov: ``[T, T]`` prior covariance ``Σp``.
+
+    Returns:
+      ``[B]`` KL divergences.
+    """
+    whitener, log_det = whitened_prior(prior_cov)
+    chol_q = ar1_cholesky(scale, coeff)
+    return jnp.sum(structured_kl(mean, chol_q, whitener, log_det), axis=-1)

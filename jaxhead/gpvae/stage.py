@@ -136,7 +136,7 @@ def _pretrained(config: ml_collections.ConfigDict) -> Pretrained | None:
     except FileNotFoundError as err:
         raise FileNotFoundError(
             f"config.finetune.init_from={init_from!r}: {err}. Pre-train one first, e.g. "
-            f"`{TRAIN_COMMAND}` (on many sequences), then fine-tune with "
+            f"`{TRAIN_COMMAND.format(workdir='DIR')}` (on many sequences), then fine-tune with "
             "--config.finetune.init_from=DIR"
         ) from None
     diffs = [

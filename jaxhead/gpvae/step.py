@@ -30,12 +30,12 @@ from flax import nnx
 
 from jaxhead.gpvae import data as data_lib
 from jaxhead.gpvae import models
-from jaxhead.gpvae.kernels import gp_prior_covariance
-from jaxhead.gpvae.losses import structured_kl, whitened_prior
+from jaxhead.gpvae.kernels import gp_prior_covariance, sample_posterior
+from jaxhead.gpvae.losses import posterior_kl
 from jaxhead.train.state import tree_l2
 
 PyTree = Any
-TRAIN_COMMAND = "python scripts/train_gpvae.py --config configs/gpvae.py --workdir DIR"
+TRAIN_COMMAND = "python scripts/train_gpvae.py --config configs/gpvae.py --workdir {workdir}"
 
 
 @flax.struct.dataclass
@@ -95,21 +95,10 @@ def init_state(config, spec, tx, mean, std) -> GPVAEState:
 # --- losses (eqs. 6, 8, 9) ----------------------------------------------------------------------
 
 
-def posterior_kl(mean, scale, coeff, prior_cov):
-    """``[B]`` KL summed over latent channels (eq. 8), posterior ``[B, L, T]``.
-
-    ``prior_cov`` is a concrete (not traced) ``[T, T]`` matrix: its whitener is computed once on
-    the host, and the step needs no Cholesky or triangular solve (see ``losses.structured_kl``).
-    """
-    whitener, log_det = whitened_prior(prior_cov)
-    chol_q = models.ar1_cholesky(scale, coeff)
-    return jnp.sum(structured_kl(mean, chol_q, whitener, log_det), axis=-1)
-
-
 def vae_loss(model, h, key, prior_cov, beta):
     """Eq. 6 + β · eq. 8 on windows ``h [B, T, D]`` (normalised). Returns ``(loss, metrics)``."""
     mean, scale, coeff = model.encode(h)
-    z = models.sample_posterior(mean, scale, coeff, jax.random.normal(key, mean.shape))
+    z = sample_posterior(mean, scale, coeff, jax.random.normal(key, mean.shape))
     recon = model.decode(z)
     sq = jnp.sum(jnp.square(recon - h), axis=(-2, -1))
     kl = posterior_kl(mean, scale, coeff, prior_cov)
@@ -121,7 +110,7 @@ def cme_loss(model, h, audio, key, prior_cov, beta, bop):
     """Eq. 9 (frames ``τ..T−1``) + β · KL of ``E_ah``'s distribution -> ``(loss, metrics)``."""
     bop_latent, _, _ = model.encode(h[..., :bop, :])
     mean, scale, coeff = model.cme(audio, jnp.swapaxes(bop_latent, -1, -2))
-    z = models.sample_posterior(mean, scale, coeff, jax.random.normal(key, mean.shape))
+    z = sample_posterior(mean, scale, coeff, jax.random.normal(key, mean.shape))
     pred = model.decode(z)[..., bop:, :]
     sq = jnp.sum(jnp.square(pred - h[..., bop:, :]), axis=(-2, -1))
     kl = posterior_kl(mean, scale, coeff, prior_cov)
