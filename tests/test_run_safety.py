@@ -283,3 +283,13 @@ def test_workdir_in_a_folder_that_cannot_be_written_is_refused_before_work(tmp_p
     (tmp_path / "file").write_text("x")
     with pytest.raises(WorkdirConflictError, match="is a file, not a folder"):
         workdir_lib.check_workdir_path(tmp_path / "file" / "run")
+
+
+def test_require_checkpoint_names_the_training_command(tmp_path):
+    from jaxhead.train.checkpoint import require_checkpoint
+
+    with pytest.raises(CheckpointError, match="holds no checkpoint; train with `python x.py`"):
+        require_checkpoint(tmp_path / "checkpoints", "python x.py")
+    assert not (tmp_path / "checkpoints").exists()  # a reader creates nothing
+    loop.train(toy_config(steps=5, checkpoint_every=5), tmp_path, toy_stage.build_task)
+    assert require_checkpoint(tmp_path / "checkpoints", "python x.py") == 5

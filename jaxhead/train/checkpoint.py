@@ -259,3 +259,19 @@ def restore_latest(
             abstract_state, shardings, step=step, train_command=train_command
         )
         return state, data_state, ckpt.restored_step
+
+
+def require_checkpoint(directory: str | pathlib.Path, train_command: str) -> int:
+    """The latest checkpoint step in ``directory``, checked before any expensive set-up.
+
+    Raises:
+      CheckpointError: there is none (one line naming ``train_command``).
+    """
+    with Checkpointer(directory, async_save=False) as ckpt:
+        steps = ckpt.all_steps()
+    if not steps:
+        raise CheckpointError(
+            f"{pathlib.Path(directory).absolute()} holds no checkpoint; train with "
+            f"`{train_command}`"
+        )
+    return steps[-1]
