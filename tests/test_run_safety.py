@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import pytest
 import toy_stage
+from test_train_plumbing import TOY, flat_params, toy_config
 
 from jaxhead.files import publish
 from jaxhead.train import loop
@@ -23,19 +24,6 @@ from jaxhead.train.errors import CheckpointError, WorkdirBusyError, WorkdirConfl
 from jaxhead.train.metrics import read_metrics
 from jaxhead.train.validate import check_config, config_problems
 from jaxhead.train.workdir import lock_workdir, write_json_atomic
-
-TOY = pathlib.Path(__file__).with_name("toy_stage.py")
-
-
-def toy_config(**train):
-    config = toy_stage.get_config()
-    with config.unlocked():
-        config.train.update(train)
-    return config
-
-
-def flat_params(state):
-    return np.concatenate([np.ravel(x) for x in jax.tree.leaves(jax.device_get(state.params))])
 
 
 def abstract_state(config):
