@@ -174,7 +174,7 @@ def evaluate_split(trained: Trained, split: str, suite: Suite, traces: dict | No
         truth_points = [face_mesh(h.truth, suite.mediapipe_python) for h in held]
     except FaceMeshUnavailable as error:
         reason = str(error)
-        result["lmd"] = not_computed("lmd_px", reason)
+        result["lmd"] = not_computed("lmd", reason)
         blinks["rendered_ear"] = not_computed("blinks_per_second", reason)
         result["sync"] = not_computed("confidence", reason)
     else:
@@ -201,12 +201,12 @@ def evaluate_split(trained: Trained, split: str, suite: Suite, traces: dict | No
 
 def _lmd(held, pred_points, truth_points, pose_from) -> dict:
     if pose_from != "source":
-        return not_computed("lmd_px", "the pose is generated: landmarks are not comparable")
+        return not_computed("lmd", "the pose is generated: landmarks are not comparable")
     pred = np.concatenate([p[h.scored] for p, h in zip(pred_points, held, strict=True)])
     truth = np.concatenate([p[h.scored] for p, h in zip(truth_points, held, strict=True)])
     ok = np.isfinite(pred).all(axis=(1, 2)) & np.isfinite(truth).all(axis=(1, 2))
     if not ok.any():
-        return not_computed("lmd_px", "Face Mesh found no face in the rendered frames")
+        return not_computed("lmd", "Face Mesh found no face in the rendered frames")
     size = held[0].truth.shape[1:3]
     out = landmarks_lib.mouth_lmd(pred[ok, :, :2], truth[ok, :, :2], size, layout="mediapipe")
     out["frames_without_face"] = int((~ok).sum())
