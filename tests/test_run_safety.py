@@ -164,6 +164,16 @@ def test_truncated_latest_checkpoint_falls_back_to_previous(tmp_path, capsys):
     np.testing.assert_allclose(flat_params(resumed), flat_params(straight), rtol=1e-6, atol=1e-7)
 
 
+def test_restore_run_reports_the_step_it_fell_back_to(tmp_path):
+    from jaxhead.train.restore import restore_run
+
+    config = toy_config(steps=10, checkpoint_every=5)
+    loop.train(config, tmp_path, toy_stage.build_task)
+    assert restore_run(tmp_path, "toy", "cmd", abstract_state).step == 10
+    _truncate_array_files(tmp_path / "checkpoints" / "10" / "state")
+    assert restore_run(tmp_path, "toy", "cmd", abstract_state).step == 5
+
+
 def test_no_readable_checkpoint_is_one_line_naming_the_step(tmp_path):
     config = toy_config(steps=5, checkpoint_every=5)
     loop.train(config, tmp_path, toy_stage.build_task)

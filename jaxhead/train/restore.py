@@ -107,8 +107,9 @@ def restore_run(
         if step is not None and int(step) not in steps:
             raise _missing(workdir, stage, f"no checkpoint of step {step}; it has {steps}", command)
         # Shapes only once a checkpoint is known to exist: a folder without one costs nothing.
-        state, _ = ckpt.restore(abstract_fn(config), step=step)
-        restored_step = int(max(steps) if step is None else step)
+        # The latest readable checkpoint: an unreadable one is skipped with a warning.
+        state, _ = ckpt.restore(abstract_fn(config), step=step, train_command=command)
+        restored_step = int(ckpt.restored_step)
     finally:
         ckpt.close()
     return Restored(config, state, restored_step, workdir)
