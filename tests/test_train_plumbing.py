@@ -115,6 +115,30 @@ def test_rerun_resumes_and_extends(tmp_path):
     assert steps == sorted(set(steps)) and steps[-1] == 20
 
 
+def test_validation_every_k_steps_is_logged_and_left_out_of_the_training_time(tmp_path):
+    config = toy_config(steps=6, log_every=1, checkpoint_every=3, eval_every=2)
+    with config.unlocked():
+        config.toy.validate_delay_s = 1.0
+    loop.train(config, tmp_path, toy_stage.build_task)
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    val = [r for r in records if "val_mse" in r]
+    assert [r["step"] for r in val] == [2, 4, 6]
+    assert all(np.isfinite(r["val_mse"]) for r in val)
+    steps = {r["step"]: r for r in records if "loss" in r}
+    assert sorted(steps) == [1, 2, 3, 4, 5, 6]
+    times = [r["train_time_s"] for r in records]
+    assert times == sorted(times)
+    # The second validation (1 s) ran between the records of steps 4 and 5: not training time.
+    assert steps[5]["train_time_s"] - steps[4]["train_time_s"] < 0.5
+    assert steps[5]["steps_per_s"] > 2.0
+    # A resumed run continues the clock instead of restarting it.
+    with config.unlocked():
+        config.train.steps = 9
+    loop.train(config, tmp_path, toy_stage.build_task)
+    resumed = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["step"] > 6]
+    assert resumed and resumed[0]["train_time_s"] >= steps[6]["train_time_s"]
+
+
 def test_workdir_with_other_config_is_not_overwritten(tmp_path):
     loop.train(toy_config(steps=5), tmp_path, toy_stage.build_task)
     before = (tmp_path / "config.json").read_text()

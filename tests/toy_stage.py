@@ -36,7 +36,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.mesh = mesh_config()
     config.distributed = distributed_config()
     config.data = ml_collections.ConfigDict({"batch_size": 16, "num_examples": 256, "dim": 4})
-    config.toy = ml_collections.ConfigDict({"hidden": 32, "step_delay_s": 0.0, "nan_at_step": -1})
+    config.toy = ml_collections.ConfigDict(
+        {"hidden": 32, "step_delay_s": 0.0, "nan_at_step": -1, "validate_delay_s": 0.0}
+    )
     if arg == "smoke":
         config.train.steps = 20
     config.lock()
@@ -113,10 +115,16 @@ def build_task(config, mesh) -> loop.Task:
         pred = nnx.merge(graphdef, state.params)(jnp.asarray(x))
         return {"mse": float(jnp.mean(jnp.square(pred - jnp.asarray(y))))}
 
+    def validate(state):
+        time.sleep(float(config.toy.validate_delay_s))
+        return evaluate(state)
+
     data = GlobalBatchIterator(
         x, y, config.data.batch_size, config.seed, delay_s=config.toy.step_delay_s
     )
-    return loop.Task(init_fn=init_fn, train_step=train_step, data=data, evaluate=evaluate)
+    return loop.Task(
+        init_fn=init_fn, train_step=train_step, data=data, evaluate=evaluate, validate=validate
+    )
 
 
 _ = optax  # the optimiser comes from jaxhead.train.optim

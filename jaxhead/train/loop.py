@@ -14,6 +14,7 @@ import logging
 import math
 import pathlib
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -66,6 +67,10 @@ class Task:
         scalars that includes ``loss``.
       data: resumable iterator of host batches (local part of the global batch on each process).
       evaluate: optional ``state -> dict`` run once at the end; written to ``eval.json``.
+      validate: optional ``state -> {name: scalar}`` run every ``config.train.eval_every`` steps
+        (on every process; the primary writes it): a cheap held-out score logged to
+        ``metrics.jsonl`` as ``val_<name>`` beside the step's ``train_time_s``, its own time left
+        out of the training time (a time-to-quality curve).
       write_samples: optional ``(state, step, samples_dir) -> None`` run every
         ``config.train.sample_every`` steps on the primary process (images, plots).
       state_sharding: strategy name for :func:`jaxhead.train.sharding.state_shardings`.
@@ -85,6 +90,11 @@ class Task:
     state_sharding: str = "replicate"
     constants: PyTree | None = None
     write_run_files: Callable[[pathlib.Path], None] | None = None
+    validate: Callable[[PyTree], Mapping[str, float]] | None = None
+
+
+# Keys the shared train block gained after runs existed, with the value their absence meant.
+LOOP_ADDED_KEYS = {"train.eval_every": 0}
 
 
 def train_config(**overrides) -> ml_collections.ConfigDict:
@@ -95,6 +105,7 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
             "log_every": 50,
             "checkpoint_every": 500,
             "sample_every": 0,  # 0: only at the end
+            "eval_every": 0,  # Task.validate every this many steps; 0: never
             "keep_checkpoints": 3,
             "progress": True,
             "async_checkpoints": True,
@@ -154,7 +165,7 @@ def train(
     workdir = check_workdir_path(workdir)
 
     # --- workdir: refuse a different run before any work, write only once the task exists ----
-    added = dict(added_keys or {})
+    added = {**LOOP_ADDED_KEYS, **(added_keys or {})}
     prepare_workdir(workdir, config, write=False, added=added)
 
     # --- model, optimiser, data --------------------------------------------------------------
@@ -231,6 +242,7 @@ def _train_locked(config, workdir, task, mesh, primary, stack, added) -> PyTree:
     log_every = max(int(tcfg.log_every), 1)
     ckpt_every = max(int(tcfg.checkpoint_every), 1)
     sample_every = int(tcfg.sample_every)
+    eval_every = int(tcfg.get("eval_every", 0))
     writer = MetricsWriter(
         workdir,
         total_steps=total,
@@ -273,6 +285,13 @@ def _train_locked(config, workdir, task, mesh, primary, stack, added) -> PyTree:
             if is_ckpt:
                 data_state = task.data.get_state() if hasattr(task.data, "get_state") else {}
                 ckpt.save(step, state, data_state)
+            if eval_every and step % eval_every == 0 and task.validate is not None:
+                jax.block_until_ready(state)  # the steps' own time stays training time
+                began = time.perf_counter()
+                scores = task.validate(state)
+                record = {"step": step, **{f"val_{k}": float(v) for k, v in scores.items()}}
+                writer.exclude(time.perf_counter() - began)
+                writer.write_record(record)
             if sample_every and step % sample_every == 0 and task.write_samples and primary:
                 task.write_samples(state, step, workdir / "samples")
             if hang_dump_s > 0:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
 import ml_collections
 import optax
 
@@ -50,20 +53,41 @@ def make_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.
 
 
 def make_optimizer(
-    config: ml_collections.ConfigDict, total_steps: int
+    config: ml_collections.ConfigDict,
+    total_steps: int,
+    *,
+    labels: Callable[[Any], Any] | None = None,
+    scales: Mapping[str, float] | None = None,
 ) -> optax.GradientTransformation:
-    """Builds the optimiser named by ``config.name`` with its schedule and optional clipping."""
-    schedule = make_schedule(config, total_steps)
-    if config.name == "adam":
-        tx = optax.adam(schedule, b1=config.b1, b2=config.b2, eps=config.eps)
-    elif config.name == "adamw":
-        tx = optax.adamw(
-            schedule, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay
-        )
-    elif config.name == "sgd":
-        tx = optax.sgd(schedule, momentum=config.momentum)
+    """Builds the optimiser named by ``config.name`` with its schedule and optional clipping.
+
+    Parameter groups: ``labels(params)`` gives each leaf a group name and ``scales`` each group's
+    learning-rate multiplier (e.g. a grid encoding's tables at 10x the network's rate, as
+    instant-NGP / RAD-NeRF train them); the groups share the schedule's shape and one global-norm
+    clip over all gradients. Without ``labels`` every parameter is in one group.
+    """
+    if labels is None or not scales:
+        tx = _base_optimizer(config, make_schedule(config, total_steps))
     else:
-        raise ValueError(f"unknown config.optim.name {config.name!r}; use 'adam', 'adamw' or 'sgd'")
+        schedule = make_schedule(config, total_steps)
+
+        def scaled(factor: float) -> optax.GradientTransformation:
+            return _base_optimizer(config, lambda step: factor * schedule(step))
+
+        groups = {name: scaled(float(factor)) for name, factor in scales.items()}
+        tx = optax.multi_transform(groups, labels)
     if config.grad_clip_norm and config.grad_clip_norm > 0:
         tx = optax.chain(optax.clip_by_global_norm(float(config.grad_clip_norm)), tx)
     return tx
+
+
+def _base_optimizer(config: ml_collections.ConfigDict, schedule) -> optax.GradientTransformation:
+    if config.name == "adam":
+        return optax.adam(schedule, b1=config.b1, b2=config.b2, eps=config.eps)
+    if config.name == "adamw":
+        return optax.adamw(
+            schedule, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay
+        )
+    if config.name == "sgd":
+        return optax.sgd(schedule, momentum=config.momentum)
+    raise ValueError(f"unknown config.optim.name {config.name!r}; use 'adam', 'adamw' or 'sgd'")
