@@ -43,3 +43,31 @@ def test_a_grid_field_trains_resumes_and_renders(cache, tmp_path, encoding):
     assert np.asarray(tables).shape[-3:] == (4, 1024, 2)
     tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(4000) / 16000).astype(np.float32)
     assert np.isfinite(render_video.drive(trained, tone, identity=0)).all()
+
+
+def test_grid_tables_learn_at_their_own_rate():
+    """The first Adam update moves every parameter by about its group's learning rate."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxhead.nerf.step import make_nerf_optimizer, param_groups
+
+    config = voca_config("field=hash")
+    with config.unlocked():
+        config.optim.update(schedule="constant", warmup_steps=0, grad_clip_norm=0.0)
+    params = {"nerf": {"field": {"tables": jnp.zeros((4, 2)), "layers": {"0": jnp.zeros(3)}}}}
+    assert param_groups(params) == {"nerf": {"field": {"tables": "grid", "layers": {"0": "net"}}}}
+    grads = jax.tree.map(lambda x: jnp.full_like(x, 0.3), params)
+    tx = make_nerf_optimizer(config)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    lr = config.optim.learning_rate
+    np.testing.assert_allclose(updates["nerf"]["field"]["layers"]["0"], -lr, rtol=1e-4)
+    np.testing.assert_allclose(
+        updates["nerf"]["field"]["tables"], -lr * config.optim.grid_lr_scale, rtol=1e-4
+    )
+    # The frequency field (no tables) and runs made before the key existed: one group.
+    with config.unlocked():
+        config.optim.grid_lr_scale = 1.0
+    single = make_nerf_optimizer(config)
+    one, _ = single.update(grads, single.init(params), params)
+    np.testing.assert_allclose(one["nerf"]["field"]["tables"], -lr, rtol=1e-4)

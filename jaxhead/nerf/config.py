@@ -51,7 +51,13 @@ GRID_TRUNK = dict(width=64, depth=2, skip_layer=None)
 FIELDS = ("frequency", "hash", "triplane")
 # Keys added to config.model after runs existed, with the value their absence meant: such runs
 # resume and render unchanged (jaxhead.train.workdir.config_differences).
-ADDED_KEYS = {"model.encoding": "frequency", **{f"model.{k}": v for k, v in GRID.items()}}
+ADDED_KEYS = {
+    "model.encoding": "frequency",
+    **{f"model.{k}": v for k, v in GRID.items()},
+    "optim.grid_lr_scale": 1.0,
+    "sync.train": False,
+    "sync.train_config": "",
+}
 
 VIEW_INPUTS = ("none", "ray", "pose")
 BACKGROUNDS = ("learned", "fixed")
@@ -229,21 +235,30 @@ def loss_block() -> ml_collections.ConfigDict:
     )
 
 
-def sync_block(init_from: str = "") -> ml_collections.ConfigDict:
+def sync_block(init_from: str = "", train: bool = True) -> ml_collections.ConfigDict:
     """The ``config.sync`` block: F_lip from a trained sync stage (paper 000 fig. 3).
 
-    ``init_from``: a sync-stage workdir (:func:`jaxhead.sync.stage.load_sync_encoder`); empty: no
-    sync module. ``features``: what the NeRF reads from the frozen audio encoder
-    (:mod:`jaxhead.nerf.conditions`): ``"standardized"`` (default: the output layer before the
-    final ReLU, standardised per dimension with the training frames' statistics), ``"embedding"``
-    (the sync embedding itself; ~98 % of its entries are zero on the synthetic data),
-    ``"pre_activation"`` (unstandardised; norms ~40 stall the fit) or ``"normalized"``
-    (standardised per frame). ``projection`` (default on): a learned, zero-initialised linear map
-    of the features to ``config.model.lip_dim``; off: the field reads the features as they are.
-    Measured in docs/nerf_ablation.md.
+    ``init_from``: a sync-stage workdir (:func:`jaxhead.sync.stage.load_sync_encoder`). Empty
+    with ``train`` (the default): the run trains its own sync stage first, over its own training
+    data, into ``WORKDIR/sync`` (:mod:`jaxhead.nerf.own_sync`; ``train_config``: the variant of
+    ``configs/sync.py`` it uses); empty without ``train``: no sync module (AD-NeRF's audio
+    network, or no F_lip with ``model.lip_dim=0``). ``features``: what the NeRF reads from the
+    frozen audio encoder (:mod:`jaxhead.nerf.conditions`): ``"standardized"`` (default: the
+    output layer before the final ReLU, standardised per dimension with the training frames'
+    statistics), ``"embedding"`` (the sync embedding itself; ~98 % of its entries are zero on the
+    synthetic data), ``"pre_activation"`` (unstandardised; norms ~40 stall the fit) or
+    ``"normalized"`` (standardised per frame). ``projection`` (default on): a learned,
+    zero-initialised linear map of the features to ``config.model.lip_dim``; off: the field
+    reads the features as they are. Measured in docs/nerf_ablation.md.
     """
     return ml_collections.ConfigDict(
-        {"init_from": init_from, "features": "standardized", "projection": True}
+        {
+            "init_from": init_from,
+            "train": train,
+            "train_config": "",
+            "features": "standardized",
+            "projection": True,
+        }
     )
 
 
@@ -276,6 +291,9 @@ def nerf_config(
     config.optim.schedule = "cosine"
     config.optim.warmup_steps = 50
     config.optim.grad_clip_norm = 1.0
+    # A grid field's tables learn at this multiple of the network's rate (instant-NGP, RAD-NeRF
+    # and ER-NeRF: 10x); the frequency field has no tables (1: one group).
+    config.optim.grid_lr_scale = 1.0 if model.encoding == "frequency" else 10.0
     config.data = data
     # CPU budget (benchmarks/RESULTS.md): one frame pair (2 frames x 32² rays x 32 samples) per
     # step keeps a step near half a second on 2 cores; use larger batches on accelerators.
@@ -290,6 +308,7 @@ def nerf_config(
     config.disentangle = disentangle_block()
     config.eval = evaluation
     if size == "smoke":
+        config.sync.train_config = "smoke"
         config.data.max_frames = 8
         config.data.resolution, config.data.lr_resolution = 64, 16
         config.data.batch_size = 2

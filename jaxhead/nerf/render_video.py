@@ -43,11 +43,11 @@ from jaxhead.nerf.step import (
     NeRFSetup,
     Renderer,
     build_models,
+    make_nerf_optimizer,
     make_render_fn,
     make_setup,
     param_dict,
 )
-from jaxhead.train.optim import make_optimizer
 from jaxhead.train.restore import restore_run
 from jaxhead.train.state import TrainState
 
@@ -106,7 +106,7 @@ def load_trained(workdir: str | pathlib.Path) -> Trained:
             run = cond.RunConditions.of(train_frames, lip.statistics)
         setup, graphdefs = make_setup(config, run, lip)
         built.update(run=run, lip=lip, setup=setup, graphdefs=graphdefs)
-        tx = make_optimizer(config.optim, config.train.steps)
+        tx = make_nerf_optimizer(config)
         return jax.eval_shape(
             lambda: TrainState.create(param_dict(*build_models(setup, config.seed)), tx)
         )

@@ -39,6 +39,7 @@ from flax import nnx
 from jaxhead.data.media import write_video
 from jaxhead.data.pipeline import make_pipeline
 from jaxhead.nerf import conditions as cond
+from jaxhead.nerf import own_sync
 from jaxhead.nerf.config import ADDED_KEYS
 from jaxhead.nerf.heldout import render_heldout, save_grid, score_heldout
 from jaxhead.nerf.perceptual import perceptual_loss_choice
@@ -48,6 +49,7 @@ from jaxhead.nerf.step import (
     Renderer,
     build_models,
     frame_keys,
+    make_nerf_optimizer,
     make_render_fn,
     make_setup,
     make_train_step,
@@ -55,8 +57,9 @@ from jaxhead.nerf.step import (
 )
 from jaxhead.pretrained.vgg import load_vgg16
 from jaxhead.train import loop
-from jaxhead.train.optim import make_optimizer
 from jaxhead.train.state import TrainState
+from jaxhead.train.validate import check_config
+from jaxhead.train.workdir import check_workdir_path, prepare_workdir
 
 TRAIN_COMMAND = "python scripts/train_nerf.py --config configs/voca.py --workdir {workdir}"
 
@@ -124,7 +127,7 @@ def build_task(
     prepared = prepare(config, statistics=recorded.statistics if recorded else None)
     setup, graphdefs, lip, run = prepared.setup, prepared.graphdefs, prepared.lip, prepared.run
     train_frames = prepared.frames
-    tx = make_optimizer(config.optim, config.train.steps)
+    tx = make_nerf_optimizer(config)
     weights = config.loss
     kind, message = perceptual_loss_choice(config.loss.vgg_weights)
     print(message, flush=True)  # said once per run: which perceptual loss this run uses
@@ -176,6 +179,18 @@ def build_task(
         results["train_frames"] = len(train_frames)
         return results
 
+    def validate(state):
+        # The held-out protocol on the first held-out split, during training (the curve of
+        # held-out quality against training time; config.train.eval_every).
+        params = jax.device_get(state.params)
+        scores = evaluate_split(
+            config, setup, renderer, graphdefs, params,
+            cond.load_frames(config, splits[0], lip, progress=False),
+        )  # fmt: skip
+        return {
+            k: float(v) for k, v in scores.items() if isinstance(v, int | float) and k != "frames"
+        }
+
     def write_samples(state, step, samples_dir):
         params = jax.device_get(state.params)
         source = cond.load_frames(config, splits[0], lip, progress=False)
@@ -197,7 +212,8 @@ def build_task(
         train_step=make_train_step(setup, graphdefs, tx, weights, vgg_graphdef),
         data=Batches(pipeline, frame_keys(setup)),
         evaluate=evaluate,
-        write_samples=write_samples,
+        write_samples=write_samples if splits else None,
+        validate=validate if splits else None,
         constants=constants or None,
         write_run_files=None
         if recorded
@@ -206,6 +222,16 @@ def build_task(
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path):
-    """Trains (or resumes) the NeRF stage in ``workdir``; see ``configs/voca.py``."""
+    """Trains (or resumes) the NeRF stage in ``workdir``; see ``configs/voca.py``.
+
+    With ``config.sync.train`` and no ``config.sync.init_from`` the run's own sync stage is
+    trained first into ``WORKDIR/sync`` (:mod:`jaxhead.nerf.own_sync`), once the workdir is
+    known to take this run."""
+    final = own_sync.resolved(config, workdir)
+    if own_sync.trains_own_sync(config):
+        check_config(final)
+        added = {**loop.LOOP_ADDED_KEYS, **ADDED_KEYS}
+        prepare_workdir(check_workdir_path(workdir), final, write=False, added=added)
+        own_sync.with_own_sync(config, workdir)
     build = functools.partial(build_task, workdir=workdir)
-    return loop.train(config, workdir, build, added_keys=ADDED_KEYS)
+    return loop.train(final, workdir, build, added_keys=ADDED_KEYS)
