@@ -78,6 +78,7 @@ def video_config(root: pathlib.Path, cache: pathlib.Path):
         config.data.cache_dir = str(cache)
         config.mesh.data = 1
         config.train.update(progress=False, steps=2, log_every=1, checkpoint_every=2)
+        config.sync.train = False
     return config
 
 

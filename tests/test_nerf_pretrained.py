@@ -53,6 +53,7 @@ def pretrained(tmp_path_factory):
 def with_pretrained(config, pretrained, sync=True, dis=True):
     with config.unlocked():
         config.sync.init_from = str(pretrained["sync"]) if sync else ""
+        config.sync.train = False
         config.disentangle.init_from = str(pretrained["extractor"]) if dis else ""
     return config
 

@@ -119,16 +119,18 @@ def test_a_run_made_before_the_grid_keys_resumes_with_todays_config():
     run's config matches today's smoke config, and a grid field would be a different run."""
     from test_nerf_stage import smoke_config
 
-    from jaxhead.nerf.config import ADDED_KEYS
+    from jaxhead.nerf.config import ADDED_KEYS as NERF_ADDED
+    from jaxhead.train.loop import LOOP_ADDED_KEYS
     from jaxhead.train.workdir import config_differences, config_to_json
 
+    ADDED_KEYS = {**LOOP_ADDED_KEYS, **NERF_ADDED}
     old = json.loads((OLD_RUN / "config.json").read_text())
     today = config_to_json(smoke_config(""))
     ignore = ("data.cache_dir", "mesh.data", "train.progress")  # what the test helper sets
     diffs = config_differences(old, today, added=ADDED_KEYS)
     assert [d for d in diffs if d[0] not in ignore] == []
     assert [d[0] for d in config_differences(old, today) if d[0] not in ignore] == sorted(
-        ADDED_KEYS
+        NERF_ADDED
     )
     with_grid = json.loads(json.dumps(today))
     with_grid["model"]["encoding"] = "hash"

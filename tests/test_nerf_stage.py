@@ -19,7 +19,7 @@ from jaxhead.train.metrics import read_metrics
 CONFIG_FILE = "configs/voca.py"
 
 
-def smoke_config(cache, **train):
+def smoke_config(cache, own_sync=False, **train):
     import importlib.util
     import pathlib
 
@@ -32,6 +32,10 @@ def smoke_config(cache, **train):
         config.data.cache_dir = str(cache)
         config.mesh.data = 1  # the smoke batch (2 pairs) does not split over 8 devices
         config.train.update(progress=False, **train)
+        # The default trains the run's own sync stage first: tests of the NeRF alone leave it
+        # out (test_own_sync_stage_is_trained_first_and_drives_the_nerf keeps it).
+        config.sync.train = own_sync
+        config.sync.train_config = "smoke" if own_sync else ""
     return config
 
 
@@ -162,7 +166,7 @@ def test_sigkill_mid_training_then_rerun_resumes(cache, tmp_path):
     overrides = [
         f"--config.data.cache_dir={cache}", "--config.mesh.data=1", f"--config.train.steps={steps}",
         f"--config.train.checkpoint_every={every}", "--config.train.log_every=2",
-        "--config.train.progress=False", "--config.eval.fit_steps=0",
+        "--config.train.progress=False", "--config.eval.fit_steps=0", "--config.sync.train=False",
     ]  # fmt: skip
     workdir = tmp_path / "killed"
     cmd = [sys.executable, str(root / "scripts" / "train_nerf.py"),
@@ -197,3 +201,31 @@ def test_sigkill_mid_training_then_rerun_resumes(cache, tmp_path):
     # Separate processes differ in float summation order (a few elements by ~2e-6); a resume that
     # lost the optimiser or data-iterator state would differ by orders of magnitude more.
     np.testing.assert_allclose(flat(resumed.params), flat(reference.params), rtol=1e-4, atol=1e-5)
+
+
+def test_own_sync_stage_is_trained_first_and_drives_the_nerf(cache, tmp_path):
+    from jaxhead.nerf import own_sync, render_video, stage
+    from jaxhead.train.metrics import read_metrics
+
+    config = smoke_config(cache, own_sync=True, steps=2)
+    sync_config = own_sync.own_sync_config(config)
+    # The sync stage trains on the NeRF's own data with the NeRF's held-out sentences held out.
+    assert sync_config.data.kind == "synthetic"
+    assert sync_config.data.synthetic.to_dict() == config.data.synthetic.to_dict()
+    assert sync_config.data.heldout_sentences == config.data.val_sentences
+    assert sync_config.data.heldout_subjects == 0
+    workdir = tmp_path / "run"
+    stage.train(config, workdir)
+    sync_dir = workdir / "sync"
+    assert (sync_dir / "eval.json").is_file()
+    recorded = json.loads((workdir / "config.json").read_text())
+    assert recorded["sync"]["init_from"] == str(sync_dir.resolve())
+    trained = render_video.load_trained(workdir)
+    assert trained.setup.lip == "sync"
+    # Re-running (here: extending) finds the sync stage finished and does not retrain it.
+    before = read_metrics(sync_dir / "metrics.jsonl")
+    with config.unlocked():
+        config.train.steps = 3
+    stage.train(config, workdir)
+    assert read_metrics(sync_dir / "metrics.jsonl") == before
+    assert json.loads((workdir / "eval.json").read_text())["step"] == 3

@@ -283,3 +283,18 @@ def test_config_variants():
     assert module.get_config().data.negatives == 10 and module.get_config().loss.temperature == 0.5
     with pytest.raises(ValueError, match="unknown config variant"):
         module.get_config("tiny")
+
+
+def test_video_split_by_seconds_holds_out_the_nerfs_val_end():
+    import numpy as np
+
+    from jaxhead.sync.data import SyncClip, _split_in_time
+
+    clip = SyncClip("v", np.zeros((100, 4, 13)), np.zeros((100, 40)), window=5, lo=2, hi=98)
+    train, val = _split_in_time(clip, 0.2, val_frames=25.0)  # the last 25 frames: 75..99
+    # No training window (t - 2 .. t + 2) reaches frame 75; every held-out window lies in 75..99.
+    assert train.hi - 1 + 2 < 75 and (train.lo, train.hi) == (2, 73)
+    assert val.lo - 2 >= 75 and val.hi == 98
+    # Without seconds, the fraction of valid windows as before.
+    train, val = _split_in_time(clip, 0.25)
+    assert (train.hi, val.lo) == (2 + 72, 2 + 72 + 5)

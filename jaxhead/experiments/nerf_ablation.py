@@ -68,6 +68,7 @@ def arm_config(
     config = config.copy_and_resolve_references()
     with config.unlocked():
         config.sync.init_from = sync_workdir if sync else ""
+        config.sync.train = False  # every arm's sync stage is the one given (or none)
         config.disentangle.init_from = extractor_workdir if dis else ""
         if not lip:
             config.model.lip_dim = 0

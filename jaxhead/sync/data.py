@@ -89,6 +89,7 @@ def sync_data_config() -> ml_collections.ConfigDict:
             "video_roots": (),
             "video_audio": "aud.wav",  # an audio file, or a feature file such as aud_hu.npy
             "video_val_fraction": 0.2,  # last part of each video held out
+            "video_val_seconds": 0.0,  # > 0: instead, the last seconds of each video
             "fps": 25.0,
             "features": "mfcc",  # mfcc | logmel (for audio files)
             "window": 5,  # video frames per window (0.2 s at 25 fps, as SyncNet)
@@ -386,10 +387,23 @@ def load_video_clip(
     return _clip(root.name, audio_windows, valid, mouth, window, group)
 
 
-def _split_in_time(clip: SyncClip, val_fraction: float) -> tuple[SyncClip, SyncClip]:
+def _split_in_time(
+    clip: SyncClip, val_fraction: float, val_frames: float = 0.0
+) -> tuple[SyncClip, SyncClip]:
+    """The clip's training part and its held-out end: the last ``val_frames`` frames of the video
+    when > 0 (the NeRF's ``val_seconds``), else the last ``val_fraction`` of its valid windows.
+    No window of one part shares a frame with a window of the other."""
+    gap = clip.window
+    if val_frames > 0:
+        start = len(clip.lips) - int(round(val_frames))  # the first held-out frame
+        half = clip.window // 2
+        train = dataclasses.replace(
+            clip, name=f"{clip.name}[train]", hi=max(min(clip.hi, start - half), clip.lo)
+        )
+        lo = min(max(clip.lo, start + half), clip.hi)
+        return train, dataclasses.replace(clip, name=f"{clip.name}[val]", lo=lo)
     cut = clip.lo + int(round((1.0 - val_fraction) * clip.num_valid))
     # The held-out part starts after the last training window ends (no shared frames).
-    gap = clip.window
     train = dataclasses.replace(clip, name=f"{clip.name}[train]", hi=cut)
     val = dataclasses.replace(clip, name=f"{clip.name}[val]", lo=min(cut + gap, clip.hi))
     return train, val
@@ -416,7 +430,11 @@ def load_clips(
             root, config.video_audio, fps=config.fps, features=config.features,
             window=config.window, group=group,
         )  # fmt: skip
-        train, val = _split_in_time(clip, float(config.video_val_fraction))
+        train, val = _split_in_time(
+            clip,
+            float(config.video_val_fraction),
+            float(config.get("video_val_seconds", 0.0)) * float(config.fps),
+        )
         out["train"].append(train)
         out["heldout_time"].append(val)
     return out

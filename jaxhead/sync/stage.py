@@ -34,6 +34,7 @@ from jaxhead.audio import frontend
 from jaxhead.numerics import cosine_similarity
 from jaxhead.sync import data as data_lib
 from jaxhead.sync import scoring
+from jaxhead.sync.config import ADDED_KEYS
 from jaxhead.sync.losses import bce_cosine, info_nce
 from jaxhead.sync.models import SyncModel
 from jaxhead.train import loop
@@ -315,7 +316,9 @@ def build_task(
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path):
     """Trains (or resumes) the sync stage in ``workdir``; returns the final train state."""
     workdir = pathlib.Path(workdir)
-    return loop.train(config, workdir, functools.partial(build_task, workdir=workdir))
+    return loop.train(
+        config, workdir, functools.partial(build_task, workdir=workdir), added_keys=ADDED_KEYS
+    )
 
 
 # --- F_lip for the NeRF stage ---------------------------------------------------------------------
