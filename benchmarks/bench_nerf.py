@@ -61,6 +61,11 @@ MODELS = {
         width=256, depth=8, skip_layer=4, pos_freqs=10, view_dim=3, view_freqs=4, view_width=128,
         feature_dim=3, condition_dim=64, num_coarse=64, num_fine=128, rays=128,
     ),
+    "hash": dict(
+        width=64, depth=2, skip_layer=None, pos_freqs=6, view_dim=0, view_freqs=4, view_width=64,
+        feature_dim=256, condition_dim=176, num_coarse=16, num_fine=16, rays=1024,
+        encoding="hash", grid=(16, 2, 16, 16, 1024),
+    ),
 }  # fmt: skip
 RENDER_SIZES = (128, 256, 512)
 UPSAMPLE = 4
@@ -88,9 +93,16 @@ def timed(fn, repeats: int, min_seconds: float) -> float:
     return float(np.min(per_call))
 
 
+def point_dim(m: dict) -> int:
+    """Size of a point's encoding: NeRF's γ(x), or a hash grid's ``L · F`` features."""
+    if m.get("encoding", "frequency") == "hash":
+        return m["grid"][0] * m["grid"][1]
+    return 3 * (1 + 2 * m["pos_freqs"])
+
+
 def field_flops_per_sample(m: dict) -> dict:
     """Forward matmul FLOPs per sample: as executed by jaxhead, and by the naive reference."""
-    pe = 3 * (1 + 2 * m["pos_freqs"])
+    pe = point_dim(m)
     w, c = m["width"], m["condition_dim"]
     view_pe = m["view_dim"] * (1 + 2 * m["view_freqs"]) if m["view_dim"] else 0
     trunk = pe * w + (m["depth"] - 1) * w * w + (pe * w if m["skip_layer"] else 0) + w
@@ -127,15 +139,21 @@ def jax_setup(m: dict, seed: int = 0):
     import jax
     from flax import nnx
 
-    from jaxhead.nerf.field import HeadField
+    from jaxhead.nerf.field import GridSize, HeadField
 
     field = nnx.jit(
         lambda: HeadField(
             m["condition_dim"], width=m["width"], depth=m["depth"], skip_layer=m["skip_layer"],
             pos_freqs=m["pos_freqs"], view_dim=m["view_dim"], view_freqs=m["view_freqs"],
-            view_width=m["view_width"], feature_dim=m["feature_dim"], rngs=nnx.Rngs(seed),
+            view_width=m["view_width"], feature_dim=m["feature_dim"],
+            encoding=m.get("encoding", "frequency"), grid=GridSize(*m.get("grid", GridSize())),
+            rngs=nnx.Rngs(seed),
         )
     )()  # fmt: skip
+    if m.get("encoding", "frequency") != "frequency":
+        # A trained grid, not instant-NGP's ±1e-4 start: the equivalence check then compares
+        # values of the size the field works with.
+        field.tables.value = 0.1 * jax.random.normal(jax.random.key(seed + 1), field.tables.shape)
     graphdef, params = nnx.split(field, nnx.Param)
     return jax, graphdef, params
 
@@ -316,13 +334,49 @@ def torch_modules():
             out += [torch.sin(x * 2.0**k), torch.cos(x * 2.0**k)]
         return torch.cat(out, dim=-1)
 
+    primes = (1, 2654435761, 805459861)
+
+    def level_resolutions(levels, lo, hi):
+        growth = math.exp((math.log(hi) - math.log(lo)) / (levels - 1))
+        return [int(math.floor(lo * growth**level + 1e-9)) for level in range(levels)]
+
+    def hash_encode(x, tables, resolutions):
+        """instant-NGP's multi-resolution hash encoding, written out per level with torch ops."""
+        offsets = torch.tensor([[(k >> i) & 1 for i in range(3)] for k in range(8)])
+        out = []
+        for level, n in enumerate(resolutions):
+            pos = x.clamp(0.0, 1.0) * n
+            cell = torch.clamp(torch.floor(pos), 0, n - 1)
+            frac = pos - cell
+            corners = cell.long()[..., None, :] + offsets  # [..., 8, 3]
+            size = tables.shape[1]
+            if (n + 1) ** 3 <= size:
+                rows = corners[..., 0] + corners[..., 1] * (n + 1) + corners[..., 2] * (n + 1) ** 2
+            else:
+                hashed = corners[..., 0] * primes[0]
+                for i in (1, 2):
+                    hashed = hashed ^ ((corners[..., i] * primes[i]) & 0xFFFFFFFF)
+                rows = (hashed & 0xFFFFFFFF) % size
+            values = tables[level][rows]  # [..., 8, F]
+            upper = offsets.to(frac.dtype)
+            weights = torch.prod(
+                frac[..., None, :] * upper + (1 - frac[..., None, :]) * (1 - upper), dim=-1
+            )
+            out.append((weights[..., None] * values).sum(-2))
+        return torch.cat(out, dim=-1)
+
     class TorchField(nn.Module):
-        """NeRF MLP over per-sample concatenations [γ(x), c] (+ γ(v)), as public repos do."""
+        """NeRF MLP over per-sample concatenations [γ(x), c] (+ γ(v)), as public repos do; with
+        ``encoding="hash"`` the point enters through a hash grid (RAD-NeRF's field)."""
 
         def __init__(self, m):
             super().__init__()
             self.m = m
-            pe = 3 * (1 + 2 * m["pos_freqs"])
+            pe = point_dim(m)
+            if m.get("encoding", "frequency") == "hash":
+                levels, features, log2_table, lo, hi = m["grid"]
+                self.resolutions = level_resolutions(levels, lo, hi)
+                self.tables = nn.Parameter(torch.zeros(levels, 2**log2_table, features))
             w, c = m["width"], m["condition_dim"]
             dims = []
             for k in range(m["depth"]):
@@ -344,7 +398,11 @@ def torch_modules():
         def forward(self, points, condition, view):
             m = self.m
             n, s, _ = points.shape
-            inputs = torch.cat([encode(points, m["pos_freqs"]), condition.expand(n, s, -1)], dim=-1)
+            if m.get("encoding", "frequency") == "hash":
+                encoded = hash_encode(0.5 * (points + 1.0), self.tables, self.resolutions)
+            else:
+                encoded = encode(points, m["pos_freqs"])
+            inputs = torch.cat([encoded, condition.expand(n, s, -1)], dim=-1)
             h = inputs
             for k, layer in enumerate(self.layers):
                 if k == m["skip_layer"]:
@@ -436,6 +494,8 @@ def torch_from_jax(field, params):
 
     flat = {k: np.asarray(v) for k, v in nnx.to_flat_state(params)}
     with torch.no_grad():
+        if ("tables",) in flat:
+            field.tables.copy_(torch.from_numpy(flat[("tables",)].copy()))
         for name, module in field.named_modules():
             if not isinstance(module, torch.nn.Linear):
                 continue
@@ -589,7 +649,7 @@ def markdown(results: dict, quick: bool) -> str:
         "(jax / torch) | field MLP GFLOP/s alone | in train step | equivalence max abs diff |"
     )
     lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for model in MODELS:
+    for model in results.get("models", list(MODELS)):
         j, t = results[f"jax_train/{model}"], results[f"torch_train/{model}"]
         j_default = results[f"jax_train_default_flags/{model}"]
         f = results[f"jax_field/{model}"]
@@ -608,6 +668,8 @@ def markdown(results: dict, quick: bool) -> str:
             f"{alone:.0f} ({alone / mm:.0%} of peak) | "
             f"{in_step:.0f} | {eq['max_abs_diff_features']:.1e} |"
         )
+    if not results["render_sizes"]:
+        return "\n".join(lines)
     lines.append("")
     lines.append(
         "| output | feature map | jaxhead frames/s (features + upsampler) | jaxhead frames/s "
@@ -634,6 +696,10 @@ def main() -> None:
     parser.add_argument(
         "--xla-flags", default=TUNED_XLA_FLAGS, help="XLA_FLAGS for the jaxhead measurements"
     )
+    parser.add_argument(
+        "--models", default=",".join(MODELS), help=f"fields to train, of {', '.join(MODELS)}"
+    )
+    parser.add_argument("--no-render", action="store_true", help="skip the render table")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--model", default="default", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
@@ -642,9 +708,14 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.model, args.size, args.quick)))
         return
 
-    sizes = RENDER_SIZES[:1] if args.quick else RENDER_SIZES
+    sizes = () if args.no_render else RENDER_SIZES[:1] if args.quick else RENDER_SIZES
+    models = [m for m in args.models.split(",") if m]
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        parser.error(f"unknown models {unknown}; choose from {list(MODELS)}")
     flags = args.xla_flags
     results = {
+        "models": models,
         "render_sizes": list(sizes),
         "quick": args.quick,
         "cpu_count": os.cpu_count(),
@@ -652,7 +723,7 @@ def main() -> None:
     }
     results["matmul"] = run_worker("matmul", quick=args.quick, xla_flags=flags)
     results["matmul_default"] = run_worker("matmul", quick=args.quick)
-    for model in MODELS:
+    for model in models:
         results[f"equivalence/{model}"] = run_worker("equivalence", model, xla_flags=flags)
         # The CPU is shared: interleave the frameworks over rounds and keep each one's best.
         candidates = {
