@@ -12,6 +12,11 @@ the AD-NeRF / ER-NeRF preprocessing, with ``aud.wav``)::
         --config.data.root=DIR
     python scripts/evaluate.py --workdir runs/french --split val
 
+F_lip comes from the speaker's own sync stage, trained first on the training part of the same
+video (the last ``data.val_seconds`` held out) into ``WORKDIR/sync``;
+``--config.sync.init_from=DIR`` reuses a trained one, ``--config.sync.train=False`` keeps AD-NeRF's
+audio network.
+
 Variants:
 
 * default: the whole training part of the video, a fixed square crop of the head resized to
