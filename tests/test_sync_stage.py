@@ -8,6 +8,7 @@ import pathlib
 import shutil
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
@@ -20,6 +21,7 @@ from jaxhead.face import MEDIAPIPE_MOUTH
 from jaxhead.nerf.config import sync_block
 from jaxhead.sync import data as data_lib
 from jaxhead.sync import stage
+from jaxhead.train.errors import UserError
 from jaxhead.train.metrics import read_metrics
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
@@ -298,3 +300,119 @@ def test_video_split_by_seconds_holds_out_the_nerfs_val_end():
     # Without seconds, the fraction of valid windows as before.
     train, val = _split_in_time(clip, 0.25)
     assert (train.hi, val.lo) == (2 + 72, 2 + 72 + 5)
+
+
+# --- pre-training across speakers, adaptation, short-window scores ----------------------------
+
+
+def test_augmentation_jitters_scale_rotation_gain_and_noise():
+    rng = np.random.default_rng(0)
+    lips = rng.normal(size=(5, 40)).astype(np.float32)
+    assert data_lib.augment_lips(lips, rng, 0.0, 0.0) is lips  # off: untouched
+    rotated = data_lib.augment_lips(lips, np.random.default_rng(1), 0.0, 30.0)
+    norms = lambda x: np.linalg.norm(x.reshape(5, 20, 2), axis=-1)  # noqa: E731
+    np.testing.assert_allclose(norms(rotated), norms(lips), rtol=1e-5)  # a rotation
+    assert not np.allclose(rotated, lips)
+    scaled = data_lib.augment_lips(lips, np.random.default_rng(2), 0.2, 0.0)
+    ratio = norms(scaled) / norms(lips)
+    assert np.allclose(ratio, ratio.flat[0], rtol=1e-5) and 0.8 <= ratio.flat[0] <= 1.2
+    audio = rng.normal(size=(3, 20, 13)).astype(np.float32)
+    gained = data_lib.augment_audio(audio, np.random.default_rng(3), 0.5, 0.0, "mfcc")
+    np.testing.assert_array_equal(gained[..., 1:], audio[..., 1:])  # MFCC: c0 only
+    offsets = gained[..., 0] - audio[..., 0]
+    assert np.allclose(offsets, offsets[:, :1]) and np.all(offsets[:, 0] != 0)  # per window
+    mel = data_lib.augment_audio(audio, np.random.default_rng(3), 0.5, 0.0, "logmel")
+    assert np.allclose(mel - audio, (mel - audio)[:, :1, :1])  # every bin, per window
+    noisy = data_lib.augment_audio(audio, np.random.default_rng(4), 0.0, 0.1, "")
+    assert 0.05 < np.std(noisy - audio) < 0.15
+
+
+def test_synthetic_and_videos_load_together_as_separate_speakers(tmp_path):
+    config = tiny_config(tmp_path, 2)
+    videos = []
+    for name in ("May", "Obama"):
+        if not (tmp_path / name).exists():
+            write_video_folder(tmp_path / name, 30, 1.2)
+        videos.append(str(tmp_path / name))
+    with config.unlocked():
+        config.data.update(kind="synthetic+video", video_roots=tuple(videos))
+    splits = data_lib.load_clips(config.data, progress=False)
+    assert set(splits) == {"train", "heldout_sentences", "heldout_subjects", "heldout_time"}
+    names = [c.name for c in splits["train"]]
+    assert "May[train]" in names and "Obama[train]" in names
+    groups = {c.name: c.group for c in splits["train"]}
+    synthetic_groups = {g for n, g in groups.items() if "[train]" not in n}
+    assert groups["May[train]"] not in synthetic_groups | {groups["Obama[train]"]}
+    with config.unlocked():
+        config.data.kind = "video+voxels"
+    with pytest.raises(ValueError, match="unknown config.data.kind"):
+        data_lib.load_clips(config.data)
+
+
+def test_adaptation_starts_from_the_pretrained_encoders(tmp_path):
+    pretrained = tmp_path / "pre"
+    state = stage.train(tiny_config(tmp_path, 4), pretrained)
+    config = tiny_config(tmp_path, 2)
+    with config.unlocked():
+        config.init_from = str(pretrained)
+        config.optim.learning_rate = 1e-12  # nothing moves: the run holds what it started from
+    adapted = stage.train(config, tmp_path / "adapted")
+    for a, b in zip(
+        jax.tree.leaves(jax.device_get(adapted.params)),
+        jax.tree.leaves(jax.device_get(state.params)),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)
+    with config.unlocked():
+        config.model.hidden = 16
+    with pytest.raises(UserError, match=r"model.hidden 8 there vs 16 here"):
+        stage.train(config, tmp_path / "other")
+
+
+def test_short_window_scores_find_the_planted_offsets():
+    rng = np.random.default_rng(0)
+    n, dim = 130, 8
+    lips = rng.normal(size=(n, dim)).astype(np.float32)
+    clip = data_lib.SyncClip("c", np.zeros((n + 4, 2, 1)), np.zeros((n + 4, 40)), 5, 2, n + 2)
+
+    def embed_fn(audio, lip_windows):  # audio embeddings equal the lip embeddings: in sync
+        return lips, lips
+
+    config = ml_collections.ConfigDict(
+        {"leads": (0, 4, -8), "max_offset": 15, "tolerance": 1, "distance": "cosine",
+         "window_seconds": 2.0}
+    )  # fmt: skip
+    result = stage.evaluate_clips(embed_fn, {"val": [clip]}, config, fps=25.0)
+    starts = sorted({r["start"] for r in result["clips"]})
+    assert starts == [2, 52]  # two whole 50-frame windows of 130 valid frames
+    assert len(result["clips"]) == 2 * 3
+    assert result["overall"]["accuracy"] == 1.0
+    assert {(r["true_offset"], r["offset"]) for r in result["clips"]} <= {(0, 0), (4, 4), (-8, -8)}
+
+
+def test_leave_one_speaker_out_protocol_end_to_end(tmp_path):
+    from jaxhead.experiments import sync_loso
+
+    roots = []
+    for name in ("alice", "bob"):
+        write_video_folder(tmp_path / name, 150, 6.0)
+        roots.append(str(tmp_path / name))
+    protocol = sync_loso.Protocol(val_fraction=0.2, window_seconds=2.0, leads=(0, 4), smoke=True)
+    results = sync_loso.run(roots, tmp_path / "loso", protocol, str(tmp_path / "cache"))
+    assert set(results) == {"alice", "bob"}
+    for name, arms in results.items():
+        assert set(arms) == set(sync_loso.ARMS)
+        for r in arms.values():
+            # 30 held-out frames, fewer than one 2 s window: scored whole, once per lead.
+            assert r["windows"] == 1 and len(r["offsets_aligned"]) == 1
+            assert 0.0 <= r["found_aligned"] <= 1.0 and r["confidence_aligned"] >= 0.0
+        folder = tmp_path / "loso" / name
+        pre = json.loads((folder / "pretrain" / "config.json").read_text())
+        assert pre["data"]["kind"] == "synthetic+video"
+        assert [pathlib.Path(r).name for r in pre["data"]["video_roots"]] == [
+            n for n in ("alice", "bob") if n != name
+        ]  # the held-out speaker is never pre-trained on
+        adapted = json.loads((folder / "adapted" / "config.json").read_text())
+        assert adapted["init_from"] == str(folder / "pretrain")
+    text = sync_loso.table(results)
+    assert text.count("\n") == 2 + 2 * 3 + 3 - 1 and "**all**" in text

@@ -78,7 +78,7 @@ def sync_data_config() -> ml_collections.ConfigDict:
     """The ``config.data`` block of the sync stage."""
     return ml_collections.ConfigDict(
         {
-            "kind": "synthetic",  # synthetic | video
+            "kind": "synthetic",  # synthetic | video | synthetic+video (both: pre-training)
             # synthetic: VOCASET-format folder with factors.npz; empty = generated in the cache.
             "root": "",
             "cache_dir": "",  # empty: $JAXHEAD_CACHE, else $XDG_CACHE_HOME/jaxhead
@@ -98,8 +98,15 @@ def sync_data_config() -> ml_collections.ConfigDict:
             "min_shift": 2,  # frames: the margin of a same-clip negative
             "max_shift": 15,  # frames
             "batch_size": 64,  # global
+            # Training-time augmentation (0: off): per example, the lip window's motion scaled
+            # by U(1 ± lip_scale) and rotated by U(± lip_rotation_deg); the audio windows (the
+            # positive and each negative) get a gain offset N(0, audio_gain²) on the log-energy
+            # coefficient (MFCC c0; every log-mel bin) and noise N(0, audio_noise²) everywhere.
+            "augment": {
+                "lip_scale": 0.0, "lip_rotation_deg": 0.0, "audio_gain": 0.0, "audio_noise": 0.0,
+            },
         }
-    )
+    )  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -409,34 +416,86 @@ def _split_in_time(
     return train, val
 
 
+SOURCES = ("synthetic", "video")
+
+
 def load_clips(
     config: ml_collections.ConfigDict, *, progress: bool = True
 ) -> dict[str, list[SyncClip]]:
-    """Clips of ``config.data``: ``{"train": [...], <held-out split>: [...], ...}``."""
-    if config.kind == "synthetic":
-        return load_synthetic_clips(config, progress=progress)
-    if config.kind != "video":
-        raise ValueError(f"unknown config.data.kind {config.kind!r}; use 'synthetic' or 'video'")
-    if not config.video_roots:
+    """Clips of ``config.data``: ``{"train": [...], <held-out split>: [...], ...}``.
+
+    ``config.kind``: ``synthetic``, ``video`` or both (``synthetic+video``: the synthetic
+    speakers' splits and the videos' training parts and held-out ends together, every speaker
+    its own group of cross-clip negatives)."""
+    kinds = str(config.kind).split("+")
+    unknown = [k for k in kinds if k not in SOURCES]
+    if unknown or not kinds or len(set(kinds)) != len(kinds):
         raise ValueError(
-            "config.data.kind='video' needs --config.data.video_roots=<folder>[,<folder>...] "
-            "(preprocessed dataset folders with ori_imgs/*.lms and aud.wav)"
+            f"unknown config.data.kind {config.kind!r}; use 'synthetic', 'video' or "
+            "'synthetic+video'"
         )
-    out: dict[str, list[SyncClip]] = {"train": [], "heldout_time": []}
-    roots = config.video_roots
-    roots = roots.split(",") if isinstance(roots, str) else roots
-    for group, root in enumerate(roots):
-        clip = load_video_clip(
-            root, config.video_audio, fps=config.fps, features=config.features,
-            window=config.window, group=group,
-        )  # fmt: skip
-        train, val = _split_in_time(
-            clip,
-            float(config.video_val_fraction),
-            float(config.get("video_val_seconds", 0.0)) * float(config.fps),
-        )
-        out["train"].append(train)
-        out["heldout_time"].append(val)
+    out: dict[str, list[SyncClip]] = {"train": []}
+    if "synthetic" in kinds:
+        for split, clips in load_synthetic_clips(config, progress=progress).items():
+            out.setdefault(split, []).extend(clips)
+    if "video" in kinds:
+        if not config.video_roots:
+            raise ValueError(
+                "config.data.kind='video' needs --config.data.video_roots=<folder>[,<folder>...] "
+                "(preprocessed dataset folders with ori_imgs/*.lms and aud.wav)"
+            )
+        if len(kinds) > 1 and config.video_audio in AUDIO_FEATURE_FILES:
+            raise ValueError(
+                f"config.data.video_audio={config.video_audio!r} is a feature file, which the "
+                "synthetic clips do not have: pre-train across both from audio files (aud.wav)"
+            )
+        first_group = 1 + max((c.group for c in out["train"]), default=-1)
+        roots = config.video_roots
+        roots = roots.split(",") if isinstance(roots, str) else roots
+        out.setdefault("heldout_time", [])
+        for group, root in enumerate(roots, start=first_group):
+            clip = load_video_clip(
+                root, config.video_audio, fps=config.fps, features=config.features,
+                window=config.window, group=group,
+            )  # fmt: skip
+            train, val = _split_in_time(
+                clip, float(config.video_val_fraction),
+                float(config.get("video_val_seconds", 0.0)) * float(config.fps),
+            )  # fmt: skip
+            out["train"].append(train)
+            out["heldout_time"].append(val)
+    return out
+
+
+def augment_lips(lips: np.ndarray, rng: np.random.Generator, scale: float, rotation_deg: float):
+    """A lip window ``[W, 40]`` (20 points' normalised motion) scaled by ``U(1 ± scale)`` and
+    rotated by ``U(± rotation_deg)`` degrees, one draw per window."""
+    if not scale and not rotation_deg:
+        return lips
+    factor = 1.0 + rng.uniform(-scale, scale)
+    angle = np.deg2rad(rng.uniform(-rotation_deg, rotation_deg))
+    rot = factor * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    points = lips.reshape(lips.shape[0], -1, 2) @ rot.T
+    return points.reshape(lips.shape).astype(lips.dtype)
+
+
+def augment_audio(
+    audio: np.ndarray, rng: np.random.Generator, gain: float, noise: float, features: str
+) -> np.ndarray:
+    """Audio windows ``[..., steps, F]`` with a gain offset ``N(0, gain²)`` per window on the
+    log-energy coefficient (MFCC c0, every log-mel bin; none for feature files) and noise
+    ``N(0, noise²)`` on every value."""
+    if not gain and not noise:
+        return audio
+    out = np.array(audio, np.float32, copy=True)
+    if gain and features in ("mfcc", "logmel"):
+        offset = rng.normal(0.0, gain, size=out.shape[:-2] + (1, 1)).astype(np.float32)
+        if features == "mfcc":
+            out[..., :1] += offset
+        else:
+            out += offset
+    if noise:
+        out += rng.normal(0.0, noise, size=out.shape).astype(np.float32)
     return out
 
 
@@ -504,6 +563,13 @@ class SyncExamples:
         )
         n = int(config.negatives)
         same = int(round(n * float(config.same_clip_fraction)))
+        aug = dict(config.get("augment", {}))
+        lip_scale, lip_rot = (
+            float(aug.get("lip_scale", 0.0)),
+            float(aug.get("lip_rotation_deg", 0.0)),
+        )
+        gain, noise = float(aug.get("audio_gain", 0.0)), float(aug.get("audio_noise", 0.0))
+        features = str(config.features) if config.video_audio not in AUDIO_FEATURE_FILES else ""
         min_shift, max_shift = int(config.min_shift), int(config.max_shift)
         clips = self.clips
 
@@ -517,9 +583,9 @@ class SyncExamples:
                 [clips[j].audio[t] for j, t in zip(neg_clip, neg_frame, strict=True)]
             )
             return {
-                "lips": c.lip_windows(np.array([frame]))[0],
-                "audio": c.audio[frame],
-                "negatives": negatives,
+                "lips": augment_lips(c.lip_windows(np.array([frame]))[0], rng, lip_scale, lip_rot),
+                "audio": augment_audio(c.audio[frame], rng, gain, noise, features),
+                "negatives": augment_audio(negatives, rng, gain, noise, features),
                 "clip": np.int32(clip),
                 "frame": np.int32(frame),
                 "negative_clip": neg_clip,

@@ -23,6 +23,7 @@ import functools
 import json
 import pathlib
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +39,7 @@ from jaxhead.sync.config import ADDED_KEYS
 from jaxhead.sync.losses import bce_cosine, info_nce
 from jaxhead.sync.models import SyncModel
 from jaxhead.train import loop
+from jaxhead.train.errors import UserError
 from jaxhead.train.optim import make_optimizer
 from jaxhead.train.restore import finished_run_config, restore_run
 from jaxhead.train.state import TrainState, tree_l2
@@ -122,37 +124,49 @@ def evaluate_clips(
     embed_fn: Callable,
     splits: dict[str, list[data_lib.SyncClip]],
     config: ml_collections.ConfigDict,
+    fps: float = 25.0,
 ) -> dict:
     """SyncNet scores of held-out clips, as recorded and with artificially shifted audio.
 
     Args:
       embed_fn: ``(audio windows, lip windows) -> (audio [V, D], lip [V, D])`` embeddings.
       splits: ``{split name: clips}``.
-      config: ``config.eval`` (``leads``, ``max_offset``, ``distance``, ``tolerance``).
+      config: ``config.eval`` (``leads``, ``max_offset``, ``distance``, ``tolerance``;
+        ``window_seconds > 0``: each clip scored in consecutive windows of that length, e.g.
+        SyncNet's usual 2 s, one record per window and lead, ``start`` its first frame; a clip
+        shorter than a window is scored whole).
+      fps: the clips' frame rate (for ``window_seconds``).
 
     Returns:
       ``{"overall": summary, "splits": {name: summary}, "clips": [per clip and lead]}`` with the
       summaries of :func:`jaxhead.sync.scoring.summarize`.
     """
     records = []
+    span = int(round(float(config.get("window_seconds", 0.0)) * fps)) if fps else 0
     for split, clips in splits.items():
         for clip in clips:
-            audio, lips = embed_clip(embed_fn, clip)
-            for lead in config.leads:
-                if len(audio) - abs(lead) <= config.max_offset:
-                    continue
-                a, v = scoring.shift_audio(audio, lips, int(lead))
-                score = scoring.score_clip(a, v, int(config.max_offset), config.distance)
-                records.append(
-                    {
-                        "split": split,
-                        "clip": clip.name,
-                        "true_offset": int(lead),
-                        "offset": score["offset"],
-                        "confidence": score["confidence"],
-                        "min_distance": score["min_distance"],
-                    }
-                )
+            audio_all, lips_all = embed_clip(embed_fn, clip)
+            # Whole windows of `span` frames; a clip shorter than one window is one window.
+            starts = [0] if span <= 0 else range(0, max(len(audio_all) - span, 0) + 1, span)
+            for start in starts:
+                stop = len(audio_all) if span <= 0 else start + span
+                audio, lips = audio_all[start:stop], lips_all[start:stop]
+                for lead in config.leads:
+                    if len(audio) - abs(lead) <= config.max_offset:
+                        continue
+                    a, v = scoring.shift_audio(audio, lips, int(lead))
+                    score = scoring.score_clip(a, v, int(config.max_offset), config.distance)
+                    records.append(
+                        {
+                            "split": split,
+                            "clip": clip.name,
+                            "start": int(clip.lo + start),
+                            "true_offset": int(lead),
+                            "offset": score["offset"],
+                            "confidence": score["confidence"],
+                            "min_distance": score["min_distance"],
+                        }
+                    )
     if not records:
         raise ValueError(
             f"no held-out clip is longer than {config.max_offset} frames (+ the largest lead)"
@@ -244,8 +258,15 @@ def build_task(
         nnx.eval_shape(lambda: build_model(config, info["audio_shape"], info["lip_shape"], 0))
     )
     loss_name, temperature = config.loss.name, float(config.loss.temperature)
+    pretrained = None
+    if config.get("init_from", ""):
+        pretrained = load_sync_params(config.init_from)
+        _check_compatible(pretrained, config, info)
+        print(f"sync: starting from {pretrained.workdir} (step {pretrained.step})", flush=True)
 
     def init_fn():
+        if pretrained is not None:  # adaptation: the pre-trained encoders, a fresh optimiser
+            return TrainState.create(jax.tree.map(jnp.asarray, pretrained.params), tx)
         model = build_model(config, info["audio_shape"], info["lip_shape"], config.seed)
         return TrainState.create(nnx.to_pure_dict(nnx.state(model, nnx.Param)), tx)
 
@@ -285,7 +306,7 @@ def build_task(
 
     def evaluate(state):
         embed_fn = embed_fn_of(state)
-        results = evaluate_clips(embed_fn, splits, config.eval)
+        results = evaluate_clips(embed_fn, splits, config.eval, float(config.data.fps))
         if config.eval.video_roots:
             results["videos"] = score_videos(embed_fn, config.eval.video_roots, config)
         o = results["overall"]
@@ -362,8 +383,21 @@ class SyncEncoder:
         return scoring.score_clip(a, v, max_offset, distance)
 
 
-def load_sync_encoder(init_from: str | pathlib.Path) -> SyncEncoder:
-    """Loads the latest checkpoint of a sync-stage workdir (``config.sync.init_from``).
+@dataclasses.dataclass(frozen=True)
+class TrainedSync:
+    """A sync-stage run's config, model description (``sync_model.json``), graph, trained
+    parameters and step."""
+
+    config: ml_collections.ConfigDict
+    info: dict
+    graphdef: Any
+    params: Any
+    step: int
+    workdir: pathlib.Path
+
+
+def load_sync_params(init_from: str | pathlib.Path) -> TrainedSync:
+    """The latest checkpoint's parameters of a sync-stage workdir.
 
     Raises:
       FileNotFoundError: no trained sync stage there; the message gives the command that makes one.
@@ -382,8 +416,39 @@ def load_sync_encoder(init_from: str | pathlib.Path) -> SyncEncoder:
         return jax.eval_shape(lambda p: TrainState.create(p, tx), params)
 
     run = restore_run(workdir, "sync", command, abstract_state, config=config)
-    state, step = run.state, run.step
-    trained = state.params
+    return TrainedSync(config, info, graphdef, run.state.params, int(run.step), workdir)
+
+
+def _check_compatible(pretrained: TrainedSync, config, info: dict) -> None:
+    """A run that starts from ``pretrained`` must have its model and its inputs."""
+    problems = [
+        f"{key} {pretrained.info.get(key)} there vs {info[key]} here"
+        for key in ("audio_shape", "lip_shape", "features", "fps", "window")
+        if pretrained.info.get(key) != info[key]
+    ]
+    mine, theirs = config.model.to_dict(), pretrained.config.model.to_dict()
+    problems += [
+        f"model.{key} {theirs.get(key)} there vs {mine[key]} here"
+        for key in mine
+        if json.dumps(theirs.get(key)) != json.dumps(mine[key])
+    ]
+    if problems:
+        raise UserError(
+            f"config.init_from={pretrained.workdir} was trained on other inputs or another model "
+            f"({'; '.join(problems)}): adapt with the same data.features / data.window / "
+            "data.fps and model block as the pre-trained run"
+        )
+
+
+def load_sync_encoder(init_from: str | pathlib.Path) -> SyncEncoder:
+    """Loads the latest checkpoint of a sync-stage workdir (``config.sync.init_from``).
+
+    Raises:
+      FileNotFoundError: no trained sync stage there; the message gives the command that makes one.
+    """
+    loaded = load_sync_params(init_from)
+    config, info, graphdef, trained = loaded.config, loaded.info, loaded.graphdef, loaded.params
+    step, workdir = loaded.step, loaded.workdir
     apply = jax.jit(functools.partial(_apply, graphdef))
 
     def embed_audio(windows):
