@@ -229,3 +229,25 @@ def test_own_sync_stage_is_trained_first_and_drives_the_nerf(cache, tmp_path):
     stage.train(config, workdir)
     assert read_metrics(sync_dir / "metrics.jsonl") == before
     assert json.loads((workdir / "eval.json").read_text())["step"] == 3
+
+
+def test_own_sync_stage_refuses_data_without_mouth_landmarks(tmp_path):
+    from jaxhead.nerf import own_sync
+    from jaxhead.train.errors import UserError
+
+    config = smoke_config(tmp_path, own_sync=True)
+    with config.unlocked():
+        config.data.root = str(tmp_path)  # a VOCASET-format folder without factors.npz
+    with pytest.raises(UserError, match="no factors.npz.*--config.sync.init_from"):
+        own_sync.own_sync_config(config)
+    from jaxhead.nerf.config import video_config
+
+    video = video_config("smoke")  # a video's held-out end must be its last val_seconds
+    assert own_sync.trains_own_sync(video) and video.data.val_seconds == 0
+    with pytest.raises(UserError, match="val_seconds"):
+        own_sync.own_sync_config(video)
+    with video.unlocked():
+        video.data.update(root=str(tmp_path), val_seconds=10.0)
+    sync = own_sync.own_sync_config(video)
+    assert sync.data.kind == "video" and sync.data.video_val_seconds == 10.0
+    assert list(sync.data.video_roots) == [str(tmp_path)]

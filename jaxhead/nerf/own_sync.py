@@ -46,6 +46,14 @@ def own_sync_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
         sync.data.cache_dir = str(data.cache_dir)
         sync.data.fps = float(data.fps)
         if data.kind == "voca":
+            root = pathlib.Path(str(data.root)).expanduser()
+            if str(data.root) and not (root / "factors.npz").is_file():
+                raise UserError(
+                    f"{root} has no factors.npz (the synthetic set's mouth landmarks): the run "
+                    "cannot train its own sync stage on it; pass a trained one with "
+                    "--config.sync.init_from=DIR (e.g. pre-trained on videos, "
+                    "configs/sync.py:pretrain) or --config.sync.train=False"
+                )
             sync.data.kind = "synthetic"
             sync.data.root = str(data.root)
             sync.data.synthetic = ml_collections.ConfigDict(data.synthetic.to_dict())
