@@ -242,9 +242,18 @@ def test_own_sync_stage_refuses_data_without_mouth_landmarks(tmp_path):
         own_sync.own_sync_config(config)
     from jaxhead.nerf.config import video_config
 
-    video = video_config("smoke")  # a video's held-out end must be its last val_seconds
+    video = video_config("smoke")  # the held-out end: val_seconds, or transforms_val.json's
     assert own_sync.trains_own_sync(video) and video.data.val_seconds == 0
-    with pytest.raises(UserError, match="val_seconds"):
+    with video.unlocked():
+        video.data.root = str(tmp_path)
+    with pytest.raises(UserError, match="cannot read the frame ids.*val_seconds"):
+        own_sync.own_sync_config(video)
+    for split, ids in (("train", range(0, 80)), ("val", range(80, 100))):
+        frames = [{"img_id": i} for i in ids]
+        (tmp_path / f"transforms_{split}.json").write_text(json.dumps({"frames": frames}))
+    assert own_sync.own_sync_config(video).data.video_val_seconds == pytest.approx(20 / 25)
+    (tmp_path / "transforms_val.json").write_text(json.dumps({"frames": [{"img_id": 5}]}))
+    with pytest.raises(UserError, match="not the end of the video"):
         own_sync.own_sync_config(video)
     with video.unlocked():
         video.data.update(root=str(tmp_path), val_seconds=10.0)

@@ -61,16 +61,13 @@ def own_sync_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
             sync.data.heldout_subjects = 0
             sync.data.heldout_sentences = int(data.val_sentences)
         elif data.kind == "video":
-            if not float(data.val_seconds):
-                raise UserError(
-                    "training the run's own sync stage on a video needs its held-out end: pass "
-                    "--config.data.val_seconds=S (or a trained stage with "
-                    "--config.sync.init_from=DIR, or --config.sync.train=False)"
-                )
+            val_seconds = float(data.val_seconds) or _val_tail_seconds(
+                pathlib.Path(str(data.root)).expanduser(), float(data.fps)
+            )
             sync.data.kind = "video"
             sync.data.video_roots = (str(data.root),)
             sync.data.video_audio = str(data.audio_file)
-            sync.data.video_val_seconds = float(data.val_seconds)
+            sync.data.video_val_seconds = val_seconds
         else:
             raise UserError(
                 f"no own sync stage for data.kind={data.kind!r}: pass --config.sync.init_from=DIR "
@@ -78,6 +75,31 @@ def own_sync_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
             )
     sync.lock()
     return sync
+
+
+def _val_tail_seconds(root: pathlib.Path, fps: float) -> float:
+    """Seconds of the video's end that ``transforms_val.json`` holds out (the NeRF's ``val``
+    split when ``data.val_seconds`` is 0); it must be the video's end."""
+    import json
+
+    ids = {}
+    for split in ("train", "val"):
+        path = root / f"transforms_{split}.json"
+        try:
+            ids[split] = [int(f["img_id"]) for f in json.loads(path.read_text())["frames"]]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise UserError(
+                f"cannot read the frame ids of {path} ({error}): the run's own sync stage must "
+                "know the held-out frames; pass --config.data.val_seconds=S"
+            ) from error
+    if not ids["val"] or (ids["train"] and max(ids["train"]) > min(ids["val"])):
+        raise UserError(
+            f"{root}: transforms_val.json is not the end of the video, so the run's own sync "
+            "stage cannot hold it out by time; pass --config.data.val_seconds=S (or "
+            "--config.sync.init_from=DIR)"
+        )
+    total = max(ids["train"] + ids["val"]) + 1
+    return (total - min(ids["val"])) / fps
 
 
 def own_sync_dir(workdir: str | pathlib.Path) -> pathlib.Path:
