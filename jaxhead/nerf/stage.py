@@ -179,21 +179,23 @@ def build_task(
         results["train_frames"] = len(train_frames)
         return results
 
+    @functools.cache
+    def first_split():
+        # Read once per run: the validations and the samples all render this split.
+        return cond.load_frames(config, splits[0], lip, progress=False)
+
     def validate(state):
         # The held-out protocol on the first held-out split, during training (the curve of
         # held-out quality against training time; config.train.eval_every).
         params = jax.device_get(state.params)
-        scores = evaluate_split(
-            config, setup, renderer, graphdefs, params,
-            cond.load_frames(config, splits[0], lip, progress=False),
-        )  # fmt: skip
+        scores = evaluate_split(config, setup, renderer, graphdefs, params, first_split())
         return {
             k: float(v) for k, v in scores.items() if isinstance(v, int | float) and k != "frames"
         }
 
     def write_samples(state, step, samples_dir):
         params = jax.device_get(state.params)
-        source = cond.load_frames(config, splits[0], lip, progress=False)
+        source = first_split()
         first = source.sequence_rows()[0][:2]
         tables = code_tables(graphdefs, params)
         held = render_heldout(
