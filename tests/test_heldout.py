@@ -29,3 +29,28 @@ def test_heldout_codes_use_the_identity_the_mean_expression_and_a_zero_illuminat
     np.testing.assert_array_equal(codes["id"], [[4.0, 5.0]])
     np.testing.assert_array_equal(codes["ex"], [[2.0, 4.0]])
     np.testing.assert_array_equal(codes["ill"], np.zeros((1, 4)))
+
+
+def test_ex_dropout_replaces_codes_by_the_tables_mean():
+    """``drop_ex``: rate 0 keeps every frame's C_ex, rate 1 gives every frame the table's mean
+    (the held-out code of ``heldout_codes``), a rate in between drops about that share, and the
+    dropped frames' gradient reaches every row of the table through the mean."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxhead.nerf.step import drop_ex
+
+    table = jnp.asarray(np.random.default_rng(0).normal(size=(6, 3)), jnp.float32)
+    rows = jnp.asarray([0, 2, 5, 1])
+    codes = {"ex": table[rows], "id": jnp.ones((4, 2))}
+    key = jax.random.key(0)
+    kept = drop_ex(codes, table, 0.0, key)
+    np.testing.assert_array_equal(kept["ex"], codes["ex"])
+    np.testing.assert_array_equal(kept["id"], codes["id"])
+    dropped = drop_ex(codes, table, 1.0, key)
+    np.testing.assert_allclose(dropped["ex"], np.repeat(table.mean(0, keepdims=True), 4, 0))
+    many = jnp.zeros((4000, 3)) + 1.0
+    share = float(jnp.mean(drop_ex({"ex": many}, jnp.zeros((6, 3)), 0.3, key)["ex"][:, 0] == 0))
+    assert abs(share - 0.3) < 0.03
+    grad = jax.grad(lambda t: jnp.sum(drop_ex({"ex": t[rows]}, t, 1.0, key)["ex"]))(table)
+    np.testing.assert_allclose(grad, np.full((6, 3), 4 / 6), rtol=1e-6)

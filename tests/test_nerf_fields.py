@@ -55,13 +55,20 @@ def test_grid_tables_learn_at_their_own_rate():
     config = voca_config("field=hash")
     with config.unlocked():
         config.optim.update(schedule="constant", warmup_steps=0, grad_clip_norm=0.0)
-    params = {"nerf": {"field": {"tables": jnp.zeros((4, 2)), "layers": {"0": jnp.zeros(3)}}}}
-    assert param_groups(params) == {"nerf": {"field": {"tables": "grid", "layers": {"0": "net"}}}}
+    params = {
+        "nerf": {"field": {"tables": jnp.zeros((4, 2)), "layers": {"0": jnp.zeros(3)}}},
+        "codes": {"tables": {"ex": jnp.zeros((5, 2))}},  # latent codes learn at the net's rate
+    }
+    assert param_groups(params) == {
+        "nerf": {"field": {"tables": "grid", "layers": {"0": "net"}}},
+        "codes": {"tables": {"ex": "net"}},
+    }
     grads = jax.tree.map(lambda x: jnp.full_like(x, 0.3), params)
     tx = make_nerf_optimizer(config)
     updates, _ = tx.update(grads, tx.init(params), params)
     lr = config.optim.learning_rate
     np.testing.assert_allclose(updates["nerf"]["field"]["layers"]["0"], -lr, rtol=1e-4)
+    np.testing.assert_allclose(updates["codes"]["tables"]["ex"], -lr, rtol=1e-4)
     np.testing.assert_allclose(
         updates["nerf"]["field"]["tables"], -lr * config.optim.grid_lr_scale, rtol=1e-4
     )
@@ -71,3 +78,29 @@ def test_grid_tables_learn_at_their_own_rate():
     single = make_nerf_optimizer(config)
     one, _ = single.update(grads, single.init(params), params)
     np.testing.assert_allclose(one["nerf"]["field"]["tables"], -lr, rtol=1e-4)
+
+
+def test_only_the_fields_grid_tables_get_the_grid_rate():
+    """On the real modules of a hash field: the field's tables are the grid group; the latent
+    code tables (also named ``tables``) and every network weight learn at the network's rate."""
+    import jax
+
+    from jaxhead.nerf.step import (
+        NeRFSetup,
+        build_models,
+        model_config_from,
+        param_dict,
+        param_groups,
+    )
+
+    config = voca_config("field=hash")
+    model_config = model_config_from(config, audio_dim=80)
+    setup = NeRFSetup(model_config, {"id": (2, 32), "ex": (6, 16)}, num_train_frames=6, seed=0)
+    labels = param_groups(param_dict(*build_models(setup, 0)))
+    grid = [
+        jax.tree_util.keystr(path)
+        for path, label in jax.tree_util.tree_leaves_with_path(labels)
+        if label == "grid"
+    ]
+    assert grid == ["['nerf']['field']['tables']"]
+    assert labels["codes"]["tables"] == {"ex": "net", "id": "net"}

@@ -55,6 +55,7 @@ ADDED_KEYS = {
     "model.encoding": "frequency",
     **{f"model.{k}": v for k, v in GRID.items()},
     "optim.grid_lr_scale": 1.0,
+    "model.ex_dropout": 0.0,
     "sync.train": False,
     "sync.train_config": "",
 }
@@ -204,6 +205,10 @@ def model_block(size: str = "cpu", field: str = "frequency", **overrides):
         # Latent code sizes (paper 000: C_id, C_ex, C_al, C_ill); 0 drops a code.
         "codes": {"id": 32, "ex": 16, "al": 32, "ill": 16},
         "lip_dim": 32,  # F_lip (audio network or projected sync features); 0: no F_lip
+        # Share of training frames whose C_ex is replaced by the table's mean, the code a
+        # held-out frame renders with (jaxhead.nerf.heldout): the field learns to draw those
+        # frames' mouths from F_lip instead of from a per-frame code. 0: off.
+        "ex_dropout": 0.0,
         "view_input": "none",
         "bound_radius": 0.2,
         **MODEL_SIZES[size],

@@ -45,6 +45,7 @@ class NeRFSetup:
     ``"none"`` (``config.model.lip_dim=0`` without a sync stage: no F_lip, the audio does not
     reach the field; paper 000 table 2's "w/o sync module").
     ``disentangle``: whether the train step adds L_dis against the extractor's reference codes.
+    ``ex_dropout``: share of training frames rendered with the mean ``C_ex`` (:func:`drop_ex`).
     """
 
     model_config: HeadNeRFConfig
@@ -53,6 +54,7 @@ class NeRFSetup:
     seed: int
     lip: str = "audio_net"
     disentangle: bool = False
+    ex_dropout: float = 0.0
 
 
 def model_config_from(
@@ -64,6 +66,7 @@ def model_config_from(
     values = config.model.to_dict()
     codes = values.pop("codes")
     lip_dim = values.pop("lip_dim")
+    values.pop("ex_dropout", None)
     project = bool(sync_dim) and bool(config.sync.get("projection", False))
     condition_dims = [(name, dim) for name, dim in codes.items() if dim > 0]
     if sync_dim or lip_dim > 0:
@@ -94,6 +97,7 @@ def make_setup(
         model_config, code_sizes, run.num_frames, int(config.seed),
         lip="sync" if sync_dim else ("audio_net" if model_config.audio_net else "none"),
         disentangle=bool(init_from(config, "disentangle")),
+        ex_dropout=float(config.model.get("ex_dropout", 0.0)),
     )  # fmt: skip
     nerf, codes = nnx.eval_shape(lambda: build_models(setup, config.seed))
     return setup, (nnx.graphdef(nerf), nnx.graphdef(codes))
@@ -108,10 +112,13 @@ def param_dict(nerf: HeadNeRF, codes: LatentCodes) -> dict:
 
 
 def param_groups(params) -> dict:
-    """Each parameter's optimiser group: ``"grid"`` for a grid encoding's tables, else ``"net"``."""
+    """Each parameter's optimiser group: ``"grid"`` for a grid encoding's tables (the field's
+    ``tables`` under ``nerf``), else ``"net"`` (the latent code tables under ``codes`` too: at a
+    grid's rate, per-frame codes memorise what should come from F_lip)."""
 
     def label(path, _):
-        return "grid" if any(getattr(k, "key", None) == "tables" for k in path) else "net"
+        keys = [getattr(k, "key", None) for k in path]
+        return "grid" if keys[:1] == ["nerf"] and keys[-1] == "tables" else "net"
 
     return jax.tree_util.tree_map_with_path(label, params)
 
@@ -151,6 +158,18 @@ def code_indices(batch: Mapping[str, jax.Array], sizes: Mapping) -> dict:
         "ex": batch["row"],
     }
     return {name: source[name] for name in sizes}
+
+
+def drop_ex(code_values: dict, table: jax.Array, rate: float, key: jax.Array) -> dict:
+    """``code_values`` with each frame's ``ex`` (``[N, dim]``) replaced, with probability
+    ``rate``, by the mean of the expression table ``[rows, dim]``: the code that a held-out
+    frame renders with (:func:`jaxhead.nerf.heldout.heldout_codes`). Trained this way, the field
+    must draw those frames from F_lip and the other conditions, as it must on held-out audio
+    (conditioning dropout; the mean receives the gradient of every dropped frame)."""
+    ex = code_values["ex"]
+    keep = jax.random.bernoulli(key, 1.0 - rate, (ex.shape[0], 1))
+    mean = jnp.mean(table, axis=0, keepdims=True)
+    return {**code_values, "ex": jnp.where(keep, ex, mean)}
 
 
 def conditions_for(codes: dict, batch: Mapping[str, jax.Array]) -> dict:
@@ -195,6 +214,9 @@ def make_train_step(
             codes = nnx.merge(codes_def, params["codes"])
             indices = code_indices(frames, setup.code_sizes)
             code_values = codes(indices)
+            if setup.ex_dropout > 0 and "ex" in code_values:
+                table, drop_key = params["codes"]["tables"]["ex"], jax.random.fold_in(key, 7)
+                code_values = drop_ex(code_values, table, setup.ex_dropout, drop_key)
             cameras = {"c2w": frames["c2w"], "intrinsics": frames["intrinsics"]}
             out = nerf(cameras, conditions_for(code_values, frames), key)
             terms = nerf_losses.reconstruction_losses(out, frames, features_fn)
