@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 from test_nerf_stage import smoke_config
+from tracing import no_baked_arrays
 
 from jaxhead.data.pipeline import make_pipeline
 from jaxhead.nerf import render_video, stage, step
@@ -29,6 +30,7 @@ def test_the_train_step_traces_once(cache):
     state = TrainState.create(step.param_dict(*step.build_models(prepared.setup, 0)), tx)
     pipeline = make_pipeline(prepared.frames, batch_size=2, seed=0, num_threads=1)
     batches = step.Batches(pipeline, step.frame_keys(prepared.setup))
+    no_baked_arrays(train_step)(state, next(batches))  # what accelerators refuse (tracing.py)
     for _ in range(3):  # new batches, new state: the same program
         state, metrics = jitted(state, next(batches))
     assert np.isfinite(float(metrics["loss"])) and int(state.step) == 3

@@ -140,10 +140,9 @@ def make_train_step(
     """``train_step(state, batch) -> (state, metrics)`` of the two phases (module docstring):
     the VAE loss while ``step < vae_steps`` (0: fine-tuning, ``E_ah`` only), the cross-modal
     loss throughout with ``E_h`` and ``D`` frozen for it; VAE updates dropped after phase 1."""
-    base_key = jax.random.key(int(seed))
 
     def train_step(state: GPVAEState, batch):
-        key = jax.random.fold_in(base_key, state.step)
+        key = jax.random.fold_in(jax.random.key(int(seed)), state.step)  # made in the program
         vae_key, cme_key = jax.random.split(key)
         shape = batch["h"].shape
         h = (batch["h"] - jnp.broadcast_to(state.mean, shape)) / jnp.broadcast_to(state.std, shape)

@@ -196,7 +196,6 @@ def make_train_step(
     000 eq. 6).
     """
     nerf_def, codes_def = graphdefs
-    base_key = jax.random.key(setup.seed)
 
     def train_step(state: TrainState, batch: Mapping[str, jax.Array], constants=None):
         constants = constants or {}
@@ -205,7 +204,9 @@ def make_train_step(
             vgg_params = constants["vgg"]
             features_fn = lambda images: nnx.merge(vgg_graphdef, vgg_params)(images)  # noqa: E731
 
-        key = jax.random.fold_in(base_key, state.step)
+        # The key is made inside the program: a key array made outside would be a device array
+        # baked into it (a device-to-host transfer on accelerators, refused by the loop's guard).
+        key = jax.random.fold_in(jax.random.key(setup.seed), state.step)
         pairs = batch["image"].shape[0]
         frames = jax.tree.map(lambda x: x.reshape((pairs * 2,) + x.shape[2:]), batch)
 
