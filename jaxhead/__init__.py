@@ -21,8 +21,9 @@ import, function-local ones included, and fails on an upward or circular one). B
    ``upsampler`` / ``model`` (modules) -> ``conditions`` (computed once into the data or the run)
    -> ``step`` (train step, renderer) -> ``heldout`` (the one held-out protocol) -> ``stage``
    (task assembly) -> ``poses`` / ``render_video`` / ``evaluate`` (rendering, the metric suite).
-7. ``jaxhead.experiments``: research that uses the stages and is never used by them (swap test,
-   probes, ablations).
+7. ``jaxhead.avatar`` (a video to a driven avatar: preprocessing, the stages, evaluation and
+   renders as one resumable pipeline), ``jaxhead.experiments`` (research that uses the stages
+   and is never used by them: swap test, probes, ablations).
 
 ``configs/`` and ``scripts/`` sit above all of it. docs/architecture.md says why.
 """

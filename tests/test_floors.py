@@ -18,7 +18,7 @@ FLOORS = {
     "eval": 4,
     "disentangle": 5,
     "nerf": 6,
-    "experiments": 7,
+    "avatar": 7, "experiments": 7,
 }  # fmt: skip
 # Inside jaxhead.nerf, bottom up (a file imports only files of its own or a lower tier).
 NERF_TIERS = {

@@ -1,0 +1,283 @@
+"""From one talking-head video to an avatar driven by new speech: the whole pipeline, resumable.
+
+    python scripts/avatar.py VIDEO --workdir W [--val_seconds S] [--audio NEW.wav ...]
+
+Steps, each skipped when done (a re-run of the same command continues where it stopped), with
+one line per step and the final scores table printed:
+
+1. ``preprocess``: the video into the AD-NeRF / ER-NeRF dataset layout in ``W/data``
+   (:func:`jaxhead.preprocess.pipeline.preprocess`; MediaPipe under ``mediapipe_python``, else
+   ``$JAXHEAD_MEDIAPIPE_PYTHON``); the last ``val_seconds`` are held out (``transforms_val.json``).
+2. ``nerf``: the NeRF config (``configs/video.py`` and the user's overrides) over ``W/data`` into
+   ``W/nerf``: with the default ``config.sync.train`` it first trains the speaker's own sync stage
+   on the training part (``W/nerf/sync``, :mod:`jaxhead.nerf.own_sync`), whose audio encoder
+   supplies F_lip and later scores lip sync.
+3. ``evaluate``: the metric suite on the held-out end (:func:`jaxhead.nerf.evaluate.
+   evaluate_workdir`): ``W/nerf/eval.json`` and ``W/nerf/eval.md``.
+4. ``demo``: the held-out end rendered beside the truth, with its audio: ``W/heldout.mp4``.
+5. ``drive`` (with ``audio``): each new recording rendered with the video's own head motion and
+   blinks: ``W/speech_<name>.mp4``.
+
+``W/avatar.json`` records the inputs (the video's path, size and a digest of its first MiB, the
+held-out seconds) and each finished step; a different video or split in the same workdir is
+refused, never mixed in. ``W/.lock`` keeps a second pipeline out of the workdir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import time
+from collections.abc import Callable, Sequence
+
+import ml_collections
+
+from jaxhead.train.errors import UserError, WorkdirConflictError
+from jaxhead.train.workdir import check_workdir_path, lock_workdir, write_json_atomic
+
+STATE_FILE = "avatar.json"
+STEPS = ("preprocess", "nerf", "evaluate", "demo", "drive")
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where the pipeline writes, under ``root`` (the ``--workdir``)."""
+
+    root: pathlib.Path
+
+    @property
+    def data(self) -> pathlib.Path:
+        return self.root / "data"
+
+    @property
+    def nerf(self) -> pathlib.Path:
+        return self.root / "nerf"
+
+    @property
+    def heldout(self) -> pathlib.Path:
+        return self.root / "heldout.mp4"
+
+    def speech(self, audio: str | os.PathLike) -> pathlib.Path:
+        return self.root / f"speech_{pathlib.Path(audio).stem}.mp4"
+
+
+def video_identity(video: str | os.PathLike) -> dict:
+    """``{"path", "bytes", "head_sha256"}`` of a video: what tells two inputs apart without
+    reading a whole file (its absolute path, size and the digest of its first MiB)."""
+    path = pathlib.Path(video).expanduser()
+    if not path.is_file():
+        raise UserError(f"{video}: no such video file; give the path of a talking-head video")
+    with path.open("rb") as f:
+        head = hashlib.sha256(f.read(1 << 20)).hexdigest()
+    return {"path": str(path.resolve()), "bytes": path.stat().st_size, "head_sha256": head}
+
+
+def _read_state(layout: Layout) -> dict:
+    path = layout.root / STATE_FILE
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise UserError(
+            f"{path} is unreadable ({e}); delete it to let the pipeline check each step again "
+            "(finished steps are found from their outputs)"
+        ) from e
+
+
+def _check_inputs(state: dict, inputs: dict, layout: Layout) -> None:
+    """Refuses a workdir made from another video or another held-out split."""
+    old = state.get("inputs")
+    if not old:
+        return
+    same_video = (old["video"]["bytes"], old["video"]["head_sha256"]) == (
+        inputs["video"]["bytes"], inputs["video"]["head_sha256"],
+    )  # fmt: skip
+    if not same_video:
+        raise WorkdirConflictError(
+            f"{layout.root} holds the avatar of {old['video']['path']}, not of "
+            f"{inputs['video']['path']}; choose a new --workdir for this video"
+        )
+    if old.get("val_seconds") != inputs.get("val_seconds"):
+        raise WorkdirConflictError(
+            f"{layout.root} was made with --val_seconds {old.get('val_seconds')}, not "
+            f"{inputs.get('val_seconds')}; re-run with the same value or choose a new --workdir"
+        )
+
+
+def nerf_config(config: ml_collections.ConfigDict, layout: Layout) -> ml_collections.ConfigDict:
+    """The NeRF config over the pipeline's dataset folder (``W/data``); the held-out part is
+    the preprocessing's ``transforms_val.json`` (the video's end)."""
+    root = str(config.data.get("root", ""))
+    if root and pathlib.Path(root).expanduser().resolve() != layout.data.resolve():
+        raise UserError(
+            f"--config.data.root={root}: avatar.py preprocesses the video into {layout.data} and "
+            "trains on that; drop the flag, or train on an existing dataset folder with "
+            "scripts/train_nerf.py --config configs/video.py --config.data.root=DIR"
+        )
+    if float(config.data.get("val_seconds", 0.0)) > 0:
+        raise UserError(
+            "--config.data.val_seconds: avatar.py holds out the video's end with --val_seconds "
+            "(written by the preprocessing); use that flag instead"
+        )
+    out = ml_collections.ConfigDict(config.to_dict())
+    out.data.root = str(layout.data.resolve())
+    out.lock()
+    return out
+
+
+def _finished_nerf(run: pathlib.Path, steps: int) -> bool:
+    try:
+        return int(json.loads((run / "eval.json").read_text()).get("step", -1)) >= steps
+    except (OSError, ValueError):
+        return False
+
+
+@dataclasses.dataclass
+class Pipeline:
+    """One avatar's pipeline over ``layout`` (see the module docstring)."""
+
+    video: str
+    layout: Layout
+    config: ml_collections.ConfigDict
+    val_seconds: float | None = None
+    mediapipe_python: str | None = None
+    audio: Sequence[str] = ()
+    progress: bool = True
+    say: Callable[[str], None] = print
+
+    def __post_init__(self):
+        self.inputs = {"video": video_identity(self.video), "val_seconds": self.val_seconds}
+        for path in self.audio:
+            if not pathlib.Path(path).expanduser().is_file():
+                raise UserError(f"--audio {path}: no such file; give a recording (wav/mp3/flac)")
+        self.nerf = nerf_config(self.config, self.layout)
+        self._trained = None
+
+    # --- state ------------------------------------------------------------------------------
+
+    def _save(self, state: dict) -> None:
+        write_json_atomic(self.layout.root / STATE_FILE, state)
+
+    def _trained_run(self):
+        from jaxhead.nerf import render_video
+
+        if self._trained is None:
+            self._trained = render_video.load_trained(self.layout.nerf)
+        return self._trained
+
+    # --- steps ------------------------------------------------------------------------------
+
+    def preprocess(self) -> str:
+        from jaxhead.preprocess.pipeline import preprocess
+
+        state = preprocess(
+            self.video, self.layout.data, val_seconds=self.val_seconds,
+            mediapipe_python=self.mediapipe_python, progress=self.progress,
+        )  # fmt: skip
+        frames = state["steps"].get("finalize", {})
+        counts = {k: frames[k] for k in ("train_frames", "val_frames") if k in frames}
+        return ", ".join(f"{k} {v}" for k, v in counts.items()) or str(self.layout.data)
+
+    def train_nerf(self) -> str:
+        from jaxhead.nerf import stage
+
+        steps = int(self.nerf.train.steps)
+        if _finished_nerf(self.layout.nerf, steps):
+            return f"trained ({steps} steps)"
+        stage.train(self.nerf, self.layout.nerf)
+        return f"{steps} steps in {self.layout.nerf}"
+
+    def evaluate(self) -> str:
+        from jaxhead.nerf import evaluate
+
+        results = evaluate.evaluate_workdir(
+            self.layout.nerf, mediapipe_python=self.mediapipe_python
+        )
+        self.table = results["table"]
+        return str(self.layout.nerf / "eval.md")
+
+    def demo(self) -> str:
+        from jaxhead.nerf import render_video
+
+        path = render_video.write_heldout_video(self._trained_run(), 0, self.layout.heldout)
+        return f"{path} (render | truth, with the held-out audio)"
+
+    def drive(self) -> str:
+        from jaxhead.data.media import write_video
+        from jaxhead.nerf import render_video
+
+        written = []
+        trained = self._trained_run()
+        for audio_path in self.audio:
+            out = self.layout.speech(audio_path)
+            if out.exists():
+                written.append(str(out))
+                continue
+            audio = render_video.load_driving_audio(audio_path)
+            frames = render_video.drive(trained, audio, identity=0)
+            written.append(str(write_video(out, frames, float(trained.config.data.fps), audio)))
+        return ", ".join(written)
+
+    # --- the whole run ----------------------------------------------------------------------
+
+    def done(self, state: dict, name: str) -> bool:
+        """A step is done when ``avatar.json`` says so and its outputs are there."""
+        if name not in state.get("steps", {}):
+            return False
+        if name == "preprocess":
+            try:
+                info = json.loads((self.layout.data / "preprocess.json").read_text())
+            except (OSError, ValueError):
+                return False
+            return bool(info.get("complete"))
+        if name == "nerf":
+            return _finished_nerf(self.layout.nerf, int(self.nerf.train.steps))
+        if name == "evaluate":
+            return (self.layout.nerf / "eval.md").exists() and state["steps"][name].get(
+                "nerf_step"
+            ) == state["steps"].get("nerf", {}).get("step")
+        if name == "demo":
+            return self.layout.heldout.exists()
+        return all(self.layout.speech(a).exists() for a in self.audio)
+
+    def run(self) -> dict:
+        root = check_workdir_path(self.layout.root)
+        state = _read_state(self.layout)
+        _check_inputs(state, self.inputs, self.layout)
+        root.mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(lock_workdir(root))
+            state = {**state, "inputs": self.inputs}
+            state.setdefault("steps", {})
+            self._save(state)
+            actions = {
+                "preprocess": self.preprocess, "nerf": self.train_nerf,
+                "evaluate": self.evaluate, "demo": self.demo, "drive": self.drive,
+            }  # fmt: skip
+            names = [s for s in STEPS if s != "drive" or self.audio]
+            for number, name in enumerate(names, 1):
+                head = f"[{number}/{len(names)}] {name}:"
+                if self.done(state, name):
+                    self.say(f"{head} done ({state['steps'][name].get('summary', '')})")
+                    continue
+                self.say(f"{head} running ...")
+                began = time.perf_counter()
+                summary = actions[name]()
+                seconds = time.perf_counter() - began
+                record = {"summary": summary, "seconds": round(seconds, 1)}
+                if name == "nerf":
+                    record["step"] = int(self.nerf.train.steps)
+                if name == "evaluate":
+                    record["nerf_step"] = state["steps"].get("nerf", {}).get("step")
+                state["steps"][name] = record
+                self._save(state)
+                self.say(f"{head} done in {seconds:.0f} s ({summary})")
+        if not hasattr(self, "table"):
+            eval_md = self.layout.nerf / "eval.md"
+            self.table = eval_md.read_text() if eval_md.exists() else ""
+        return {**state, "table": self.table}

@@ -1,0 +1,44 @@
+"""From one talking-head video to an avatar that says new speech, in one command (resumable).
+
+    python scripts/avatar.py VIDEO --workdir runs/me [--val_seconds 10] [--audio new.wav]
+    python scripts/avatar.py VIDEO --workdir runs/me --config configs/video.py:field=hash \\
+        --config.train.steps=2000 --mediapipe_python .venv-mediapipe/bin/python
+
+Preprocessing (MediaPipe from --mediapipe_python or $JAXHEAD_MEDIAPIPE_PYTHON), the speaker's
+own sync stage, the NeRF (configs/video.py unless --config), the evaluation on the held-out end,
+a demo of it beside the truth (WORKDIR/heldout.mp4) and, with --audio, renders of new speech
+(WORKDIR/speech_<name>.mp4). Each step is skipped once done; one line per step; the scores
+table at the end. The stages' own scripts stay usable on WORKDIR/data and WORKDIR/nerf.
+"""
+
+import pathlib
+
+from absl import flags
+
+from jaxhead.avatar import Layout, Pipeline
+from jaxhead.train import cli
+
+_CONFIG = cli.define_config_flag(
+    default=str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "video.py")
+)
+_WORKDIR = cli.define_workdir_flag()
+_VAL = flags.DEFINE_float("val_seconds", None, "Hold out the video's last seconds (default 1/11).")
+_MEDIAPIPE = flags.DEFINE_string("mediapipe_python", None, "Python of a MediaPipe environment.")
+_AUDIO = flags.DEFINE_multi_string("audio", [], "New speech to render the avatar with.")
+_PROGRESS = flags.DEFINE_bool("progress", True, "Progress bars inside the steps.")
+
+
+def main(argv):
+    if len(argv) != 2:
+        raise SystemExit("usage: python scripts/avatar.py VIDEO --workdir DIR [flags]")
+    pipeline = Pipeline(
+        argv[1], Layout(pathlib.Path(_WORKDIR.value)), _CONFIG.value, val_seconds=_VAL.value,
+        mediapipe_python=_MEDIAPIPE.value, audio=_AUDIO.value, progress=_PROGRESS.value,
+    )  # fmt: skip
+    result = pipeline.run()
+    print(result["table"])
+    print(f"avatar ready in {_WORKDIR.value}: heldout.mp4, nerf/eval.md")
+
+
+if __name__ == "__main__":
+    cli.run(main)
