@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from video_fixture import write_video_fixture
+from video_fixture import image_value, write_video_fixture
 
 from jaxhead.audio import spectral
 from jaxhead.audio.io import load_audio, save_wav
@@ -148,3 +148,37 @@ def test_crop_box_covers_the_moving_face():
     image = np.zeros((50, 60, 3), np.float32)
     out = video_frames.crop_resize(image, (-10, -10, 40), 20, fill=1.0)
     assert out.shape == (20, 20, 3) and out[0, 0, 0] == 1.0 and out[10, 10, 0] == 0.0
+
+
+def test_full_frames_keep_the_whole_unmatted_frame_with_its_background(folder, tmp_path):
+    """``data.frame="full"``: the 40 x 32 frame's own square (40 px, 4 rows of white padding
+    above and below), nothing matted, the person mask (head + neck + torso), the static
+    background ``bc.jpg`` the same way, and the head crop's box in the output's pixels."""
+    config = config_for(folder, tmp_path / "cache", frame="full", resolution=20, lr_resolution=4)
+    config.mask_parts = ("head", "neck", "torso")
+    config.crop.box = (4, 2, 16)  # the head crop (face-crop scores)
+    frames = video_frames.load_frames(config, "train", progress=False)
+    assert frames.full_frame and frames.crop == (0, -4, 40)
+    assert frames.face_box == (2, 3, 8)  # ((4 - 0) / 2, (2 + 4) / 2, 16 / 2)
+    example = frames[0]
+    validate_example(example)
+    assert example["image"].shape == (20, 20, 3) and example["background"].shape == (20, 20, 3)
+    fx, fy, cx, cy = example["intrinsics"]
+    assert np.allclose([fx, cx, cy], [folder.focal / 2, 10.0, (16 + 4) / 2])
+    grey = video_frames.crop_resize(
+        np.full((32, 40, 3), 1.0, np.float32), frames.crop, 20, fill=0.0
+    )[..., 0]
+    inside = grey > 0.99  # rows 2..17 of the output come from the frame
+    assert inside[2:18].all() and not inside[:2].any() and not inside[18:].any()
+    # Outside the head the frame's own grey stays (no white matte); the padding is white.
+    touches_head = folder.head_mask.reshape(16, 2, 20, 2).mean(axis=(1, 3)) > 0
+    rows = slice(2, 18)
+    grey_value = image_value(folder.train_ids[0]) / 255.0
+    assert np.abs(example["image"][rows][~touches_head] - grey_value).max() < 0.1  # JPEG
+    assert np.abs(example["image"][:2] - 1.0).max() < 0.01
+    assert np.abs(example["background"][rows] - 250 / 255).max() < 0.02
+    # The person mask reaches the torso rows at the bottom of the frame.
+    assert example["mask"][16:18].min() > 0.99
+    # The head-crop runs' cache names are unchanged by the new key.
+    crop_config = config_for(folder, tmp_path / "cache")
+    assert "frame" not in video_frames._settings(crop_config)

@@ -56,6 +56,9 @@ def video_frames_config() -> ml_collections.ConfigDict:
             "resolution": 128,  # side of the square target crop
             "lr_resolution": 32,  # side of the rendered feature map
             "mask_parts": ("head", "neck"),  # parsing classes kept; the rest becomes white
+            # "crop": the head crop matted onto white; "full": the whole frame, unmatted, with the
+            # static background bc.jpg (the person mask is then head + neck + torso).
+            "frame": "crop",
             "crop": {"scale": 2.0, "shift_y": -0.1, "box": ()},  # box: (x0, y0, side) in pixels
             "normalize_scene": True,
             "scene_radius": 0.2,  # half crop side at the head's distance, scene units

@@ -37,6 +37,12 @@ per (folder, split, settings) into an ``.npz`` under the cache folder:
   s. A monocular video has no held-out *views*: ``val_views`` raises (evaluate with
   ``config.eval.splits = ("val",)``).
 
+**Full frames** (``frame="full"``): the crop is the frame's own square (a non-square frame is
+padded at the sides with white), nothing is matted, and the split also holds the static background
+``bc.jpg`` (``background`` ``[res, res, 3]`` uint8, ``background_lr``) that the NeRF composites the
+person over, and ``face_box`` (the head crop above in the output's pixels, ``(x0, y0, side)``: the
+face-crop scores of a full-frame run). ``mask_parts`` then names the person (head, neck, torso).
+
 Every frame is identity 0 and sequence 0; a gap in ``img_id`` (a dropped frame, the split
 boundary) ends a continuous run (``next_index``), ``frame`` is the ``img_id``.
 """
@@ -153,6 +159,22 @@ class VideoFrames(CachedFrames):
         """Factor applied to the tracker's camera translations."""
         return float(self.arrays["scene_scale"])
 
+    @property
+    def full_frame(self) -> bool:
+        """Whole frames over the static background (``data.frame="full"``)."""
+        return "background" in self.arrays
+
+    @property
+    def face_box(self) -> tuple[int, int, int] | None:
+        """``(x0, y0, side)`` of the head crop in the output's pixels (full frames only)."""
+        return tuple(int(v) for v in self.arrays["face_box"]) if self.full_frame else None
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        out = super().__getitem__(i)
+        if self.full_frame:  # the static background each frame is composited over
+            out["background"] = self.arrays["background"].astype(np.float32) / 255.0
+        return out
+
 
 def _root(config) -> pathlib.Path:
     if not config.root:
@@ -217,7 +239,22 @@ def _split_items(datasets: dict[str, VideoDataset], config, split: str) -> list[
     return items
 
 
-def _video_crop(datasets: dict[str, VideoDataset], config) -> tuple[int, int, int]:
+def frame_box(width: int, height: int) -> tuple[int, int, int]:
+    """``(x0, y0, side)`` of a ``width x height`` frame's own square (padded at the short side)."""
+    side = max(int(width), int(height))
+    return (int(width) - side) // 2, (int(height) - side) // 2, side
+
+
+def full_frames(config) -> bool:
+    """Whether ``config.data`` asks for whole frames (``frame="full"``) or the head crop."""
+    frame = str(config.get("frame", "crop"))
+    if frame not in ("crop", "full"):
+        raise ValueError(f"data.frame={frame!r}: use 'crop' (the head crop) or 'full'")
+    return frame == "full"
+
+
+def _face_crop(datasets: dict[str, VideoDataset], config) -> tuple[int, int, int]:
+    """The head crop of the module docstring: ``config.crop.box``, else from the landmarks."""
     if len(config.crop.box):
         x0, y0, side = (int(v) for v in config.crop.box)
         if side <= 0:
@@ -229,6 +266,13 @@ def _video_crop(datasets: dict[str, VideoDataset], config) -> tuple[int, int, in
         for img_id in ds.img_ids
     ]
     return crop_box(np.stack(landmarks), float(config.crop.scale), float(config.crop.shift_y))
+
+
+def _video_crop(datasets: dict[str, VideoDataset], config) -> tuple[int, int, int]:
+    if full_frames(config):
+        t = datasets["train"].transforms
+        return frame_box(t.width, t.height)
+    return _face_crop(datasets, config)
 
 
 def _scene_scale(datasets: dict[str, VideoDataset], config, box) -> float:
@@ -302,12 +346,26 @@ def prepare_split(config, split: str, *, progress: bool = True) -> dict[str, np.
         "scene_scale": np.asarray(scale, np.float32),
     }
     r = res / box[2]
+    full = full_frames(config)
+    if full:
+        background = crop_resize(datasets["train"].background(), box, res, fill=1.0)
+        out["background"] = np.round(np.clip(background, 0, 1) * 255).astype(np.uint8)
+        out["background_lr"] = np.round(np.clip(cv2_area(background, lr), 0, 1) * 255).astype(
+            np.uint8
+        )
+        face = _face_crop(datasets, config)
+        out["face_box"] = np.round(
+            [(face[0] - box[0]) * r, (face[1] - box[1]) * r, face[2] * r]
+        ).astype(np.int32)
     bar = tqdm.tqdm(total=n, desc=f"prepare video {split}", disable=not progress, leave=False)
     for k, (ds, i, _, _) in enumerate(items):
         example = ds[i]
         mask = example["mask"]
-        matted = example["image"] * mask + (1.0 - mask)  # white outside the head mask
-        image = crop_resize(matted, box, res, fill=1.0)
+        if full:
+            image = crop_resize(example["image"], box, res, fill=1.0)
+        else:
+            matted = example["image"] * mask + (1.0 - mask)  # white outside the head mask
+            image = crop_resize(matted, box, res, fill=1.0)
         alpha = crop_resize(mask, box, res, fill=0.0)
         out["image"][k] = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
         out["image_lr"][k] = np.round(np.clip(cv2_area(image, lr), 0, 1) * 255).astype(np.uint8)
@@ -346,6 +404,8 @@ def _settings(config) -> dict:
             "lr_resolution", "mask_parts", "normalize_scene", "scene_radius", "missing_frames",
             "audio_window")  # fmt: skip
     out = {k: (list(config[k]) if isinstance(config[k], tuple) else config[k]) for k in keys}
+    if full_frames(config):  # only then: the head-crop runs' caches keep their names
+        out["frame"] = "full"
     out["crop"] = {
         "scale": config.crop.scale,
         "shift_y": config.crop.shift_y,
