@@ -17,10 +17,11 @@ import, function-local ones included, and fails on an upward or circular one). B
 4. ``jaxhead.eval``: metrics only (PSNR / SSIM, lip region, LMD, LPIPS, FID, probes, Face Mesh).
 5. ``jaxhead.disentangle``: latent-code extractor and landmark autoencoder.
 6. ``jaxhead.nerf``: the head NeRF. Inside it, bottom up: ``config`` (data-only blocks) ->
-   ``encoding`` / ``rays`` / ``render`` / ``losses`` / ``perceptual`` (pure math) -> ``field`` /
-   ``upsampler`` / ``model`` (modules) -> ``conditions`` (computed once into the data or the run)
-   -> ``step`` (train step, renderer) -> ``heldout`` (the one held-out protocol) -> ``stage``
-   (task assembly) -> ``poses`` / ``render_video`` / ``evaluate`` (rendering, the metric suite).
+   ``encoding`` / ``rays`` / ``render`` / ``patches`` / ``losses`` / ``perceptual`` (pure math)
+   -> ``field`` / ``upsampler`` / ``model`` (modules) -> ``conditions`` (computed once into the
+   data or the run) -> ``step`` (train step, renderer) -> ``heldout`` (the one held-out
+   protocol) -> ``stage`` (task assembly) -> ``poses`` / ``render_video`` / ``evaluate``
+   (rendering, the metric suite).
 7. ``jaxhead.avatar`` (a video to a driven avatar: preprocessing, the stages, evaluation and
    renders as one resumable pipeline), ``jaxhead.experiments`` (research that uses the stages
    and is never used by them: swap test, probes, ablations).

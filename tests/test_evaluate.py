@@ -137,3 +137,40 @@ def test_video_smoke_run_trains_renders_and_evaluates(tmp_path, monkeypatch):
     video = write_video(tmp_path / "out.mp4", side_by_side, 25, audio)
     with av.open(str(video)) as container:
         assert {s.type for s in container.streams} == {"video", "audio"}
+
+
+def test_full_frame_smoke_run_scores_frame_and_face_and_drives(tmp_path, monkeypatch):
+    """``configs/video.py:smoke,frame=full``: whole frames over the static background, the
+    head+camera field; the held-out scores add the face crop's; new speech renders full frames
+    over the run's own background (kept in conditions.npz)."""
+    from jaxhead.nerf import conditions, stage
+
+    no_face_mesh(monkeypatch)
+    fixture = write_video_fixture(
+        tmp_path / "person", train_ids=list(range(12)), val_ids=list(range(12, 16)),
+        height=64, width=64,
+    )  # fmt: skip
+    t = np.arange(16000) / 16000
+    save_wav(fixture.root / "aud.wav", (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32))
+    spec = importlib.util.spec_from_file_location("video_config", ROOT / "configs" / "video.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("smoke,frame=full")
+    assert config.model.space == "head+camera" and config.data.frame == "full"
+    with config.unlocked():
+        config.data.update(root=str(fixture.root), cache_dir=str(tmp_path / "cache"))
+        config.data.crop.box = (16, 8, 32)
+        config.mesh.data = 1
+        config.train.update(progress=False, steps=2, log_every=1, checkpoint_every=2)
+        config.sync.train = False
+    workdir = tmp_path / "run"
+    stage.train(config, workdir)
+    val = json.loads((workdir / "eval.json").read_text())["val"]
+    assert val["frames"] == 4 and np.isfinite(val["face_psnr"]) and val["face_psnr"] != val["psnr"]
+    run = conditions.read_run_conditions(workdir)
+    assert run.background.shape == (128, 128, 3) and run.background.dtype == np.uint8
+    trained = render_video.load_trained(workdir)
+    assert trained.setup.full_frame
+    speech = (0.3 * np.sin(2 * np.pi * 220 * np.arange(8000) / 16000)).astype(np.float32)
+    frames = render_video.drive(trained, speech)
+    assert frames.shape == (12, 128, 128, 3) and np.isfinite(frames).all()

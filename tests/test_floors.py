@@ -23,7 +23,7 @@ FLOORS = {
 # Inside jaxhead.nerf, bottom up (a file imports only files of its own or a lower tier).
 NERF_TIERS = {
     "config": 1,
-    "encoding": 2, "grid": 2, "rays": 2, "render": 2, "losses": 3, "perceptual": 2,
+    "encoding": 2, "grid": 2, "rays": 2, "render": 2, "patches": 2, "losses": 3, "perceptual": 2,
     "field": 4, "upsampler": 4, "model": 5,
     "conditions": 6, "step": 7, "heldout": 8, "own_sync": 8, "stage": 9,
     "poses": 10, "render_video": 11, "evaluate": 12,

@@ -544,3 +544,101 @@ def test_tiny_overfit_loss_drops_with_finite_gradients():
             assert float(code_grad) > 0
     assert np.isfinite(losses).all()
     assert np.mean(losses[-3:]) < 0.3 * losses[0], losses
+
+
+def test_camera_frame_points_stay_put_for_what_moves_with_the_camera():
+    """A point fixed in front of the camera (the torso) has the same camera-frame coordinates
+    whatever the head pose (c2w), while its head-frame coordinates change; the head's centre of
+    a camera looking at it lands at the origin."""
+    cams = cameras(3, 6, yaw_step=0.4)["c2w"]
+    radius = 0.3
+    in_camera = np.array([0.05, -0.12, -CAMERA_DISTANCE + 0.03])  # below the head, in view
+    coords, head_coords = [], []
+    for c2w in np.asarray(cams):
+        world = c2w[:3, :3] @ in_camera + c2w[:3, 3]  # where that camera puts it in the head frame
+        unit = world / radius
+        head_coords.append(unit)
+        coords.append(np.asarray(render_lib.camera_frame_points(unit, c2w, (0, 0, 0), radius)))
+    expected = (in_camera + [0, 0, CAMERA_DISTANCE]) / radius
+    np.testing.assert_allclose(coords, np.tile(expected, (3, 1)), atol=1e-5)
+    assert np.abs(head_coords[0] - head_coords[2]).max() > 0.1
+    origin = render_lib.camera_frame_points(np.zeros(3), np.asarray(cams[1]), (0, 0, 0), radius)
+    np.testing.assert_allclose(np.asarray(origin), 0.0, atol=1e-6)
+
+
+def test_full_frames_composite_over_the_background_and_see_both_frames():
+    """``space="head+camera"``: the field reads both frames (its tables or encoding doubled);
+    with a background the image is ``A I + (1 - A) background`` (A: the accumulation, upsampled
+    bilinearly), the same render as without it, recomposited."""
+    for encoding in ("frequency", "hash"):
+        config = dataclasses.replace(TINY, space="head+camera", encoding=encoding)
+        model = build(config)
+        single = build(dataclasses.replace(TINY, encoding=encoding))
+        assert model.field.point_dim == 2 * single.field.point_dim
+        if encoding == "hash":
+            assert model.field.tables.shape == (2,) + single.field.tables.shape
+        cams = cameras(2, 6, upsample=2)
+        conds = conditions(config, 2)
+        background = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 12, 12, 3)))
+        plain = model(cams, conds, None)
+        over = model(cams, conds, None, background)
+        alpha = jax.image.resize(plain["accumulation"][..., None], (2, 12, 12, 1), "linear")
+        alpha = np.clip(np.asarray(alpha), 0, 1)
+        expected = alpha * np.asarray(plain["image"]) + (1 - alpha) * np.asarray(background)
+        np.testing.assert_allclose(np.asarray(over["image"]), expected, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(over["alpha"]), alpha[..., 0], atol=1e-6)
+        assert 0.0 < float(alpha.mean()) < 1.0
+
+
+def test_a_patch_renders_what_the_whole_frame_renders_there():
+    """A patch is the frame seen through a camera whose principal point moves to the patch's
+    corner: its feature map equals that window of the whole frame's (deterministic samples),
+    and ``cut_patch`` cuts the targets at the same place."""
+    from jaxhead.nerf import patches
+
+    model = build(TINY)
+    cams = cameras(1, 6, upsample=2)
+    conds = conditions(TINY, 1)
+    whole = model.render_features(cams, conds, None)
+    frame = {
+        "intrinsics": cams["intrinsics"][0],
+        "image": jnp.arange(12 * 12 * 3, dtype=jnp.float32).reshape(12, 12, 3),
+        "image_lr": jnp.arange(6 * 6 * 3, dtype=jnp.float32).reshape(6, 6, 3),
+        "landmarks": jnp.ones((68, 2)),
+    }
+    corner = jnp.asarray([2, 1])  # (y0, x0) in feature pixels
+    cut = patches.cut_patch(frame, corner, 3, 2)
+    np.testing.assert_array_equal(cut["image"], frame["image"][4:10, 2:8])
+    np.testing.assert_array_equal(cut["image_lr"], frame["image_lr"][2:5, 1:4])
+    np.testing.assert_allclose(cut["landmarks"], np.ones((68, 2)) - [2.0, 4.0])
+    part = model.render_features(
+        {"c2w": cams["c2w"], "intrinsics": cut["intrinsics"][None]}, conds, None, size=(3, 3)
+    )
+    np.testing.assert_allclose(
+        np.asarray(part.features[0]), np.asarray(whole.features[0, 2:5, 1:4]), atol=1e-5
+    )
+
+
+def test_patches_go_to_the_mouth_the_eyes_or_anywhere_and_stay_inside():
+    from jaxhead.nerf import patches
+
+    landmarks = np.zeros((68, 2), np.float32)
+    landmarks[48:68] = (200.0, 400.0)  # mouth at x=200, y=400 output pixels (map: 50, 100)
+    landmarks[36:48] = (500.0, 20.0)  # eyes near the right top edge (map: 125, 5)
+    keys = jax.random.split(jax.random.key(0), 400)
+
+    def corners(mouth, eyes):
+        return np.asarray(
+            jax.vmap(lambda k: patches.patch_corner(k, landmarks, 128, 32, 4, mouth, eyes))(keys)
+        )
+
+    on_mouth = corners(1.0, 0.0)
+    centre = on_mouth + 16
+    assert np.all(np.abs(centre - [100, 50]) <= 8 + 1)  # within the jitter of the mouth
+    on_eyes = corners(0.0, 1.0)
+    assert np.all(on_eyes == np.clip(on_eyes, 0, 96)) and np.all(on_eyes[:, 1] == 96)
+    anywhere = corners(0.0, 0.0)
+    assert anywhere.min() >= 0 and anywhere.max() <= 96 and anywhere.std() > 15
+    mixed = corners(0.3, 0.1)
+    share = np.mean(np.all(np.abs(mixed + 16 - [100, 50]) <= 9, axis=1))
+    assert 0.22 < share < 0.4

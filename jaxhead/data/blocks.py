@@ -59,6 +59,11 @@ def video_frames_config() -> ml_collections.ConfigDict:
             # "crop": the head crop matted onto white; "full": the whole frame, unmatted, with the
             # static background bc.jpg (the person mask is then head + neck + torso).
             "frame": "crop",
+            # > 0: train on patches of this side of the feature map (jaxhead.nerf.patches),
+            # centred on the mouth / the eyes with these probabilities, else anywhere.
+            "patch": 0,
+            "patch_mouth": 0.0,
+            "patch_eyes": 0.0,
             "crop": {"scale": 2.0, "shift_y": -0.1, "box": ()},  # box: (x0, y0, side) in pixels
             "normalize_scene": True,
             "scene_radius": 0.2,  # half crop side at the head's distance, scene units

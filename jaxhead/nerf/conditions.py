@@ -252,7 +252,8 @@ class RunConditions:
 
     ``tracks``: the training frames' :data:`TRACK_KEYS` arrays plus ``sequence_index`` (dense);
     ``num_identities`` / ``num_sequences``: the code tables' rows; ``audio_dim``: channels of the
-    log-mel windows; ``statistics``: the sync standardisation ``(mean, std)`` or None.
+    log-mel windows; ``statistics``: the sync standardisation ``(mean, std)`` or None;
+    ``background``: a full-frame video's static background ``[H, W, 3]`` uint8, else None.
     """
 
     tracks: dict[str, np.ndarray]
@@ -260,6 +261,7 @@ class RunConditions:
     num_sequences: int
     audio_dim: int
     statistics: tuple[np.ndarray, np.ndarray] | None
+    background: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
@@ -277,7 +279,7 @@ class RunConditions:
         audio_dim = int(np.shape(arrays["audio"])[-1]) if len(train_frames) else 0
         return cls(
             tracks, int(train_frames.num_identities), int(train_frames.num_sequences), audio_dim,
-            statistics,
+            statistics, arrays.get("background"),
         )  # fmt: skip
 
 
@@ -289,6 +291,8 @@ def write_run_conditions(workdir: str | pathlib.Path, conditions: RunConditions)
     )
     if conditions.statistics is not None:
         arrays["sync_mean"], arrays["sync_std"] = conditions.statistics
+    if conditions.background is not None:
+        arrays["background"] = np.asarray(conditions.background)
     save_npz(pathlib.Path(workdir) / RUN_CONDITIONS, arrays)
 
 
@@ -303,7 +307,8 @@ def read_run_conditions(workdir: str | pathlib.Path) -> RunConditions | None:
         statistics = None
         if "sync_mean" in data.files:
             statistics = (np.asarray(data["sync_mean"]), np.asarray(data["sync_std"]))
-    return RunConditions(tracks, counts[0], counts[1], counts[2], statistics)
+        background = np.asarray(data["background"]) if "background" in data.files else None
+    return RunConditions(tracks, counts[0], counts[1], counts[2], statistics, background)
 
 
 def sequence_audio(config, source, rows) -> np.ndarray | None:

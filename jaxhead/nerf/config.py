@@ -56,12 +56,18 @@ ADDED_KEYS = {
     **{f"model.{k}": v for k, v in GRID.items()},
     "optim.grid_lr_scale": 1.0,
     "model.ex_dropout": 0.0,
+    "model.space": "head",
+    "data.frame": "crop",
+    "data.patch": 0,
+    "data.patch_mouth": 0.0,
+    "data.patch_eyes": 0.0,
     "sync.train": False,
     "sync.train_config": "",
 }
 
 VIEW_INPUTS = ("none", "ray", "pose")
 BACKGROUNDS = ("learned", "fixed")
+SPACES = ("head", "head+camera")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +113,10 @@ class HeadNeRFConfig:
     bound_radius: float = 0.2  # scene units: VOCASET/synthetic heads are ~0.25 m across
     chunk_rays: int = 0
     background: str = "learned"  # learned | fixed
+    # Where points enter the field: "head" (the head's canonical frame) or "head+camera" (also
+    # the camera's frame, for what moves with the camera and not the head: the torso of a full
+    # frame; HeadNeRF.render_features).
+    space: str = "head"
     background_color: tuple[float, float, float] = (1.0, 1.0, 1.0)
     # neural renderer
     upsample: int = _CPU["upsample"]
@@ -142,6 +152,8 @@ class HeadNeRFConfig:
             raise ValueError(f"bound_radius must be > 0, got {self.bound_radius}")
         if self.encoding not in FIELDS:
             raise ValueError(f"encoding {self.encoding!r} must be one of {FIELDS}")
+        if self.space not in SPACES:
+            raise ValueError(f"space {self.space!r} must be one of {SPACES}")
 
     @property
     def condition_dim(self) -> int:
@@ -209,6 +221,7 @@ def model_block(size: str = "cpu", field: str = "frequency", **overrides):
         # held-out frame renders with (jaxhead.nerf.heldout): the field learns to draw those
         # frames' mouths from F_lip instead of from a per-frame code. 0: off.
         "ex_dropout": 0.0,
+        "space": "head",  # HeadNeRFConfig.space: "head+camera" for full frames (torso)
         "view_input": "none",
         "bound_radius": 0.2,
         **MODEL_SIZES[size],
@@ -326,13 +339,14 @@ def nerf_config(
     return config
 
 
-def _variant(arg: str | None) -> tuple[str, str]:
-    """``(size, field)`` of a variant string: ``smoke`` / ``full``, and ``field=hash`` & co."""
-    variant = parse_arg(arg, smoke=False, full=False, field="frequency")
+def _variant(arg: str | None, **extra) -> tuple:
+    """``(size, field, *extra)`` of a variant string: ``smoke`` / ``full``, ``field=hash`` & co,
+    and the caller's ``extra`` keys (with their defaults)."""
+    variant = parse_arg(arg, smoke=False, full=False, field="frequency", **extra)
     if variant.smoke and variant.full:
         raise ValueError("choose one of the variants smoke and full")
     size = "smoke" if variant.smoke else "full" if variant.full else "cpu"
-    return size, str(variant.field)
+    return (size, str(variant.field), *(str(variant[k]) for k in extra))
 
 
 def voca_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -352,8 +366,16 @@ def voca_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def video_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """``configs/video.py``: one preprocessed talking-head video."""
-    size, field = _variant(arg)
+    """``configs/video.py``: one preprocessed talking-head video.
+
+    ``frame=full``: whole frames (head and torso from one field, ``model.space="head+camera"``)
+    composited over the video's static background at 512² (a 128² feature map on the CPU size,
+    64² for ``full``; smoke: 32² -> 128²), trained on patches of a quarter of the map's side
+    (``data.patch``; ``full`` renders whole frames), the sampling sphere widened to the frame's
+    corners at the head's depth."""
+    size, field, frame = _variant(arg, frame="crop")
+    if frame not in ("crop", "full"):
+        raise ValueError(f"frame={frame!r}: use frame=crop (the head crop) or frame=full")
     # One video is one identity and one sequence: C_ill would be a single constant vector (and
     # would have to be re-fitted on the held-out part), so it is dropped. The frames are scaled so
     # the crop's half side at the head is data.scene_radius (0.2): the bounding sphere holds what
@@ -363,5 +385,18 @@ def video_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     # No C_ill to fit on the held-out part (fit_steps is unused); one held-out split.
     config = nerf_config(video_frames_config(), model, eval_block(0, ("val",)), size)
+    if frame == "full":
+        config.data.frame = "full"
+        config.data.mask_parts = ("head", "neck", "torso")
+        # The source's resolution (a 128² feature map -> 512²; smoke: 32² -> 128²), trained on
+        # patches of the CPU size's usual map (32²: the same rays per step as the head crop),
+        # 30 % of them on the mouth and 10 % on the eyes.
+        resolution = 128 if size == "smoke" else 512
+        side = resolution // int(config.model.upsample)
+        config.data.update(resolution=resolution, lr_resolution=side)
+        if size != "full":  # an accelerator renders whole frames
+            config.data.update(patch=side // 4, patch_mouth=0.3, patch_eyes=0.1)
+        # The frame's half side is data.scene_radius (0.2) at the head: its corners are 0.28 off.
+        config.model.update(space="head+camera", bound_radius=0.3, render_size=(side, side))
     config.lock()
     return config

@@ -115,6 +115,9 @@ class HeadField(nnx.Module):
         field (``tables``), and its points are the unit-sphere frame mapped to ``[0, 1]^3``.
       grid: the grid's sizes (:class:`GridSize`: ``L``, ``F``, ``log2 T``, ``N_min``,
         ``N_max``); default :class:`GridSize`'s.
+      spaces: how many 3D frames a point arrives in (``points [..., 3 * spaces]``): 1, or 2 for
+        the head's and the camera's frame; each is encoded on its own (its own grid tables) and
+        the encodings are concatenated.
       rngs: parameter initialisation.
     """
 
@@ -132,6 +135,7 @@ class HeadField(nnx.Module):
         feature_dim: int = 256,
         encoding: str = "frequency",
         grid: GridSize | None = None,
+        spaces: int = 1,
         rngs: nnx.Rngs,
     ):
         if encoding not in ENCODINGS:
@@ -153,8 +157,11 @@ class HeadField(nnx.Module):
         self.view_freqs = view_freqs
         self.feature_dim = feature_dim
         self.encoding = encoding
+        if spaces not in (1, 2):
+            raise ValueError(f"spaces must be 1 or 2, got {spaces}")
+        self.spaces = spaces
         if encoding == "frequency":
-            self.point_dim = _pe_dim(3, pos_freqs)
+            self.point_dim = spaces * _pe_dim(3, pos_freqs)
             self.tables = None
             self.resolutions = ()
         else:
@@ -163,15 +170,16 @@ class HeadField(nnx.Module):
                 size.levels, size.min_resolution, size.max_resolution
             )
             planes = len(grid_lib.PLANES) if encoding == "triplane" else 1
-            keys = jax.random.split(rngs.params(), planes)
+            keys = jax.random.split(rngs.params(), planes * spaces)
             tables = jnp.stack(
                 [
                     grid_lib.init_tables(k, size.levels, 2**size.log2_table, size.features)
                     for k in keys
                 ]
             )
-            self.tables = nnx.Param(tables if planes > 1 else tables[0])
-            self.point_dim = planes * size.levels * size.features
+            shape = ((spaces,) if spaces > 1 else ()) + ((planes,) if planes > 1 else ())
+            self.tables = nnx.Param(tables.reshape(shape + tables.shape[1:]))
+            self.point_dim = spaces * planes * size.levels * size.features
         self.view_pe_dim = _pe_dim(view_dim, view_freqs) if view_dim else 0
 
         layers = []
@@ -198,12 +206,24 @@ class HeadField(nnx.Module):
     # -- split evaluation ---------------------------------------------------------------------
 
     def encode(self, points: jax.Array) -> jax.Array:
-        """``[..., 3]`` points in the unit-sphere frame -> ``[..., point_dim]`` (``encoding``)."""
+        """``[..., 3 * spaces]`` points in the unit-sphere frame(s) -> ``[..., point_dim]``."""
+        if self.spaces == 1:
+            return self._encode_space(points, None if self.tables is None else self.tables[...])
+        parts = [
+            self._encode_space(
+                points[..., 3 * k : 3 * k + 3], None if self.tables is None else self.tables[k]
+            )
+            for k in range(self.spaces)
+        ]
+        return jnp.concatenate(parts, axis=-1)
+
+    def _encode_space(self, points: jax.Array, tables: jax.Array | None) -> jax.Array:
+        """``[..., 3]`` points of one frame -> their encoding (``encoding``)."""
         if self.encoding == "frequency":
             return positional_encoding(points, self.pos_freqs)
         unit = 0.5 * (points + 1.0)  # the unit ball's cube [-1, 1]^3 -> [0, 1]^3
         encode = grid_lib.hash_encode if self.encoding == "hash" else grid_lib.triplane_encode
-        return encode(unit, self.tables[...], self.resolutions)
+        return encode(unit, tables, self.resolutions)
 
     def embed(self, condition: jax.Array, view: jax.Array | None = None) -> FieldEmbedding:
         """The condition's (and view's) contributions to their layers, once per ray or frame.
@@ -246,7 +266,7 @@ class HeadField(nnx.Module):
         """Per-sample density and pre-projection vectors ``g`` (module docstring).
 
         Args:
-          points: ``[..., S, 3]`` sample positions in the unit-sphere frame.
+          points: ``[..., S, 3 * spaces]`` sample positions in the unit-sphere frame(s).
           embedding: from :meth:`embed`, arrays ``[..., *]`` (one per ray: the leading axes of
             ``points`` without ``S``) or ``[*]`` (one for all rays).
 
@@ -254,8 +274,10 @@ class HeadField(nnx.Module):
           ``(density [..., S], g [..., S, sample_dim])``; density is ``σ >= 0``.
         """
         points = jnp.asarray(points)
-        if points.shape[-1:] != (3,):
-            raise ValueError(f"points must be [..., S, 3], got shape {points.shape}")
+        if points.shape[-1:] != (3 * self.spaces,):
+            raise ValueError(
+                f"points must be [..., S, {3 * self.spaces}], got shape {points.shape}"
+            )
         encoded = self.encode(points)
         p = self.point_dim
 
@@ -306,7 +328,7 @@ class HeadField(nnx.Module):
         """``(σ, M)`` per sample, paper 000 eq. 1.
 
         Args:
-          points: ``[..., S, 3]`` in the unit-sphere frame.
+          points: ``[..., S, 3 * spaces]`` in the unit-sphere frame(s).
           condition: ``[..., condition_dim]`` per ray (leading axes of ``points`` without S).
           view: ``[..., view_dim]`` per ray, iff ``view_dim > 0``.
 
@@ -332,6 +354,9 @@ class AudioNet(nnx.Module):
       in_dim: channels ``D`` of the audio features (1024 for HuBERT-large, 29 for DeepSpeech).
       out_dim: size of ``F_lip``.
       channels: output channels of the strided convolutions (each halves the time axis).
+      spaces: how many 3D frames a point arrives in (``points [..., 3 * spaces]``): 1, or 2 for
+        the head's and the camera's frame; each is encoded on its own (its own grid tables) and
+        the encodings are concatenated.
       rngs: parameter initialisation.
     """
 

@@ -29,7 +29,8 @@ RENDER_KEYS = ("c2w", "intrinsics", "blink")  # plus "audio" or "lip": the audio
 
 def render_keys(setup: NeRFSetup) -> tuple[str, ...]:
     """The frame entries the renderer reads: camera, blink and the audio conditioning."""
-    return RENDER_KEYS + (("lip",) if setup.lip == "sync" else ("audio",))
+    audio = ("lip",) if setup.lip == "sync" else ("audio",)
+    return RENDER_KEYS + audio + (("background",) if setup.full_frame else ())
 
 
 def heldout_codes(setup: NeRFSetup, tables: dict, identity: int) -> dict[str, np.ndarray]:
@@ -125,7 +126,14 @@ def render_heldout(
         codes = {k: jnp.asarray(v) for k, v in base.items()}
         base["ill"] = np.asarray(renderer.fit_illumination(params, first, codes, fit_steps))
     codes = {k: np.repeat(v, len(rows), 0).astype(np.float32) for k, v in base.items()}
-    frames = {k: np.stack([item[k] for item in items]).astype(np.float32) for k in keys}
+    frames = {
+        k: np.stack([item[k] for item in items]).astype(np.float32)
+        for k in keys
+        if k != "background"
+    }
+    if "background" in keys:  # one static image: a view, not T copies
+        background = np.asarray(items[0]["background"], np.float32)
+        frames["background"] = np.broadcast_to(background, (len(rows),) + background.shape)
     for key, value in (replace or {}).items():
         frames[key] = np.asarray(value, np.float32)[: len(rows)]
     pred = render_frames(renderer, params, frames, codes, batch=batch)
@@ -138,13 +146,26 @@ def render_heldout(
     return HeldOut(rows, pred, truth, scored, frames, landmarks, openings, codes)
 
 
-def score_heldout(held: list[HeldOut]) -> dict:
+def face_crop(images: np.ndarray, box) -> np.ndarray:
+    """``[T, H, W, 3]`` -> the square ``box = (x0, y0, side)`` (clipped to the image)."""
+    x0, y0, side = (int(v) for v in box)
+    height, width = images.shape[1:3]
+    return images[:, max(y0, 0) : min(y0 + side, height), max(x0, 0) : min(x0 + side, width)]
+
+
+def score_heldout(held: list[HeldOut], face_box=None) -> dict:
     """PSNR / SSIM over the scored frames of held-out sequences (per-frame means,
     :func:`jaxhead.eval.image.image_metrics`) and their lip region
-    (:func:`jaxhead.eval.lip.lip_region_summary`)."""
+    (:func:`jaxhead.eval.lip.lip_region_summary`). ``face_box`` (full frames: the head crop's
+    ``(x0, y0, side)``): also ``face_psnr`` / ``face_ssim`` on that crop of every frame, the
+    region a head-crop run is scored on."""
     pred = np.concatenate([h.pred[h.scored] for h in held])
     truth = np.concatenate([h.truth[h.scored] for h in held])
     scores = image_lib.image_metrics(pred, truth)
+    face = {}
+    if face_box is not None:
+        crop = image_lib.image_metrics(face_crop(pred, face_box), face_crop(truth, face_box))
+        face = {"face_psnr": crop["psnr"], "face_ssim": crop["ssim"]}
     lips = [
         [
             lip_region_frame(
@@ -158,6 +179,7 @@ def score_heldout(held: list[HeldOut]) -> dict:
     return {
         "psnr": scores["psnr"],
         "ssim": scores["ssim"],
+        **face,
         **lip_region_summary(lips),
         "frames": scores["frames"],
     }

@@ -57,7 +57,12 @@ from flax import nnx
 
 from jaxhead.nerf.config import HeadNeRFConfig
 from jaxhead.nerf.field import AudioNet, GridSize, HeadField
-from jaxhead.nerf.render import FeatureMap, render_feature_map, scale_intrinsics
+from jaxhead.nerf.render import (
+    FeatureMap,
+    camera_frame_points,
+    render_feature_map,
+    scale_intrinsics,
+)
 from jaxhead.nerf.upsampler import Upsampler
 
 
@@ -84,6 +89,7 @@ class HeadNeRF(nnx.Module):
             feature_dim=config.feature_dim,
             encoding=config.encoding,
             grid=GridSize(*config.grid_size),
+            spaces=2 if config.space == "head+camera" else 1,
             rngs=rngs,
         )
         self.upsampler = Upsampler(
@@ -166,8 +172,12 @@ class HeadNeRF(nnx.Module):
         cameras: Mapping[str, jax.Array],
         conditions: Mapping[str, jax.Array],
         key: jax.Array | None = None,
+        size: tuple[int, int] | None = None,
     ) -> FeatureMap:
-        """Feature maps of ``B`` frames, :class:`FeatureMap` with a leading ``[B]`` axis."""
+        """Feature maps of ``B`` frames, :class:`FeatureMap` with a leading ``[B]`` axis;
+        ``size``: ``(h, w)`` of the map (default ``config.render_size``; a patch of the frame
+        when the intrinsics' principal point is moved to the patch's frame)."""
+        height, width = size or self.config.render_size
         config = self.config
         c2w = jnp.asarray(cameras["c2w"])
         intrinsics = jnp.asarray(cameras["intrinsics"])
@@ -198,6 +208,11 @@ class HeadNeRF(nnx.Module):
 
         def one_frame(c2w_b, intrinsics_b, embedding_b, key_b):
             def sample_fn(points, unit_dir):
+                if config.space == "head+camera":
+                    in_camera = camera_frame_points(
+                        points, c2w_b, config.bound_center, config.bound_radius
+                    )
+                    points = jnp.concatenate([points, in_camera], axis=-1)
                 if config.view_input == "ray":
                     view_part = field.embed_view(unit_dir)
                     return field.sample(points, embedding_b._replace(view=view_part))
@@ -210,8 +225,8 @@ class HeadNeRF(nnx.Module):
                 intrinsics_b,
                 background,
                 None if key is None else key_b,
-                height=config.render_size[0],
-                width=config.render_size[1],
+                height=height,
+                width=width,
                 bound_center=config.bound_center,
                 bound_radius=config.bound_radius,
                 num_coarse=config.num_coarse,
@@ -226,11 +241,29 @@ class HeadNeRF(nnx.Module):
         cameras: Mapping[str, jax.Array],
         conditions: Mapping[str, jax.Array],
         key: jax.Array | None = None,
+        background: jax.Array | None = None,
+        size: tuple[int, int] | None = None,
     ) -> dict[str, jax.Array]:
-        """Renders ``B`` frames; see the module docstring for inputs and outputs."""
-        maps = self.render_features(cameras, conditions, key)
+        """Renders ``B`` frames; see the module docstring for inputs and outputs.
+
+        ``background`` ``[B, H, W, 3]`` (a full frame's static background): the upsampled image
+        is composited over it with the accumulation upsampled to ``H x W`` (bilinear),
+        ``I = A I_nerf + (1 - A) background``, as the peers composite their renders over
+        ``bc.jpg``; ``out["alpha"]`` is that ``A``. ``size``: the feature map's ``(h, w)``
+        (:meth:`render_features`)."""
+        maps = self.render_features(cameras, conditions, key, size)
+        image = self.upsampler(maps.features)
+        out = {}
+        if background is not None:
+            alpha = jax.image.resize(
+                maps.accumulation[..., None], image.shape[:-1] + (1,), method="linear"
+            )
+            alpha = jnp.clip(alpha, 0.0, 1.0)
+            image = alpha * image + (1.0 - alpha) * jnp.asarray(background, image.dtype)
+            out["alpha"] = alpha[..., 0]
         return {
-            "image": self.upsampler(maps.features),
+            **out,
+            "image": image,
             "rgb_lowres": maps.rgb,
             "features": maps.features,
             "accumulation": maps.accumulation,

@@ -7,7 +7,7 @@ batch over arbitrary leading axes ``[...]``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
@@ -493,3 +493,30 @@ def render_feature_map(
     features = features + (1.0 - accumulation)[..., None] * background
     rgb = jax.nn.sigmoid(features[..., :3])
     return FeatureMap(features, accumulation, depth.reshape(height, width), rgb)
+
+
+def camera_frame_points(
+    points: jax.Array, c2w: jax.Array, center: Sequence[float], radius: float
+) -> jax.Array:
+    """Sample points of one frame in its camera's frame, normalised like the head's.
+
+    Args:
+      points: ``[..., 3]`` in the head's unit-sphere frame (``x = center + radius * points``).
+      c2w: ``[4, 4]`` the frame's camera-to-world (head) transform ``(R, t)``.
+      center, radius: the bounding sphere (scene units).
+
+    Returns:
+      ``[..., 3]``: ``(R^T (x - t) + (0, 0, |t|) - center) / radius``: the point in camera
+      coordinates, moved along the optical axis by the camera's distance to the head, so that a
+      camera looking at the head puts its centre at the origin. A point that stays put in front
+      of the camera while the head turns (the torso, the shoulders) keeps these coordinates from
+      frame to frame; the head's own points do not (the head frame keeps those).
+    """
+    points = jnp.asarray(points)
+    row = (1,) * (points.ndim - 1) + (3,)  # explicit broadcasting over the leading axes
+    center = jnp.asarray(center, jnp.float32).reshape(row)
+    world = center + radius * points
+    rotation, translation = c2w[:3, :3], c2w[:3, 3]
+    camera = (world - translation.reshape(row)) @ rotation  # R^T (x - t), row vectors
+    shift = jnp.stack([0.0, 0.0, jnp.linalg.norm(translation)]).astype(camera.dtype)
+    return (camera + shift.reshape(row) - center) / radius

@@ -186,6 +186,9 @@ def drive(
         "intrinsics": tracks["intrinsics"][rows].astype(np.float32),
         "c2w": tracks["c2w"][rows].astype(np.float32),
     }
+    if trained.setup.full_frame:  # the static background, one view for every frame
+        background = np.asarray(trained.run.background, np.float32) / 255.0
+        frames["background"] = np.broadcast_to(background, (count,) + background.shape)
     if yaw_sweep or static_pose:
         yaws = np.linspace(-yaw_sweep, yaw_sweep, count) if yaw_sweep else np.zeros(count)
         frames["c2w"] = raster.orbit_cameras(yaws, 0.0, trained.distance).astype(np.float32)

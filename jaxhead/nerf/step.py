@@ -23,6 +23,7 @@ from flax import nnx
 
 from jaxhead.eval.image import psnr_from_mse
 from jaxhead.nerf import losses as nerf_losses
+from jaxhead.nerf import patches
 from jaxhead.nerf.conditions import LipSource, RunConditions, init_from
 from jaxhead.nerf.config import HeadNeRFConfig
 from jaxhead.nerf.model import HeadNeRF, LatentCodes
@@ -46,6 +47,11 @@ class NeRFSetup:
     reach the field; paper 000 table 2's "w/o sync module").
     ``disentangle``: whether the train step adds L_dis against the extractor's reference codes.
     ``ex_dropout``: share of training frames rendered with the mean ``C_ex`` (:func:`drop_ex`).
+    ``full_frame``: frames are whole video frames composited over their static ``background``
+    (``config.data.frame="full"``); the frames then carry it.
+    ``patch``: ``(P, mouth, eyes)``: train on ``P x P`` patches of the feature map, centred on
+    the mouth / the eyes with those probabilities (:mod:`jaxhead.nerf.patches`); ``P = 0``: whole
+    frames.
     """
 
     model_config: HeadNeRFConfig
@@ -55,6 +61,8 @@ class NeRFSetup:
     lip: str = "audio_net"
     disentangle: bool = False
     ex_dropout: float = 0.0
+    full_frame: bool = False
+    patch: tuple[int, float, float] = (0, 0.0, 0.0)
 
 
 def model_config_from(
@@ -98,7 +106,17 @@ def make_setup(
         lip="sync" if sync_dim else ("audio_net" if model_config.audio_net else "none"),
         disentangle=bool(init_from(config, "disentangle")),
         ex_dropout=float(config.model.get("ex_dropout", 0.0)),
+        full_frame=str(config.data.get("frame", "crop")) == "full",
+        patch=(
+            int(config.data.get("patch", 0)), float(config.data.get("patch_mouth", 0.0)),
+            float(config.data.get("patch_eyes", 0.0)),
+        ),
     )  # fmt: skip
+    if setup.patch[0] and setup.patch[0] > min(model_config.render_size):
+        raise ValueError(
+            f"data.patch={setup.patch[0]} is larger than the feature map "
+            f"{model_config.render_size}; use a patch of at most the map's side (0: whole frames)"
+        )
     nerf, codes = nnx.eval_shape(lambda: build_models(setup, config.seed))
     return setup, (nnx.graphdef(nerf), nnx.graphdef(codes))
 
@@ -139,7 +157,12 @@ def make_nerf_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTran
 
 def frame_keys(setup: NeRFSetup) -> tuple[str, ...]:
     """The keys of a frame that the train step and the renderer read."""
-    return BATCH_KEYS + (("lip",) if setup.lip == "sync" else ())
+    return (
+        BATCH_KEYS
+        + (("lip",) if setup.lip == "sync" else ())
+        + (("background",) if setup.full_frame else ())
+        + (("landmarks",) if setup.patch[0] else ())
+    )
 
 
 def build_models(setup: NeRFSetup, seed: int) -> tuple[HeadNeRF, LatentCodes]:
@@ -170,6 +193,20 @@ def drop_ex(code_values: dict, table: jax.Array, rate: float, key: jax.Array) ->
     keep = jax.random.bernoulli(key, 1.0 - rate, (ex.shape[0], 1))
     mean = jnp.mean(table, axis=0, keepdims=True)
     return {**code_values, "ex": jnp.where(keep, ex, mean)}
+
+
+def cut_patches(setup: NeRFSetup, frames: dict, pairs: int, key: jax.Array) -> dict:
+    """``frames`` (``[2·pairs, ...]``, pair-major) cut to one training patch per pair
+    (:mod:`jaxhead.nerf.patches`; the pair's first frame's landmarks place it)."""
+    size, mouth, eyes = setup.patch
+    map_size = min(setup.model_config.render_size)
+    upsample = setup.model_config.upsample
+    first = frames["landmarks"].reshape((pairs, 2) + frames["landmarks"].shape[1:])[:, 0]
+    corners = jax.vmap(
+        lambda k, lms: patches.patch_corner(k, lms, map_size, size, upsample, mouth, eyes)
+    )(jax.random.split(key, pairs), first)
+    corners = jnp.repeat(corners, 2, axis=0)
+    return jax.vmap(lambda f, c: patches.cut_patch(f, c, size, upsample))(frames, corners)
 
 
 def conditions_for(codes: dict, batch: Mapping[str, jax.Array]) -> dict:
@@ -209,6 +246,10 @@ def make_train_step(
         key = jax.random.fold_in(jax.random.key(setup.seed), state.step)
         pairs = batch["image"].shape[0]
         frames = jax.tree.map(lambda x: x.reshape((pairs * 2,) + x.shape[2:]), batch)
+        size = None
+        if setup.patch[0]:
+            frames = cut_patches(setup, frames, pairs, jax.random.fold_in(key, 11))
+            size = (setup.patch[0], setup.patch[0])
 
         def loss_fn(params):
             nerf = nnx.merge(nerf_def, params["nerf"])
@@ -219,11 +260,13 @@ def make_train_step(
                 table, drop_key = params["codes"]["tables"]["ex"], jax.random.fold_in(key, 7)
                 code_values = drop_ex(code_values, table, setup.ex_dropout, drop_key)
             cameras = {"c2w": frames["c2w"], "intrinsics": frames["intrinsics"]}
-            out = nerf(cameras, conditions_for(code_values, frames), key)
+            out = nerf(
+                cameras, conditions_for(code_values, frames), key, frames.get("background"), size
+            )
             terms = nerf_losses.reconstruction_losses(out, frames, features_fn)
             # Paper 000 eq. 7 over each (j-1, j) pair.
             pred = out["image"].reshape((pairs, 2) + out["image"].shape[1:])
-            target = batch["image"]
+            target = frames["image"].reshape(pred.shape)
             terms["velocity"] = jnp.mean(jax.vmap(nerf_losses.velocity_loss)(pred, target))
             terms["code"] = sum(jnp.mean(jnp.square(v)) for v in code_values.values())
             dis = 0.0
@@ -292,7 +335,7 @@ def make_render_fn(graphdefs) -> Callable:
     def render(params, frames, code_values):
         nerf = nnx.merge(nerf_def, params["nerf"])
         cameras = {"c2w": frames["c2w"], "intrinsics": frames["intrinsics"]}
-        return nerf(cameras, conditions_for(code_values, frames), None)
+        return nerf(cameras, conditions_for(code_values, frames), None, frames.get("background"))
 
     return render
 
