@@ -182,3 +182,17 @@ def test_full_frames_keep_the_whole_unmatted_frame_with_its_background(folder, t
     # The head-crop runs' cache names are unchanged by the new key.
     crop_config = config_for(folder, tmp_path / "cache")
     assert "frame" not in video_frames._settings(crop_config)
+
+
+def test_neck_regions_mark_where_head_and_neck_meet():
+    head = np.zeros((20, 20), bool)
+    head[2:10, 5:15] = True
+    neck = np.zeros((20, 20), bool)
+    neck[10:16, 8:12] = True
+    regions = video_frames.neck_regions(head, neck, band=2)
+    band = regions == video_frames.REGION_NECK_BAND
+    assert band[8:12, 8:12].all()  # both sides of the boundary row 9/10
+    assert not band[:6].any() and not band[14:].any()  # away from the boundary
+    assert (regions[2:6, 5:15] == video_frames.REGION_HEAD).all()
+    assert (regions[:, :3] == 0).all()
+    assert not video_frames.neck_regions(head, np.zeros_like(neck), 2).__eq__(2).any()

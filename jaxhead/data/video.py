@@ -643,6 +643,13 @@ class VideoDataset:
             "frame": np.asarray(img_id, np.int32),
         }
 
+    def part_mask(self, i: int, part: str) -> np.ndarray:
+        """``[H, W, 1]`` float32 mask of one parsing class (``"head"``, ``"neck"``, ...) of frame
+        ``i``."""
+        img_id = int(self.transforms.img_ids[int(self.rows[i])])
+        parsing = self._read_full(self._frame_paths(img_id)["parsing"], cv2.INTER_NEAREST)
+        return parsing_mask(parsing, (part,), self.parsing_colors)
+
     def _read_full(self, path: pathlib.Path, interpolation: int) -> np.ndarray:
         """An RGB uint8 image of the dataset's size, resized to `image_size`."""
         image = _read_rgb(path)

@@ -42,6 +42,8 @@ padded at the sides with white), nothing is matted, and the split also holds the
 ``bc.jpg`` (``background`` ``[res, res, 3]`` uint8, ``background_lr``) that the NeRF composites the
 person over, and ``face_box`` (the head crop above in the output's pixels, ``(x0, y0, side)``: the
 face-crop scores of a full-frame run). ``mask_parts`` then names the person (head, neck, torso).
+The held-out split also holds each frame's ``regions`` (:func:`neck_regions`: the band where head
+and neck meet, and the rest of the head), where a seam between head and torso would show.
 
 Every frame is identity 0 and sequence 0; a gap in ``img_id`` (a dropped frame, the split
 boundary) ends a continuous run (``next_index``), ``frame`` is the ``img_id``.
@@ -357,6 +359,10 @@ def prepare_split(config, split: str, *, progress: bool = True) -> dict[str, np.
         out["face_box"] = np.round(
             [(face[0] - box[0]) * r, (face[1] - box[1]) * r, face[2] * r]
         ).astype(np.int32)
+    regions = full and split == "val"
+    if regions:
+        out["regions"] = np.zeros((n, res, res), np.uint8)
+        band = max(1, int(round(NECK_BAND * res)))
     bar = tqdm.tqdm(total=n, desc=f"prepare video {split}", disable=not progress, leave=False)
     for k, (ds, i, _, _) in enumerate(items):
         example = ds[i]
@@ -376,9 +382,29 @@ def prepare_split(config, split: str, *, progress: bool = True) -> dict[str, np.
         c2w[:3, 3] *= scale
         out["c2w"][k] = c2w
         out["landmarks"][k] = (example["landmarks"] - np.array(box[:2], np.float32)) * r
+        if regions:
+            parts = [ds.part_mask(i, part) for part in ("head", "neck")]
+            head, neck = (crop_resize(m, box, res, fill=0.0)[..., 0] > 0.5 for m in parts)
+            out["regions"][k] = neck_regions(head, neck, band)
         out["blink"][k] = example["blink"]
         bar.update()
     bar.close()
+    return out
+
+
+NECK_BAND = 8 / 512  # half-width of the head/neck band, as a share of the frame's side
+REGION_HEAD, REGION_NECK_BAND = 1, 2
+
+
+def neck_regions(head: np.ndarray, neck: np.ndarray, band: int) -> np.ndarray:
+    """``[H, W]`` uint8 from the head and neck masks ``[H, W]`` (bool): :data:`REGION_NECK_BAND`
+    where both masks are within ``band`` pixels (the head/neck boundary, where two NeRFs' seam
+    shows), :data:`REGION_HEAD` for the rest of the head, 0 elsewhere."""
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
+    near_head = cv2.dilate(head.astype(np.uint8), kernel) > 0
+    near_neck = cv2.dilate(neck.astype(np.uint8), kernel) > 0
+    out = np.where(head, REGION_HEAD, 0).astype(np.uint8)
+    out[near_head & near_neck] = REGION_NECK_BAND
     return out
 
 
@@ -406,6 +432,7 @@ def _settings(config) -> dict:
     out = {k: (list(config[k]) if isinstance(config[k], tuple) else config[k]) for k in keys}
     if full_frames(config):  # only then: the head-crop runs' caches keep their names
         out["frame"] = "full"
+        out["neck_band"] = NECK_BAND  # the held-out split's regions
     out["crop"] = {
         "scale": config.crop.scale,
         "shift_y": config.crop.shift_y,

@@ -127,7 +127,8 @@ def evaluate_split(trained: Trained, split: str, suite: Suite, traces: dict | No
     if suite.pose_from == "source":
         # Self-reconstruction: the held-out frames with their true audio, pose and blinks.
         # PSNR / SSIM and the lip region of paper 000 table 2: the held-out protocol's scores.
-        result.update(score_heldout(held, getattr(source, "face_box", None)))
+        face_box = getattr(source, "face_box", None)
+        result.update(score_heldout(held, face_box, source.arrays.get("regions")))
         per_frame = np.asarray(image_lib.psnr(pred, truth))
         if traces is not None:
             traces["psnr"] = per_frame

@@ -20,6 +20,7 @@ import numpy as np
 import tqdm
 from PIL import Image
 
+from jaxhead.data.video_frames import REGION_HEAD, REGION_NECK_BAND
 from jaxhead.eval import image as image_lib
 from jaxhead.eval.lip import lip_region_frame, lip_region_summary
 from jaxhead.nerf.step import NeRFSetup, Renderer
@@ -153,12 +154,24 @@ def face_crop(images: np.ndarray, box) -> np.ndarray:
     return images[:, max(y0, 0) : min(y0 + side, height), max(x0, 0) : min(x0 + side, width)]
 
 
-def score_heldout(held: list[HeldOut], face_box=None) -> dict:
+def region_psnr(pred: np.ndarray, truth: np.ndarray, region: np.ndarray) -> float:
+    """PSNR (dB) of the pixels where ``region`` ``[T, H, W]`` (bool) holds, over all frames;
+    NaN when it holds nowhere."""
+    if not region.any():
+        return float("nan")
+    mse = float(np.mean(np.square(pred[region] - truth[region])))
+    return float(10 * np.log10(1.0 / max(mse, 1e-12)))
+
+
+def score_heldout(held: list[HeldOut], face_box=None, regions=None) -> dict:
     """PSNR / SSIM over the scored frames of held-out sequences (per-frame means,
     :func:`jaxhead.eval.image.image_metrics`) and their lip region
     (:func:`jaxhead.eval.lip.lip_region_summary`). ``face_box`` (full frames: the head crop's
     ``(x0, y0, side)``): also ``face_psnr`` / ``face_ssim`` on that crop of every frame, the
-    region a head-crop run is scored on."""
+    region a head-crop run is scored on. ``regions`` (full frames: the source's per-row
+    ``[N, H, W]`` :func:`jaxhead.data.video_frames.neck_regions`): ``neck_band_psnr`` on the
+    head/neck boundary band and ``head_rest_psnr`` on the rest of the head, where a seam between
+    head and torso would make the first far worse than the second."""
     pred = np.concatenate([h.pred[h.scored] for h in held])
     truth = np.concatenate([h.truth[h.scored] for h in held])
     scores = image_lib.image_metrics(pred, truth)
@@ -166,6 +179,10 @@ def score_heldout(held: list[HeldOut], face_box=None) -> dict:
     if face_box is not None:
         crop = image_lib.image_metrics(face_crop(pred, face_box), face_crop(truth, face_box))
         face = {"face_psnr": crop["psnr"], "face_ssim": crop["ssim"]}
+    if regions is not None:
+        where = np.concatenate([np.asarray(regions)[h.rows[h.scored]] for h in held])
+        face["neck_band_psnr"] = region_psnr(pred, truth, where == REGION_NECK_BAND)
+        face["head_rest_psnr"] = region_psnr(pred, truth, where == REGION_HEAD)
     lips = [
         [
             lip_region_frame(

@@ -115,7 +115,7 @@ def evaluate_split(
         audio = cond.sequence_audio(config, source, held[0].rows)
         frames = np.concatenate([held[0].pred, held[0].truth], axis=2)
         write_video(video, frames, float(config.data.fps), audio)
-    return score_heldout(held, getattr(source, "face_box", None))
+    return score_heldout(held, getattr(source, "face_box", None), source.arrays.get("regions"))
 
 
 def build_task(
