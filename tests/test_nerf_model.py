@@ -587,6 +587,12 @@ def test_full_frames_composite_over_the_background_and_see_both_frames():
         expected = alpha * np.asarray(plain["image"]) + (1 - alpha) * np.asarray(background)
         np.testing.assert_allclose(np.asarray(over["image"]), expected, atol=1e-5)
         np.testing.assert_allclose(np.asarray(over["alpha"]), alpha[..., 0], atol=1e-6)
+        low_alpha = np.clip(np.asarray(plain["accumulation"]), 0, 1)[..., None]
+        low = np.asarray(jax.image.resize(background, (2, 6, 6, 3), "linear"))
+        np.testing.assert_allclose(
+            np.asarray(over["rgb_lowres"]),
+            low_alpha * np.asarray(plain["rgb_lowres"]) + (1 - low_alpha) * low, atol=1e-5,
+        )  # fmt: skip
         assert 0.0 < float(alpha.mean()) < 1.0
 
 

@@ -12,6 +12,8 @@ API used by the stage (the train step calls :class:`HeadNeRF` inside ``jax.jit``
     out = model(cameras, conditions, key)          # key=None: deterministic (evaluation)
     out["image"]        [B, H, W, 3]   upsampled RGB in [0, 1], H = render_size[0] * upsample
     out["rgb_lowres"]   [B, h, w, 3]   sigmoid of the first 3 feature channels (own L_pho term)
+    out["alpha"]        [B, H, W]      with a background only: the upsampled accumulation that
+                                       composites the image (and rgb_lowres) over it
     out["features"]     [B, h, w, F]   the volume-rendered feature map M, background included
     out["accumulation"] [B, h, w]      Σ wᵢ (alpha)
     out["depth"]        [B, h, w]      Σ wᵢ tᵢ (t is depth along the optical axis, scene units)
@@ -253,18 +255,25 @@ class HeadNeRF(nnx.Module):
         (:meth:`render_features`)."""
         maps = self.render_features(cameras, conditions, key, size)
         image = self.upsampler(maps.features)
+        rgb_lowres = maps.rgb
         out = {}
         if background is not None:
+            background = jnp.asarray(background, image.dtype)
             alpha = jax.image.resize(
                 maps.accumulation[..., None], image.shape[:-1] + (1,), method="linear"
             )
             alpha = jnp.clip(alpha, 0.0, 1.0)
-            image = alpha * image + (1.0 - alpha) * jnp.asarray(background, image.dtype)
+            image = alpha * image + (1.0 - alpha) * background
             out["alpha"] = alpha[..., 0]
+            # The low-resolution RGB (its own photometric term) over the background too, so
+            # that no term asks the field to paint the background.
+            low = jax.image.resize(background, rgb_lowres.shape, method="linear")
+            low_alpha = jnp.clip(maps.accumulation[..., None], 0.0, 1.0)
+            rgb_lowres = low_alpha * rgb_lowres + (1.0 - low_alpha) * low
         return {
             **out,
             "image": image,
-            "rgb_lowres": maps.rgb,
+            "rgb_lowres": rgb_lowres,
             "features": maps.features,
             "accumulation": maps.accumulation,
             "depth": maps.depth,
