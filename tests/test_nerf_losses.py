@@ -102,3 +102,26 @@ def test_losses_jit_match_eager_with_finite_gradients(scale):
     codes = {"id": jnp.asarray(pred[:, 0, 0, 0])}
     grad = jax.grad(disentangle_loss)(codes, {"id": jnp.zeros_like(codes["id"])}, {"id": 1.0})
     chex.assert_tree_all_finite(grad)
+
+
+def test_the_masked_term_scores_the_person_before_compositing():
+    """Full frames: with a ``foreground`` output the masked photometric term reads it (the
+    person as drawn), the whole-image term reads the composite; a transparent render whose
+    composite shows the background is no escape from the masked term."""
+    from jaxhead.nerf.losses import reconstruction_losses
+
+    truth = jnp.full((1, 12, 12, 3), 0.8)
+    mask = jnp.zeros((1, 12, 12, 1)).at[:, 3:9, 3:9].set(1.0)
+    frames = {"image": truth, "mask": mask, "image_lr": jnp.full((1, 3, 3, 3), 0.8),
+              "mask_lr": jnp.zeros((1, 3, 3, 1))}  # fmt: skip
+    out = {
+        "image": truth,  # the composite matches (the background is the truth's colour)
+        "foreground": jnp.full((1, 12, 12, 3), 0.3),  # the person is not drawn yet
+        "rgb_lowres": jnp.full((1, 3, 3, 3), 0.8),
+        "accumulation": jnp.zeros((1, 3, 3)),
+    }
+    terms = reconstruction_losses(out, frames)
+    np.testing.assert_allclose(float(terms["pho"]), 0.25, rtol=1e-6)
+    assert float(terms["whole"]) == 0.0
+    without = reconstruction_losses({k: v for k, v in out.items() if k != "foreground"}, frames)
+    assert float(without["pho"]) == 0.0

@@ -107,7 +107,10 @@ def reconstruction_losses(
     structural fallback ``1 - SSIM`` (see :mod:`jaxhead.nerf.perceptual`).
     """
     image, mask = frames["image"], frames["mask"]
-    pho = masked_photometric(out["image"], image, mask)
+    # Over a real background (full frames) the masked term scores the person as drawn, before
+    # compositing: otherwise a transparent field (the background showing through) is a minimum
+    # the renderer cannot leave, as its output is multiplied by the vanishing alpha.
+    pho = masked_photometric(out.get("foreground", out["image"]), image, mask)
     whole = jnp.mean(jnp.square(out["image"] - image))
     lowres = jnp.mean(jnp.square(out["rgb_lowres"] - frames["image_lr"]))
     if features_fn is None:

@@ -14,6 +14,7 @@ API used by the stage (the train step calls :class:`HeadNeRF` inside ``jax.jit``
     out["rgb_lowres"]   [B, h, w, 3]   sigmoid of the first 3 feature channels (own L_pho term)
     out["alpha"]        [B, H, W]      with a background only: the upsampled accumulation that
                                        composites the image (and rgb_lowres) over it
+    out["foreground"]   [B, H, W, 3]   with a background only: the upsampled image before that
     out["features"]     [B, h, w, F]   the volume-rendered feature map M, background included
     out["accumulation"] [B, h, w]      Σ wᵢ (alpha)
     out["depth"]        [B, h, w]      Σ wᵢ tᵢ (t is depth along the optical axis, scene units)
@@ -263,6 +264,7 @@ class HeadNeRF(nnx.Module):
                 maps.accumulation[..., None], image.shape[:-1] + (1,), method="linear"
             )
             alpha = jnp.clip(alpha, 0.0, 1.0)
+            out["foreground"] = image  # the person as the renderer draws it, before compositing
             image = alpha * image + (1.0 - alpha) * background
             out["alpha"] = alpha[..., 0]
             # The low-resolution RGB (its own photometric term) over the background too, so
