@@ -214,6 +214,7 @@ def test_own_sync_stage_is_trained_first_and_drives_the_nerf(cache, tmp_path):
     assert sync_config.data.synthetic.to_dict() == config.data.synthetic.to_dict()
     assert sync_config.data.heldout_sentences == config.data.val_sentences
     assert sync_config.data.heldout_subjects == 0
+    assert sync_config.train.progress is False  # the NeRF's setting (smoke_config: off)
     workdir = tmp_path / "run"
     stage.train(config, workdir)
     sync_dir = workdir / "sync"

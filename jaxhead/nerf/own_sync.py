@@ -45,6 +45,7 @@ def own_sync_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
         sync.seed = int(config.seed)
         sync.data.cache_dir = str(data.cache_dir)
         sync.data.fps = float(data.fps)
+        sync.train.progress = bool(config.train.progress)  # as the NeRF's (a resumable key)
         if data.kind == "voca":
             root = pathlib.Path(str(data.root)).expanduser()
             if str(data.root) and not (root / "factors.npz").is_file():
