@@ -1,14 +1,16 @@
 """From one talking-head video to an avatar that says new speech, in one command (resumable).
 
     python scripts/avatar.py VIDEO --workdir runs/me [--val_seconds 10] [--audio new.wav]
-    python scripts/avatar.py VIDEO --workdir runs/me --config configs/video.py:field=hash \\
-        --config.train.steps=2000 --mediapipe_python .venv-mediapipe/bin/python
+    python scripts/avatar.py VIDEO --workdir runs/me \\
+        --config configs/video.py:frame=full,field=hash --config.train.steps=2000 \\
+        --mediapipe_python .venv-mediapipe/bin/python
 
 Preprocessing (MediaPipe from --mediapipe_python or $JAXHEAD_MEDIAPIPE_PYTHON), the speaker's
-own sync stage, the NeRF (configs/video.py unless --config), the evaluation on the held-out end,
-a demo of it beside the truth (WORKDIR/heldout.mp4) and, with --audio, renders of new speech
-(WORKDIR/speech_<name>.mp4). Each step is skipped once done; one line per step; the scores
-table at the end. The stages' own scripts stay usable on WORKDIR/data and WORKDIR/nerf.
+own sync stage, the NeRF (configs/video.py:frame=full: whole 512² frames, unless --config), the
+evaluation on the held-out end, a demo of it beside the truth (WORKDIR/heldout.mp4) and, with
+--audio, renders of new speech (WORKDIR/speech_<name>.mp4). Each step is skipped once done; one
+line per step; the scores table at the end. The stages' own scripts stay usable on WORKDIR/data
+and WORKDIR/nerf.
 """
 
 import pathlib
@@ -18,8 +20,10 @@ from absl import flags
 from jaxhead.avatar import Layout, Pipeline
 from jaxhead.train import cli
 
+# Whole frames over the video's background, head and torso from one field (docs/video.md).
 _CONFIG = cli.define_config_flag(
     default=str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "video.py")
+    + ":frame=full"
 )
 _WORKDIR = cli.define_workdir_flag()
 _VAL = flags.DEFINE_float("val_seconds", None, "Hold out the video's last seconds (default 1/11).")
