@@ -68,11 +68,22 @@ def test_face_mesh_finds_the_face_of_a_real_frame(shared_data):
     assert 0 < points[0, :, 0].min() and points[0, :, 0].max() < frame.shape[1]
 
 
-def video_config(root: pathlib.Path, cache: pathlib.Path):
+def speaking_fixture(tmp_path: pathlib.Path, val_frames: int):
+    """A 64 x 64 fixture folder: 12 training frames, ``val_frames`` held out, a 1 s tone."""
+    fixture = write_video_fixture(
+        tmp_path / "person", train_ids=list(range(12)), val_ids=list(range(12, 12 + val_frames)),
+        height=64, width=64,
+    )  # fmt: skip
+    t = np.arange(16000) / 16000
+    save_wav(fixture.root / "aud.wav", (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32))
+    return fixture
+
+
+def video_config(root: pathlib.Path, cache: pathlib.Path, variant: str = "smoke"):
     spec = importlib.util.spec_from_file_location("video_config", ROOT / "configs" / "video.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    config = module.get_config("smoke")
+    config = module.get_config(variant)
     with config.unlocked():
         config.data.root = str(root)
         config.data.cache_dir = str(cache)
@@ -88,12 +99,7 @@ def test_video_smoke_run_trains_renders_and_evaluates(tmp_path, monkeypatch):
     from jaxhead.nerf import stage
 
     no_face_mesh(monkeypatch)
-    fixture = write_video_fixture(
-        tmp_path / "person", train_ids=list(range(12)), val_ids=list(range(12, 20)),
-        height=64, width=64,
-    )  # fmt: skip
-    t = np.arange(16000) / 16000
-    save_wav(fixture.root / "aud.wav", (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32))
+    fixture = speaking_fixture(tmp_path, val_frames=8)
     workdir = tmp_path / "run"
     stage.train(video_config(fixture.root, tmp_path / "cache"), workdir)
     during = json.loads((workdir / "eval.json").read_text())["val"]
@@ -146,23 +152,11 @@ def test_full_frame_smoke_run_scores_frame_and_face_and_drives(tmp_path, monkeyp
     from jaxhead.nerf import conditions, stage
 
     no_face_mesh(monkeypatch)
-    fixture = write_video_fixture(
-        tmp_path / "person", train_ids=list(range(12)), val_ids=list(range(12, 16)),
-        height=64, width=64,
-    )  # fmt: skip
-    t = np.arange(16000) / 16000
-    save_wav(fixture.root / "aud.wav", (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32))
-    spec = importlib.util.spec_from_file_location("video_config", ROOT / "configs" / "video.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("smoke,frame=full")
+    fixture = speaking_fixture(tmp_path, val_frames=4)
+    config = video_config(fixture.root, tmp_path / "cache", "smoke,frame=full")
     assert config.model.space == "head+camera" and config.data.frame == "full"
     with config.unlocked():
-        config.data.update(root=str(fixture.root), cache_dir=str(tmp_path / "cache"))
         config.data.crop.box = (16, 8, 32)
-        config.mesh.data = 1
-        config.train.update(progress=False, steps=2, log_every=1, checkpoint_every=2)
-        config.sync.train = False
     workdir = tmp_path / "run"
     stage.train(config, workdir)
     val = json.loads((workdir / "eval.json").read_text())["val"]
