@@ -305,6 +305,18 @@ def plot_traces(path: pathlib.Path, traces: dict, title: str) -> pathlib.Path | 
     return path
 
 
+def _data_note(data) -> str:
+    """What the scores of a run are computed on (docs/video.md)."""
+    if data.kind != "video":
+        return "scores are on the rendered dataset frames"
+    if str(data.get("frame", "crop")) == "full":
+        return (
+            "scores are on whole frames over the static background; face_*: the head crop's box "
+            "of them, docs/video.md"
+        )
+    return "scores are on the matted head crops (white outside head + neck), docs/video.md"
+
+
 def evaluate_workdir(workdir: str | pathlib.Path, splits=None, **suite) -> dict:
     """Re-scores a NeRF run on its held-out splits with the :class:`Suite` of ``suite``; merges
     into ``eval.json``, writes ``eval.md`` and ``samples/eval_<split>_traces.png``. ``splits``:
@@ -329,11 +341,7 @@ def evaluate_workdir(workdir: str | pathlib.Path, splits=None, **suite) -> dict:
     scores["step"] = trained.step
     scores["data"] = {
         "kind": str(trained.config.data.kind),
-        "note": (
-            "scores are on the matted head crops (white outside head + neck), docs/video.md"
-            if trained.config.data.kind == "video"
-            else "scores are on the rendered dataset frames"
-        ),
+        "note": _data_note(trained.config.data),
     }
     merged = write_report(scores, workdir, title=f"Evaluation of {workdir.name}")
     table = markdown_table({k: v for k, v in merged.items() if k in scores})
