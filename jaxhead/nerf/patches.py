@@ -17,9 +17,12 @@ from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-MOUTH = slice(48, 68)  # iBUG-68 lips
-EYES = slice(36, 48)  # iBUG-68 eyes
+from jaxhead.face import EYES_68, MOUTH_68
+
+MOUTH = np.asarray(MOUTH_68)  # iBUG-68 lips
+EYES = np.asarray(EYES_68)  # iBUG-68 eyes
 # Frame entries at the output resolution and at the feature map's (cut to the patch).
 FULL_KEYS = ("image", "mask", "background")
 LOW_KEYS = ("image_lr", "mask_lr")
