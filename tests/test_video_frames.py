@@ -162,7 +162,8 @@ def test_full_frames_keep_the_whole_unmatted_frame_with_its_background(folder, t
     assert frames.face_box == (2, 3, 8)  # ((4 - 0) / 2, (2 + 4) / 2, 16 / 2)
     example = frames[0]
     validate_example(example)
-    assert example["image"].shape == (20, 20, 3) and example["background"].shape == (20, 20, 3)
+    assert example["image"].shape == (20, 20, 3) and frames.background.shape == (20, 20, 3)
+    assert "background" not in example  # one constant of the run, not copied into every frame
     fx, fy, cx, cy = example["intrinsics"]
     assert np.allclose([fx, cx, cy], [folder.focal / 2, 10.0, (16 + 4) / 2])
     grey = video_frames.crop_resize(
@@ -176,7 +177,7 @@ def test_full_frames_keep_the_whole_unmatted_frame_with_its_background(folder, t
     grey_value = image_value(folder.train_ids[0]) / 255.0
     assert np.abs(example["image"][rows][~touches_head] - grey_value).max() < 0.1  # JPEG
     assert np.abs(example["image"][:2] - 1.0).max() < 0.01
-    assert np.abs(example["background"][rows] - 250 / 255).max() < 0.02
+    assert np.abs(frames.background[rows] - 250 / 255).max() < 0.02
     # The person mask reaches the torso rows at the bottom of the frame.
     assert example["mask"][16:18].min() > 0.99
     # The head-crop runs' cache names are unchanged by the new key.

@@ -171,11 +171,13 @@ class VideoFrames(CachedFrames):
         """``(x0, y0, side)`` of the head crop in the output's pixels (full frames only)."""
         return tuple(int(v) for v in self.arrays["face_box"]) if self.full_frame else None
 
-    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        out = super().__getitem__(i)
-        if self.full_frame:  # the static background each frame is composited over
-            out["background"] = self.arrays["background"].astype(np.float32) / 255.0
-        return out
+    @property
+    def background(self) -> np.ndarray | None:
+        """``[res, res, 3]`` float32 static background every frame is composited over (full
+        frames only): one constant of the run, not an entry of every frame."""
+        if not self.full_frame:
+            return None
+        return self.arrays["background"].astype(np.float32) / 255.0
 
 
 def _root(config) -> pathlib.Path:

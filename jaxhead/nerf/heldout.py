@@ -30,8 +30,16 @@ RENDER_KEYS = ("c2w", "intrinsics", "blink")  # plus "audio" or "lip": the audio
 
 def render_keys(setup: NeRFSetup) -> tuple[str, ...]:
     """The frame entries the renderer reads: camera, blink and the audio conditioning."""
-    audio = ("lip",) if setup.lip == "sync" else ("audio",)
-    return RENDER_KEYS + audio + (("background",) if setup.full_frame else ())
+    return RENDER_KEYS + (("lip",) if setup.lip == "sync" else ("audio",))
+
+
+def static_frames(setup: NeRFSetup, source, count: int) -> dict[str, np.ndarray]:
+    """What every rendered frame of ``source`` shares: a full-frame run's static background,
+    as a ``[count, H, W, 3]`` view of the one image (no copies); else nothing."""
+    if not setup.full_frame:
+        return {}
+    background = np.asarray(source.background, np.float32)
+    return {"background": np.broadcast_to(background, (count,) + background.shape)}
 
 
 def heldout_codes(setup: NeRFSetup, tables: dict, identity: int) -> dict[str, np.ndarray]:
@@ -122,19 +130,15 @@ def render_heldout(
     base = heldout_codes(setup, tables, int(items[0]["identity"]))
     keys = render_keys(setup)
     fitted = "ill" in base and fit_steps > 0
+    shared = static_frames(setup, source, len(rows))
     if fitted:
         first = {k: jnp.asarray(np.asarray(items[0][k])[None]) for k in keys + ("image",)}
+        first.update({k: jnp.asarray(v[:1]) for k, v in shared.items()})
         codes = {k: jnp.asarray(v) for k, v in base.items()}
         base["ill"] = np.asarray(renderer.fit_illumination(params, first, codes, fit_steps))
     codes = {k: np.repeat(v, len(rows), 0).astype(np.float32) for k, v in base.items()}
-    frames = {
-        k: np.stack([item[k] for item in items]).astype(np.float32)
-        for k in keys
-        if k != "background"
-    }
-    if "background" in keys:  # one static image: a view, not T copies
-        background = np.asarray(items[0]["background"], np.float32)
-        frames["background"] = np.broadcast_to(background, (len(rows),) + background.shape)
+    frames = {k: np.stack([item[k] for item in items]).astype(np.float32) for k in keys}
+    frames.update(shared)
     for key, value in (replace or {}).items():
         frames[key] = np.asarray(value, np.float32)[: len(rows)]
     pred = render_frames(renderer, params, frames, codes, batch=batch)

@@ -36,7 +36,14 @@ from jaxhead.audio.io import SAMPLE_RATE, load_audio
 from jaxhead.data import raster
 from jaxhead.data.media import write_video
 from jaxhead.nerf import conditions as cond
-from jaxhead.nerf.heldout import HeldOut, heldout_codes, render_frames, render_heldout, render_keys
+from jaxhead.nerf.heldout import (
+    HeldOut,
+    heldout_codes,
+    render_frames,
+    render_heldout,
+    render_keys,
+    static_frames,
+)
 from jaxhead.nerf.poses import frontal_distance, ping_pong, posed_cameras
 from jaxhead.nerf.stage import TRAIN_COMMAND, code_tables
 from jaxhead.nerf.step import (
@@ -209,6 +216,7 @@ def swap_expression(trained: Trained, identity: int, source_identity: int) -> np
     rows = identity_rows(trained, source_identity)
     source = trained.train_frames
     frames = {k: np.stack([source[int(r)][k] for r in rows]) for k in render_keys(trained.setup)}
+    frames.update(static_frames(trained.setup, source, len(rows)))
     ours = render(trained, frames, codes_for_rows(trained, rows, source_identity, rows))
     swapped = render(trained, frames, codes_for_rows(trained, rows, identity, rows))
     return np.concatenate([ours, swapped], axis=2)

@@ -135,6 +135,8 @@ def build_task(
     vgg_graphdef = None
     if kind == "vgg16":
         vgg_graphdef, constants["vgg"] = nnx.split(load_vgg16(config.loss.vgg_weights))
+    if setup.full_frame:  # the static background: one replicated constant, not per frame
+        constants["background"] = train_frames.background
     if setup.lip == "sync":
         print(f"F_lip: the sync stage of {lip.sync_workdir} (frozen).", flush=True)
     if setup.disentangle:

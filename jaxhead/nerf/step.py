@@ -47,8 +47,9 @@ class NeRFSetup:
     reach the field; paper 000 table 2's "w/o sync module").
     ``disentangle``: whether the train step adds L_dis against the extractor's reference codes.
     ``ex_dropout``: share of training frames rendered with the mean ``C_ex`` (:func:`drop_ex`).
-    ``full_frame``: frames are whole video frames composited over their static ``background``
-    (``config.data.frame="full"``); the frames then carry it.
+    ``full_frame``: frames are whole video frames composited over their static background
+    (``config.data.frame="full"``): the train step's ``constants["background"]``, the
+    renderer's ``frames["background"]``.
     ``patch``: ``(P, mouth, eyes)``: train on ``P x P`` patches of the feature map, centred on
     the mouth / the eyes with those probabilities (:mod:`jaxhead.nerf.patches`); ``P = 0``: whole
     frames.
@@ -160,7 +161,6 @@ def frame_keys(setup: NeRFSetup) -> tuple[str, ...]:
     return (
         BATCH_KEYS
         + (("lip",) if setup.lip == "sync" else ())
-        + (("background",) if setup.full_frame else ())
         + (("landmarks",) if setup.patch[0] else ())
     )
 
@@ -246,6 +246,9 @@ def make_train_step(
         key = jax.random.fold_in(jax.random.key(setup.seed), state.step)
         pairs = batch["image"].shape[0]
         frames = jax.tree.map(lambda x: x.reshape((pairs * 2,) + x.shape[2:]), batch)
+        if setup.full_frame:  # one replicated constant, seen by every frame
+            background = constants["background"]
+            frames["background"] = jnp.broadcast_to(background, (pairs * 2,) + background.shape)
         size = None
         if setup.patch[0]:
             frames = cut_patches(setup, frames, pairs, jax.random.fold_in(key, 11))
