@@ -4,6 +4,8 @@
     python benchmarks/bench_fields.py --workdir W --fields frequency,hash
     python benchmarks/bench_fields.py --workdir W --video_root DIR \\
         --train_seconds 40 --val_seconds 10                             # a preprocessed video
+    python benchmarks/bench_fields.py --workdir W --video_root DIR --frame full \
+        --fields frequency,hash --eval_every 500 --validate_stride 5       # whole 512² frames
     python benchmarks/bench_fields.py --workdir W --report_only         # table + plot of W
 
 One run: the sync stage that supplies F_lip is trained once (``W/sync``, the NeRF config's own
@@ -37,14 +39,16 @@ SCORES = ("psnr", "ssim", "mouth_psnr", "mouth_psnr_open", "mouth_motion_r", "mo
 
 
 def config_arg(args, field: str) -> str:
-    name = "video" if args.video_root else "voca"
-    return f"{ROOT / 'configs' / name}.py:field={field}"
+    if args.video_root:
+        return f"{ROOT / 'configs' / 'video'}.py:frame={args.frame},field={field}"
+    return f"{ROOT / 'configs' / 'voca'}.py:field={field}"
 
 
 def overrides(args) -> list[str]:
     out = [
         f"--config.train.steps={args.steps}",
         f"--config.train.eval_every={args.eval_every}",
+        f"--config.eval.validate_stride={args.validate_stride}",
         f"--config.train.checkpoint_every={args.eval_every}",
         "--config.train.sample_every=0",
         "--config.train.progress=False",
@@ -64,7 +68,7 @@ def train_sync(args, workdir: pathlib.Path) -> dict:
     from jaxhead.nerf.config import video_config, voca_config
     from jaxhead.sync import stage as sync_stage
 
-    config = (video_config if args.video_root else voca_config)(None)
+    config = video_config(f"frame={args.frame}") if args.video_root else voca_config(None)
     if args.video_root:
         with config.unlocked():
             config.data.update(
@@ -203,6 +207,11 @@ def main() -> None:
     parser.add_argument("--video_root", default="")
     parser.add_argument("--train_seconds", type=float, default=40.0)
     parser.add_argument("--val_seconds", type=float, default=10.0)
+    parser.add_argument("--frame", default="crop", choices=("crop", "full"), help="a video's frame")
+    parser.add_argument(
+        "--validate_stride", type=int, default=1,
+        help="validations render every k-th held-out frame (the final evaluation: all)",
+    )  # fmt: skip
     parser.add_argument("--plot", type=pathlib.Path, default=None)
     parser.add_argument("--report_only", action="store_true")
     parser.add_argument("--override", action="append", default=[], help="--config.X=Y, repeatable")

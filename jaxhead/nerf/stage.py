@@ -94,15 +94,16 @@ def code_tables(graphdefs, params) -> dict[str, np.ndarray]:
 
 
 def evaluate_split(
-    config, setup, renderer, graphdefs, params, source, *, samples=None, video=None
+    config, setup, renderer, graphdefs, params, source, *, samples=None, video=None, stride=1
 ) -> dict:
     """The held-out protocol's scores on one split (:func:`jaxhead.nerf.heldout.score_heldout`);
     ``samples``: a PNG of the first frames beside the truth; ``video``: the first sequence beside
-    its truth, with its audio, as an mp4."""
+    its truth, with its audio, as an mp4; ``stride``: every stride-th frame of each sequence
+    only (the validations during training, ``config.eval.validate_stride``)."""
     tables = code_tables(graphdefs, params)
     held = [
         render_heldout(
-            renderer, setup, params, tables, source, rows,
+            renderer, setup, params, tables, source, rows[::stride],
             fit_steps=int(config.eval.fit_steps), batch=int(config.eval.batch_size),
             data_kind=str(config.data.kind),
         )
@@ -190,10 +191,12 @@ def build_task(
         # The held-out protocol on the first held-out split, during training (the curve of
         # held-out quality against training time; config.train.eval_every).
         params = jax.device_get(state.params)
-        scores = evaluate_split(config, setup, renderer, graphdefs, params, first_split())
-        return {
-            k: float(v) for k, v in scores.items() if isinstance(v, int | float) and k != "frames"
-        }
+        scores = evaluate_split(
+            config, setup, renderer, graphdefs, params, first_split(),
+            stride=int(config.eval.get("validate_stride", 1)),
+        )  # fmt: skip
+        # "frames": how many held-out frames the validation scored (config.eval.validate_stride).
+        return {k: float(v) for k, v in scores.items() if isinstance(v, int | float)}
 
     def write_samples(state, step, samples_dir):
         params = jax.device_get(state.params)

@@ -25,7 +25,8 @@ from jaxhead.files import publish
 from jaxhead.train.errors import WorkdirBusyError, WorkdirConflictError
 from jaxhead.train.metrics import read_metrics
 
-# Keys that may change when a run is resumed (extending a run, logging more or less often).
+# Keys that may change when a run is resumed (extending a run, logging or validating more or less
+# often or on fewer frames).
 RESUMABLE_KEYS = (
     "train.steps",
     "train.log_every",
@@ -35,6 +36,7 @@ RESUMABLE_KEYS = (
     "train.keep_checkpoints",
     "train.progress",
     "train.hang_dump_s",
+    "eval.validate_stride",
 )
 
 
