@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from jaxhead.nerf.heldout import heldout_codes, true_openings
+from jaxhead.nerf.heldout import frames_per_second, heldout_codes, true_openings
 from jaxhead.nerf.step import NeRFSetup
 
 
@@ -54,3 +55,10 @@ def test_ex_dropout_replaces_codes_by_the_tables_mean():
     assert abs(share - 0.3) < 0.03
     grad = jax.grad(lambda t: jnp.sum(drop_ex({"ex": t[rows]}, t, 1.0, key)["ex"]))(table)
     np.testing.assert_allclose(grad, np.full((6, 3), 4 / 6), rtol=1e-6)
+
+
+def test_frames_per_second_leaves_out_the_compiling_first_call():
+    # 8 frames in 10 s (compiling), then 8 + 3 frames in 2 s: 5.5 frames/s.
+    assert frames_per_second([(8, 10.0), (8, 1.0), (3, 1.0)]) == pytest.approx(5.5)
+    assert frames_per_second([(4, 2.0)]) == pytest.approx(2.0)  # one call: all there is
+    assert np.isnan(frames_per_second([]))

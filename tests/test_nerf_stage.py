@@ -63,6 +63,7 @@ def test_smoke_run_writes_the_workdir_and_resumes(cache, tmp_path):
         assert results[split]["frames"] > 0
         assert 0.0 < results[split]["psnr"] < 60.0
         assert -1.0 <= results[split]["ssim"] <= 1.0
+        assert results[split]["render_fps"] > 0
     # The validation during training rendered every second held-out frame (those of them the
     # protocol scores), the final evaluation all of them.
     (validation,) = [r for r in records if "val_psnr" in r]

@@ -144,6 +144,7 @@ def evaluate_split(trained: Trained, split: str, suite: Suite, traces: dict | No
         result["fid"] = fid_lib.compute_fid(pred, truth)
     else:
         result["frames"] = int(len(pred))
+        result["render_fps"] = float(np.mean([h.render_fps for h in held]))
         truth_pose = [
             head_poses(np.stack([source[int(r)]["c2w"] for r in h.rows]), trained.distance)
             for h in held

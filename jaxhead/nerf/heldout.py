@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import time
 
 import jax.numpy as jnp
 import numpy as np
@@ -58,22 +59,40 @@ def heldout_codes(setup: NeRFSetup, tables: dict, identity: int) -> dict[str, np
 
 
 def render_frames(
-    renderer: Renderer, params, frames: dict, codes: dict, batch: int = 8, progress: bool = False
+    renderer: Renderer,
+    params,
+    frames: dict,
+    codes: dict,
+    batch: int = 8,
+    progress: bool = False,
+    timing: list | None = None,
 ) -> np.ndarray:
     """``[T, H, W, 3]`` renders of ``frames`` (stacked :func:`render_keys` arrays) with per-frame
     ``codes`` (``{name: [T, dim]}``), ``batch`` frames per call: the last chunk is padded to the
-    batch size, so every call has one compiled shape."""
+    batch size, so every call has one compiled shape. ``timing`` receives ``(frames, seconds)``
+    per call, from the host's arrays to the images on the host (:func:`frames_per_second`)."""
     total = len(frames["c2w"])
     out = []
     starts = range(0, total, batch)
     for start in tqdm.tqdm(starts, desc="render", leave=False, disable=not progress):
+        began = time.perf_counter()
         idx = np.arange(start, min(start + batch, total))
         idx = np.concatenate([idx, np.repeat(idx[-1:], batch - len(idx))])
         chunk = {k: jnp.asarray(v[idx]) for k, v in frames.items()}
         chunk_codes = {k: jnp.asarray(v[idx]) for k, v in codes.items()}
         image = renderer(params, chunk, chunk_codes)["image"]
         out.append(np.asarray(image)[: min(batch, total - start)])
+        if timing is not None:
+            timing.append((len(out[-1]), time.perf_counter() - began))
     return np.concatenate(out)
+
+
+def frames_per_second(timing: list) -> float:
+    """Rendered frames per second of :func:`render_frames` calls ``[(frames, seconds)]``, the
+    first call left out when there are others (it includes the compilation)."""
+    steady = timing[1:] or timing
+    seconds = sum(s for _, s in steady)
+    return float(sum(n for n, _ in steady) / seconds) if seconds > 0 else float("nan")
 
 
 @dataclasses.dataclass
@@ -84,7 +103,8 @@ class HeldOut:
     frame ``C_ill`` was fitted on; ``frames``: the conditioning rendered with
     (:func:`render_keys`); ``landmarks``: ``[T, 68, 2]`` true landmarks (pixels); ``openings``:
     ``[T]`` true jaw opening where the data has it (synthetic), else None; ``codes``: the codes
-    rendered with (``[T, dim]``).
+    rendered with (``[T, dim]``); ``render_fps``: frames rendered per second
+    (:func:`frames_per_second`).
     """
 
     rows: np.ndarray
@@ -95,6 +115,7 @@ class HeldOut:
     landmarks: np.ndarray
     openings: np.ndarray | None
     codes: dict
+    render_fps: float = float("nan")
 
 
 def true_openings(data_kind: str, items: list[dict]) -> np.ndarray | None:
@@ -141,14 +162,17 @@ def render_heldout(
     frames.update(shared)
     for key, value in (replace or {}).items():
         frames[key] = np.asarray(value, np.float32)[: len(rows)]
-    pred = render_frames(renderer, params, frames, codes, batch=batch)
+    timing = []
+    pred = render_frames(renderer, params, frames, codes, batch=batch, timing=timing)
     truth = np.stack([item["image"] for item in items]).astype(np.float32)
     scored = np.ones(len(rows), bool)
     if fitted and len(rows) > 1:
         scored[0] = False
     landmarks = np.stack([item["landmarks"] for item in items]).astype(np.float32)
     openings = true_openings(data_kind, items)
-    return HeldOut(rows, pred, truth, scored, frames, landmarks, openings, codes)
+    return HeldOut(
+        rows, pred, truth, scored, frames, landmarks, openings, codes, frames_per_second(timing)
+    )
 
 
 def face_crop(images: np.ndarray, box) -> np.ndarray:
@@ -175,7 +199,8 @@ def score_heldout(held: list[HeldOut], face_box=None, regions=None) -> dict:
     region a head-crop run is scored on. ``regions`` (full frames: the source's per-row
     ``[N, H, W]`` :func:`jaxhead.data.video_frames.neck_regions`): ``neck_band_psnr`` on the
     head/neck boundary band and ``head_rest_psnr`` on the rest of the head, where a seam between
-    head and torso would make the first far worse than the second."""
+    head and torso would make the first far worse than the second. ``render_fps``: frames
+    rendered per second over the sequences (their compilation left out)."""
     pred = np.concatenate([h.pred[h.scored] for h in held])
     truth = np.concatenate([h.truth[h.scored] for h in held])
     scores = image_lib.image_metrics(pred, truth)
@@ -203,6 +228,7 @@ def score_heldout(held: list[HeldOut], face_box=None, regions=None) -> dict:
         **face,
         **lip_region_summary(lips),
         "frames": scores["frames"],
+        "render_fps": float(np.mean([h.render_fps for h in held])),
     }
 
 
