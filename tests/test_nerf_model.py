@@ -648,3 +648,50 @@ def test_patches_go_to_the_mouth_the_eyes_or_anywhere_and_stay_inside():
     mixed = corners(0.3, 0.1)
     share = np.mean(np.all(np.abs(mixed + 16 - [100, 50]) <= 9, axis=1))
     assert 0.22 < share < 0.4
+
+
+def test_blink_frames_are_the_top_share_and_their_pairs_repeat():
+    from jaxhead.nerf import patches
+
+    blink = np.array([0.1, 0.1, 0.2, 0.9, 0.1, 0.1, 0.1, 0.1, 0.6, 0.1], np.float32)
+    threshold = patches.blink_threshold(blink, 0.2)  # the two largest values stand out
+    assert 0.2 < threshold <= 0.6
+    pairs = np.stack([np.arange(9), np.arange(1, 10)], axis=1)
+    repeats = patches.blink_repeats(blink, pairs, threshold, 4)
+    np.testing.assert_array_equal(np.nonzero(repeats == 4)[0], [2, 3, 7, 8])
+    assert set(repeats.tolist()) == {1, 4}
+    # Off, or a signal without blinks: no frame is a blink frame.
+    assert patches.blink_threshold(blink, 0.0) == np.inf
+    assert patches.blink_threshold(np.full(10, 0.1), 0.2) == np.inf
+    np.testing.assert_array_equal(patches.blink_repeats(blink, pairs, np.inf, 4), np.ones(9))
+    with pytest.raises(ValueError, match="blink_share"):
+        patches.blink_threshold(blink, 1.0)
+    with pytest.raises(ValueError, match="blink_repeat"):
+        patches.blink_repeats(blink, pairs, threshold, 0)
+
+
+def test_a_pair_in_a_blink_looks_at_the_eyes_unless_at_the_mouth():
+    from jaxhead.nerf import step
+
+    landmarks = np.zeros((68, 2), np.float32)
+    landmarks[48:68] = (200.0, 400.0)  # mouth: map (y, x) = (100, 50)
+    landmarks[36:48] = (300.0, 100.0)  # eyes: map (25, 75)
+    pairs = 64
+    setup = step.NeRFSetup(
+        dataclasses.replace(TINY, render_size=(128, 128), upsample=4), {}, 10, 0,
+        patch=(32, 0.3, 0.0), blink_threshold=0.5,
+    )  # fmt: skip
+    blink = np.repeat(np.array([0.9, 0.1] * (pairs // 2), np.float32), 2)  # every other pair
+    frames = {
+        "landmarks": jnp.asarray(np.broadcast_to(landmarks, (2 * pairs, 68, 2))),
+        "blink": jnp.asarray(blink),
+        "intrinsics": jnp.ones((2 * pairs, 4)),
+    }
+    cut = step.cut_patches(setup, frames, pairs, jax.random.key(3))
+    centre = np.asarray(cut["intrinsics"][::2, 2:])  # cx - x0·u: the corner moved the point
+    corner = (1.0 - centre) / 4  # (x0, y0) in feature pixels
+    on_eyes = np.all(np.abs(corner + 16 - [75, 25]) <= 9, axis=1)
+    on_mouth = np.all(np.abs(corner + 16 - [50, 100]) <= 9, axis=1)
+    assert np.all(on_eyes[0::2] | on_mouth[0::2])  # blinking pairs: eyes or mouth, nowhere else
+    assert on_eyes[0::2].mean() > 0.5
+    assert not on_eyes[1::2].any()  # the others never go to the eyes (patch_eyes = 0)

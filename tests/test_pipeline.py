@@ -134,6 +134,23 @@ def test_one_epoch_visits_every_frame_once():
     assert not np.array_equal(order, np.sort(order))
 
 
+def test_repeats_oversample_items_within_each_epoch():
+    arrays = make_arrays([6, 6])
+    source = InMemoryFrameSource(arrays)
+    repeats = np.ones(12, np.int64)
+    repeats[[2, 7]] = 3  # two frames come three times per epoch
+    pipeline = make_pipeline(
+        source, batch_size=2, seed=1, pairs=False, num_epochs=1, repeats=repeats
+    )
+    assert pipeline.steps_per_epoch == 8  # 12 + 2 x 2 extra items
+    rows = np.concatenate([b["sequence"] * 6 + b["frame"] for b in pipeline])
+    np.testing.assert_array_equal(np.bincount(rows, minlength=12), repeats)
+    with pytest.raises(ValueError, match="count >= 1"):
+        make_pipeline(source, batch_size=2, seed=1, pairs=False, repeats=np.zeros(12))
+    with pytest.raises(ValueError, match="every one of the 12 items"):
+        make_pipeline(source, batch_size=2, seed=1, pairs=False, repeats=np.ones(5))
+
+
 def test_unshuffled_pipeline_keeps_source_order():
     arrays = make_arrays([8])
     pipeline = make_pipeline(

@@ -285,6 +285,7 @@ def make_pipeline(
     data_axis_size: int = 1,
     shard: grain.sharding.ShardOptions | None = None,
     validate: bool = True,
+    repeats: np.ndarray | None = None,
 ) -> FramePipeline:
     """A deterministic, resumable, prefetching grain pipeline of batches over `source`.
 
@@ -305,6 +306,8 @@ def make_pipeline(
       shard: which part of the item stream this process reads (grain ShardOptions); default
         `grain.sharding.ShardByJaxProcess(drop_remainder=True)`.
       validate: check every frame against `FRAME_SPEC` (microseconds per frame).
+      repeats: how many times each item (pair, or frame without `pairs`) comes per epoch,
+        `[items]` ints >= 1 (oversampling rare frames, e.g. blinks); None: once each.
 
     Returns:
       A `FramePipeline`. Incomplete final batches are dropped so shapes never change (one
@@ -329,6 +332,14 @@ def make_pipeline(
     local_batch_size = batch_size // shard.shard_count
 
     items = pair_indices(source) if pairs else np.arange(len(source), dtype=np.int64)
+    if repeats is not None:
+        repeats = np.asarray(repeats)
+        if repeats.shape != (len(items),) or (repeats < 1).any():
+            raise ValueError(
+                f"repeats must give every one of the {len(items)} items a count >= 1; got shape "
+                f"{repeats.shape}, minimum {repeats.min() if repeats.size else None}"
+            )
+        items = np.repeat(items, repeats.astype(np.int64), axis=0)
     # Strided shards spread every process over all sequences; cutting them to equal length keeps
     # the processes in lock-step (each yields the same number of batches).
     per_shard = len(items) // shard.shard_count

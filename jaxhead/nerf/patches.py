@@ -9,6 +9,15 @@ centred on the mouth (iBUG-68 points 48-67), with probability ``eyes`` on the ey
 anywhere in the frame. A patch is a frame seen by a camera whose principal point is moved to the
 patch's corner, so the renderer needs nothing else; the two frames of a velocity pair (paper 000
 eq. 7) share one patch.
+
+Blinks: the eyes are closed in ~3 % of a talking-head video's frames (french.mp4: 1.3 % of the
+frames have a blink value above 0.5), so among the ~2500 patch pairs of a CPU run only a handful
+would show a closing eye, and the field learns to ignore its blink input (measured: rendering a
+frame with blink 0 or 1 changed no pixel by more than 0.06). ``config.data.blink_share`` marks
+the training frames with the largest blink values (that share of them, :func:`blink_threshold`)
+as blink frames: their pairs come ``config.data.blink_repeat`` times per epoch (the input
+pipeline's ``repeats``, :func:`blink_repeats`) and centre their patch on the eyes whenever it is
+not on the mouth.
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ def patch_corner(
       landmarks: ``[68, 2]`` ``(x, y)`` pixels of the output image (``map_size * upsample``).
       map_size, patch, upsample: feature-map side, patch side (feature pixels), upsampling.
       mouth, eyes: probabilities of centring the patch on the mouth / the eyes (the rest:
-        uniform over the frame).
+        uniform over the frame); scalars, possibly traced (a blink frame's ``1 - mouth``).
     """
     choose, jitter, anywhere = jax.random.split(key, 3)
     u = jax.random.uniform(choose)
@@ -63,6 +72,30 @@ def patch_corner(
     )  # fmt: skip
     corner = jnp.round(centre - patch / 2).astype(jnp.int32)
     return jnp.clip(corner, 0, map_size - patch)
+
+
+def blink_threshold(blink: np.ndarray, share: float) -> float:
+    """The blink value from which a training frame is a blink frame: the ``1 - share`` quantile
+    of the training frames' ``blink`` ``[N]``; ``inf`` (none) when ``share`` is 0 or the signal
+    never rises above its quantile (a video without blinks: no frame stands out)."""
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"data.blink_share={share} must lie in [0, 1)")
+    blink = np.asarray(blink, np.float64)
+    if share == 0.0 or blink.size == 0:
+        return float("inf")
+    threshold = float(np.quantile(blink, 1.0 - share))
+    return threshold if (blink > threshold).any() else float("inf")
+
+
+def blink_repeats(
+    blink: np.ndarray, pairs: np.ndarray, threshold: float, repeat: int
+) -> np.ndarray:
+    """``[P]`` int64: how many times each frame pair (``pairs`` ``[P, 2]`` row indices of
+    ``blink``) comes per epoch: ``repeat`` when either frame reaches ``threshold``, else 1."""
+    if repeat < 1:
+        raise ValueError(f"data.blink_repeat={repeat} must be at least 1")
+    in_blink = np.asarray(blink)[np.asarray(pairs)].max(axis=1) >= threshold
+    return np.where(in_blink, int(repeat), 1).astype(np.int64)
 
 
 def cut_patch(

@@ -37,9 +37,9 @@ import numpy as np
 from flax import nnx
 
 from jaxhead.data.media import write_video
-from jaxhead.data.pipeline import make_pipeline
+from jaxhead.data.pipeline import make_pipeline, pair_indices
 from jaxhead.nerf import conditions as cond
-from jaxhead.nerf import own_sync
+from jaxhead.nerf import own_sync, patches
 from jaxhead.nerf.config import ADDED_KEYS
 from jaxhead.nerf.heldout import render_heldout, save_grid, score_heldout
 from jaxhead.nerf.perceptual import perceptual_loss_choice
@@ -155,12 +155,19 @@ def build_task(
             params["codes"]["tables"] = {k: jnp.asarray(v) for k, v in constants["ref"].items()}
         return TrainState.create(params, tx)
 
+    repeats = None
+    if int(config.data.get("blink_repeat", 1)) > 1:  # pairs in a blink come more often
+        repeats = patches.blink_repeats(
+            run.tracks["blink"], pair_indices(train_frames), setup.blink_threshold,
+            int(config.data.blink_repeat),
+        )  # fmt: skip
     pipeline = make_pipeline(
         train_frames,
         batch_size=int(config.data.batch_size),
         seed=int(config.seed),
         num_threads=int(config.data.num_threads),
         data_axis_size=mesh.shape["data"],
+        repeats=repeats,
     )
     renderer = Renderer(make_render_fn(graphdefs))
     splits = tuple(config.eval.get("splits", ("val", "val_views")))

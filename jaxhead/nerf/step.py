@@ -52,7 +52,9 @@ class NeRFSetup:
     renderer's ``frames["background"]``.
     ``patch``: ``(P, mouth, eyes)``: train on ``P x P`` patches of the feature map, centred on
     the mouth / the eyes with those probabilities (:mod:`jaxhead.nerf.patches`); ``P = 0``: whole
-    frames.
+    frames. ``blink_threshold``: a pair whose blink value reaches it is in a blink and centres
+    its patch on the eyes whenever not on the mouth (:func:`jaxhead.nerf.patches.blink_threshold`
+    of the training frames; ``inf``: none).
     """
 
     model_config: HeadNeRFConfig
@@ -64,6 +66,7 @@ class NeRFSetup:
     ex_dropout: float = 0.0
     full_frame: bool = False
     patch: tuple[int, float, float] = (0, 0.0, 0.0)
+    blink_threshold: float = float("inf")
 
 
 def model_config_from(
@@ -94,7 +97,8 @@ def make_setup(
     config: ml_collections.ConfigDict, run: RunConditions, lip: LipSource
 ) -> tuple[NeRFSetup, tuple]:
     """``(setup, graphdefs)`` of a NeRF config over its training data's counts (``run``) and
-    its F_lip source (``lip``); nothing is computed from the data here."""
+    its F_lip source (``lip``); from the data only the blink frames' threshold (of the recorded
+    training frames' blink track, so a resumed run finds the same)."""
     sync_dim = lip.dim if lip.kind == "sync" else 0
     model_config = model_config_from(config, run.audio_dim, sync_dim)
     sizes = {"id": run.num_identities, "al": run.num_identities, "ill": run.num_sequences,
@@ -111,6 +115,9 @@ def make_setup(
         patch=(
             int(config.data.get("patch", 0)), float(config.data.get("patch_mouth", 0.0)),
             float(config.data.get("patch_eyes", 0.0)),
+        ),
+        blink_threshold=patches.blink_threshold(
+            run.tracks["blink"], float(config.data.get("blink_share", 0.0))
         ),
     )  # fmt: skip
     if setup.patch[0] and setup.patch[0] > min(model_config.render_size):
@@ -197,14 +204,17 @@ def drop_ex(code_values: dict, table: jax.Array, rate: float, key: jax.Array) ->
 
 def cut_patches(setup: NeRFSetup, frames: dict, pairs: int, key: jax.Array) -> dict:
     """``frames`` (``[2·pairs, ...]``, pair-major) cut to one training patch per pair
-    (:mod:`jaxhead.nerf.patches`; the pair's first frame's landmarks place it)."""
+    (:mod:`jaxhead.nerf.patches`; the pair's first frame's landmarks place it, and a pair in a
+    blink, ``setup.blink_threshold``, looks at the eyes whenever not at the mouth)."""
     size, mouth, eyes = setup.patch
     map_size = min(setup.model_config.render_size)
     upsample = setup.model_config.upsample
     first = frames["landmarks"].reshape((pairs, 2) + frames["landmarks"].shape[1:])[:, 0]
+    blinking = frames["blink"].reshape(pairs, -1).max(axis=1) >= setup.blink_threshold
+    eyes = jnp.where(blinking, 1.0 - mouth, eyes)
     corners = jax.vmap(
-        lambda k, lms: patches.patch_corner(k, lms, map_size, size, upsample, mouth, eyes)
-    )(jax.random.split(key, pairs), first)
+        lambda k, lms, e: patches.patch_corner(k, lms, map_size, size, upsample, mouth, e)
+    )(jax.random.split(key, pairs), first, eyes)
     corners = jnp.repeat(corners, 2, axis=0)
     return jax.vmap(lambda f, c: patches.cut_patch(f, c, size, upsample))(frames, corners)
 
