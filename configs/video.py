@@ -25,6 +25,10 @@ Variants:
 * ``smoke``: 8 frames per split, 16² -> 64², a tiny model, 6 steps; well under a minute on 2 CPU
   cores.
 * ``full``: the GPU-sized model (8x256 field, 64² features -> 512² crop, 64+64 samples).
+* ``frame=full``: the whole 512² frame, head and torso from one field over the static
+  background, trained on patches (docs/video.md), with the hash-grid field (``field=frequency``:
+  NeRF's MLP; docs/fields.md compares them). What ``scripts/avatar.py`` trains.
+* ``field=hash`` / ``field=triplane`` / ``field=frequency``: the point encoding (docs/fields.md).
 
 Evaluation is the held-out end of the video (``val``: self-reconstruction with its true audio,
 pose and blinks); a monocular video has no held-out views. Measured (docs/video.md): french.mp4,

@@ -2,7 +2,7 @@
 
     python scripts/avatar.py VIDEO --workdir runs/me [--val_seconds 10] [--audio new.wav]
     python scripts/avatar.py VIDEO --workdir runs/me \\
-        --config configs/video.py:frame=full,field=hash --config.train.steps=2000 \\
+        --config configs/video.py:frame=full,field=frequency --config.train.steps=2000 \\
         --mediapipe_python .venv-mediapipe/bin/python
 
 Preprocessing (MediaPipe from --mediapipe_python or $JAXHEAD_MEDIAPIPE_PYTHON), the speaker's

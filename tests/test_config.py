@@ -25,3 +25,16 @@ def test_base_config_blocks_and_lock():
         config.no_such_key = 1
     config.train.steps = 9  # existing fields stay overridable
     assert config.train.steps == 9
+
+
+def test_whole_frames_default_to_the_hash_grid_and_the_crop_to_the_mlp():
+    from jaxhead.nerf.config import video_config, voca_config
+
+    assert video_config("frame=full").model.encoding == "hash"
+    assert video_config("frame=full,field=frequency").model.encoding == "frequency"
+    assert video_config(None).model.encoding == "frequency"
+    assert video_config("field=triplane").model.encoding == "triplane"
+    assert voca_config(None).model.encoding == "frequency"
+    full = video_config("frame=full")
+    assert full.data.blink_share > 0 and full.data.blink_repeat > 1
+    assert video_config(None).data.blink_repeat == 1

@@ -347,10 +347,10 @@ def nerf_config(
     return config
 
 
-def _variant(arg: str | None, **extra) -> tuple:
-    """``(size, field, *extra)`` of a variant string: ``smoke`` / ``full``, ``field=hash`` & co,
-    and the caller's ``extra`` keys (with their defaults)."""
-    variant = parse_arg(arg, smoke=False, full=False, field="frequency", **extra)
+def _variant(arg: str | None, field: str = "frequency", **extra) -> tuple:
+    """``(size, field, *extra)`` of a variant string: ``smoke`` / ``full``, ``field=hash`` & co
+    (default ``field``), and the caller's ``extra`` keys (with their defaults)."""
+    variant = parse_arg(arg, smoke=False, full=False, field=field, **extra)
     if variant.smoke and variant.full:
         raise ValueError("choose one of the variants smoke and full")
     size = "smoke" if variant.smoke else "full" if variant.full else "cpu"
@@ -380,10 +380,13 @@ def video_config(arg: str | None = None) -> ml_collections.ConfigDict:
     composited over the video's static background at 512² (a 128² feature map on the CPU size,
     64² for ``full``; smoke: 32² -> 128²), trained on patches of a quarter of the map's side
     (``data.patch``; ``full`` renders whole frames), the sampling sphere widened to the frame's
-    corners at the head's depth."""
-    size, field, frame = _variant(arg, frame="crop")
+    corners at the head's depth; the hash-grid field unless ``field=`` says otherwise."""
+    size, field, frame = _variant(arg, field="", frame="crop")
     if frame not in ("crop", "full"):
         raise ValueError(f"frame={frame!r}: use frame=crop (the head crop) or frame=full")
+    # Whole frames default to the hash grid: on french.mp4 it passed the MLP's final held-out
+    # PSNR within its first 500 steps (docs/fields.md); the head crop keeps NeRF's MLP.
+    field = field or ("hash" if frame == "full" else "frequency")
     # One video is one identity and one sequence: C_ill would be a single constant vector (and
     # would have to be re-fitted on the held-out part), so it is dropped. The frames are scaled so
     # the crop's half side at the head is data.scene_radius (0.2): the bounding sphere holds what
