@@ -170,3 +170,48 @@ def test_full_frame_smoke_run_scores_frame_and_face_and_drives(tmp_path, monkeyp
     speech = (0.3 * np.sin(2 * np.pi * 220 * np.arange(8000) / 16000)).astype(np.float32)
     frames = render_video.drive(trained, speech)
     assert frames.shape == (12, 128, 128, 3) and np.isfinite(frames).all()
+
+
+def test_blink_control_renders_open_and_closed_and_compares_the_eye_aspect_ratios(monkeypatch):
+    """The renders' EAR with the blink input at 0 and at the training frames' largest value,
+    against the true frames' closure (a fake renderer whose eyes close with the input and a
+    fake Face Mesh reading the eye opening off the image)."""
+    import types
+
+    from jaxhead.face import LEFT_EYE, RIGHT_EYE
+
+    def points(opening):  # an eye 1 wide whose lids are `opening` apart (EAR = opening)
+        p = np.zeros((478, 3))
+        for eye in (RIGHT_EYE, LEFT_EYE):
+            p[eye] = [[0, 0, 0], [0.25, -opening / 2, 0], [0.75, -opening / 2, 0],
+                      [1, 0, 0], [0.75, opening / 2, 0], [0.25, opening / 2, 0]]  # fmt: skip
+        return p
+
+    def fake_render(trained, source, rows, replace):
+        opening = 0.3 * (1.0 - replace["blink"])  # the input closes the eyes linearly
+        return types.SimpleNamespace(
+            pred=np.broadcast_to(opening[:, None, None, None], (len(rows), 2, 2, 3))
+        )
+
+    monkeypatch.setattr(evaluate, "render_sequence", fake_render)
+    monkeypatch.setattr(
+        evaluate,
+        "face_mesh",
+        lambda frames, python=None: np.stack([points(f[0, 0, 0]) for f in frames]),
+    )
+    trained = types.SimpleNamespace(
+        run=types.SimpleNamespace(tracks={"blink": np.array([0.1, 0.5, 0.2], np.float32)})
+    )
+    held = types.SimpleNamespace(rows=np.arange(20))
+    truth = [np.stack([points(v) for v in [0.3] * 18 + [0.06, 0.3]])]
+    out = evaluate._blink_control(trained, None, held, truth, None)
+    assert out["frames"] == evaluate.BLINK_CONTROL_FRAMES and out["blink_input"] == 0.5
+    assert out["rendered_ear_open"] == pytest.approx(0.3)
+    assert out["rendered_ear_closed"] == pytest.approx(0.15)
+    assert out["closure"] == pytest.approx(0.5)
+    assert out["truth_closure"] == pytest.approx(0.8)  # 1 - 0.06 / 0.3
+    # No face in the renders: not computed, never a number.
+    monkeypatch.setattr(
+        evaluate, "face_mesh", lambda frames, python=None: np.full((len(frames), 478, 3), np.nan)
+    )
+    assert evaluate._blink_control(trained, None, held, truth, None)["closure"] is None

@@ -178,10 +178,14 @@ def evaluate_split(trained: Trained, split: str, suite: Suite, traces: dict | No
         reason = str(error)
         result["lmd"] = not_computed("lmd", reason)
         blinks["rendered_ear"] = not_computed("blinks_per_second", reason)
+        result["blink_control"] = not_computed("closure", reason)
         result["sync"] = not_computed("confidence", reason)
     else:
         result["lmd"] = _lmd(held, pred_points, truth_points, suite.pose_from)
         blinks.update(_ear_blinks(held, pred_points, truth_points, fps))
+        result["blink_control"] = _blink_control(
+            trained, source, held[0], truth_points, suite.mediapipe_python
+        )
         result["sync"] = _sync(
             config, held, audios, pred_points, truth_points, suite.sync_workdir, fps, split
         )
@@ -228,6 +232,41 @@ def _ear_blinks(held, pred_points, truth_points, fps) -> dict:
         except ValueError as error:
             out[name] = not_computed("blinks_per_second", str(error))
     return out
+
+
+BLINK_CONTROL_FRAMES = 8
+
+
+def _blink_control(trained: Trained, source, held, truth_points, mediapipe_python) -> dict:
+    """Paper 001 fig. 7, measured: the first :data:`BLINK_CONTROL_FRAMES` frames of a held-out
+    sequence rendered with the blink input at 0 (open) and at the largest value of the training
+    frames (the most closed the eyes were seen), and the Face Mesh eye-aspect ratio (EAR) of
+    both. ``closure = 1 - EAR_closed / EAR_open``: 0 when the input does nothing, about
+    ``truth_closure`` (from the true held-out frames: their least EAR against their 90th
+    percentile, :func:`jaxhead.face.blink_from_ear`'s open reference) when it closes the eyes as
+    far as the person does."""
+    rows = held.rows[:BLINK_CONTROL_FRAMES]
+    closed = float(np.max(trained.run.tracks["blink"]))
+    ears = {}
+    for name, value in (("open", 0.0), ("closed", closed)):
+        blink = np.full(len(rows), value, np.float32)
+        frames = render_sequence(trained, source, rows, replace={"blink": blink}).pred
+        ear = eye_aspect_ratio(face_mesh(frames, mediapipe_python))
+        ears[name] = float(np.nanmean(ear)) if np.isfinite(ear).any() else float("nan")
+    truth = eye_aspect_ratio(np.concatenate(truth_points))
+    if not np.isfinite(truth).any() or not all(np.isfinite(v) for v in ears.values()):
+        return not_computed("closure", "Face Mesh found no face in the rendered or true frames")
+    truth_open = float(np.nanpercentile(truth, 90))
+    return {
+        "blink_input": closed,
+        "frames": len(rows),
+        "rendered_ear_open": ears["open"],
+        "rendered_ear_closed": ears["closed"],
+        "closure": 1.0 - ears["closed"] / ears["open"],
+        "truth_ear_open": truth_open,
+        "truth_ear_min": float(np.nanmin(truth)),
+        "truth_closure": 1.0 - float(np.nanmin(truth)) / truth_open,
+    }
 
 
 def _sync(config, held, audios, pred_points, truth_points, sync_workdir, fps, split) -> dict:
