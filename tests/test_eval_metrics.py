@@ -188,3 +188,15 @@ def test_write_report_merges_and_marks_not_computed(tmp_path):
     assert merged["val"]["lpips"] == {"lpips": 0.2, "net": "alex"}
     assert "| val.lpips.lpips | 0.2000 |" in (tmp_path / "eval.md").read_text()
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_image_metrics_in_chunks_equal_one_call():
+    from jaxhead.eval import image as image_lib
+
+    rng = np.random.default_rng(0)
+    truth = rng.random((37, 16, 16, 3), np.float32)  # 3 chunks of 16, the last partial
+    pred = np.clip(truth + 0.05 * rng.standard_normal(truth.shape), 0, 1).astype(np.float32)
+    scores = image_lib.image_metrics(pred, truth)
+    assert scores["frames"] == 37
+    assert scores["psnr"] == pytest.approx(float(np.mean(image_lib.psnr(pred, truth))), abs=1e-4)
+    assert scores["ssim"] == pytest.approx(float(np.mean(image_lib.ssim(pred, truth))), abs=1e-5)
