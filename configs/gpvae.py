@@ -12,7 +12,10 @@ Data: by default the synthetic dataset's ground-truth pose/blink (generated once
 8 subjects x 6 sentences x 12 s, each subject's last sentence held out by the split every stage
 shares); ``--config.data.root=DIR`` reads an existing
 synthetic folder; ``--config.data.source=files --config.data.paths="('a.mat', 'b.json')"`` reads
-real pose sequences (AD-NeRF transforms, Deep3DFaceRecon .mat, AniPortrait .npy).
+real pose sequences (AD-NeRF transforms, Deep3DFaceRecon .mat, AniPortrait .npy);
+``--config.data.source=videos --config.data.paths="('DIR/a', 'DIR/b', 'DIR/c')"
+--config.data.heldout_groups="('c',)"`` reads folders of scripts/preprocess.py (pose, real blinks,
+audio) and evaluates on speaker ``c``, never trained on.
 
 Expected: default ~10 min on 2 CPU cores (3000 steps), eval.json d_rot / d_pos in percent (one
 window after a true BOP; the hold-last-frame baseline alongside) and the long-horizon
@@ -41,16 +44,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     config.data = ml_collections.ConfigDict(
         {
-            "source": "synthetic",  # synthetic | files
+            "source": "synthetic",  # synthetic | files | videos
             "root": "",  # synthetic VOCASET folder; "" generates `synthetic` once into the cache
             "synthetic": {"identities": 8, "sequences": 6, "seconds": 12.0, "seed": 0},
-            "paths": (),  # source=files: pose files (.json AD-NeRF, .mat Deep3D, .npy AniPortrait)
+            # files: pose files (.json AD-NeRF, .mat Deep3D, .npy AniPortrait); videos: folders
+            # written by scripts/preprocess.py (pose, blink, audio; the folder name is the speaker)
+            "paths": (),
+            "max_gap_frames": 5,  # videos: faceless gaps up to this are interpolated, longer split
             "fps": 25.0,
             "window": 32,  # T frames per training window
             "bop": 8,  # τ beginning-of-pose frames
             "batch_size": 32,
             "held_out": 1,  # synthetic: sentences per subject held out for eval
-            "held_out_fraction": 0.2,  # files: tail of every sequence held out
+            # files / videos: speakers (folder names, pose-file stems) held out whole for eval;
+            # none named: the last held_out_fraction of every sequence is held out
+            "heldout_groups": (),
+            "held_out_fraction": 0.2,
         }
     )
     config.model = ml_collections.ConfigDict(

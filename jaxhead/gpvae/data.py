@@ -16,6 +16,14 @@ Sources (``config.data.source``):
   coefficients (:func:`read_deep3d_mat`, also MEAD's), AniPortrait ``pose_temp.npy``
   (:func:`read_aniportrait_pose`). They carry no blink signal and no aligned audio; they serve to
   pre-train the VAE (the cross-modal encoder then sees zero audio).
+* ``videos``: folders written by ``scripts/preprocess.py`` named in ``data.paths``
+  (:func:`read_video_folder`): head pose from ``pose.npz``'s camera-to-head matrices, the real
+  blink signal ``blink.npy`` and per-frame audio features of ``aud.wav``; the folder's name is
+  the speaker (``group``).
+
+Held-out split (:func:`load_sequences`): synthetic, each subject's last sentences; files and
+videos, the speakers named in ``data.heldout_groups`` whole, or (none named) the last
+``data.held_out_fraction`` of every sequence.
 """
 
 from __future__ import annotations
@@ -30,11 +38,18 @@ from collections.abc import Sequence
 import grain
 import jax
 import numpy as np
-from scipy.spatial.transform import Rotation
+from scipy.spatial.transform import Rotation, Slerp
 
 from jaxhead.audio import frontend, spectral
-from jaxhead.audio.io import resample
+from jaxhead.audio.io import load_audio, resample
 from jaxhead.data import synthetic
+from jaxhead.data.errors import (
+    CorruptFileError,
+    DatasetError,
+    FeatureShapeError,
+    MissingFileError,
+    NonFiniteError,
+)
 from jaxhead.data.voca import load_voca
 
 log = logging.getLogger(__name__)
@@ -111,8 +126,7 @@ def _sequence(name, pose, group, fps, src_fps) -> PoseSequence:
 def read_adnerf_transforms(path: str | os.PathLike, fps: float = 25.0) -> PoseSequence:
     """AD-NeRF ``transforms_*.json``: per-frame 4x4 camera-to-head matrices at 25 fps.
 
-    AD-NeRF keeps the head fixed and moves the camera; the head pose in the camera frame is the
-    inverse, ``R = Rc2wᵀ``, ``t = −Rc2wᵀ t_c2w``, returned as axis-angle + translation.
+    The matrices are inverted to head poses by :func:`head_pose_from_c2w`.
     """
     path = pathlib.Path(path)
     try:
@@ -122,10 +136,19 @@ def read_adnerf_transforms(path: str | os.PathLike, fps: float = 25.0) -> PoseSe
         raise ValueError(f"{path}: not an AD-NeRF transforms file ({err})") from None
     if c2w.ndim != 3 or c2w.shape[1:] != (4, 4):
         raise ValueError(f"{path}: transform_matrix entries must be 4x4, got {c2w.shape[1:]}")
+    return _sequence(str(path), head_pose_from_c2w(c2w), path.stem, fps, 25.0)
+
+
+def head_pose_from_c2w(c2w: np.ndarray) -> np.ndarray:
+    """Head pose ``[N, 6]`` (axis-angle, translation) from camera-to-head matrices ``[N, 4, 4]``.
+
+    AD-NeRF (and ``scripts/preprocess.py``) keep the head fixed and move the camera; the head pose
+    in the camera frame is the inverse, ``R = Rc2wᵀ``, ``t = −Rc2wᵀ t_c2w``.
+    """
+    c2w = np.asarray(c2w, np.float64)
     rot_t = np.swapaxes(c2w[:, :3, :3], 1, 2)
     trans = -np.einsum("nij,nj->ni", rot_t, c2w[:, :3, 3])
-    pose = np.concatenate([Rotation.from_matrix(rot_t).as_rotvec(), trans], -1)
-    return _sequence(str(path), pose, path.stem, fps, 25.0)
+    return np.concatenate([Rotation.from_matrix(rot_t).as_rotvec(), trans], -1)
 
 
 def read_deep3d_mat(path: str | os.PathLike, fps: float = 25.0) -> PoseSequence:
@@ -174,6 +197,153 @@ def read_pose_file(path: str | os.PathLike, fps: float = 25.0) -> PoseSequence:
     return readers.get(path.suffix, read_aniportrait_pose)(path, fps)
 
 
+PREPROCESS_COMMAND = "scripts/preprocess.py VIDEO --out DIR"
+
+
+def read_video_folder(
+    folder: str | os.PathLike, fps: float = 25.0, max_gap_frames: int = 5
+) -> list[PoseSequence]:
+    """The pose, blink and audio sequences of one ``scripts/preprocess.py`` folder.
+
+    Reads ``pose.npz`` (``c2w [N, 4, 4]``, inverted to head poses by :func:`head_pose_from_c2w`,
+    the AD-NeRF reader's convention), ``blink.npy [N]`` (eyelid closure in [0, 1]),
+    ``valid.npy [N]`` (frame has a face) and ``aud.wav`` (per-frame features by
+    :func:`audio_frame_features` over the whole clip, so every part of it shares one
+    normalisation). The frame rate is ``transforms_train.json``'s ``fps`` (25 when absent) and
+    must equal ``fps``.
+
+    Frames without a face: their pose and blink are not measured (the preprocessing writes a
+    blink of 0 there). Gaps of at most ``max_gap_frames`` frames between two frames with a face
+    are interpolated (rotation by slerp, translation and blink linearly); at a longer gap the
+    sequence is split, and faceless frames at the start and the end are dropped. Each part is one
+    :class:`PoseSequence` named ``folder[start:stop]`` (the plain folder when it is the whole
+    clip); ``group`` is the folder's name (the speaker).
+
+    Raises:
+      DatasetError: a missing or unreadable file, per-frame arrays of different lengths, audio
+        whose duration does not match the frames, a frame rate other than ``fps``, no face at all.
+    """
+    folder = pathlib.Path(folder).expanduser()
+    produced_by = PREPROCESS_COMMAND.replace("DIR", str(folder))
+    if not folder.is_dir():
+        raise MissingFileError(
+            folder, produced_by, why="config.data.paths must name folders of scripts/preprocess.py"
+        )
+    for name in ("pose.npz", "blink.npy", "valid.npy", "aud.wav"):
+        if not (folder / name).is_file():
+            raise MissingFileError(folder / name, produced_by)
+    source_fps = _folder_fps(folder, produced_by)
+    if abs(source_fps - fps) > 1e-6:
+        raise DatasetError(
+            folder / "transforms_train.json",
+            f"the frames are at {source_fps:g} fps but config.data.fps is {fps:g}.",
+            f"set --config.data.fps={source_fps:g}, or preprocess the video with --fps {fps:g}.",
+        )
+    try:
+        with np.load(folder / "pose.npz") as pose_file:
+            c2w = np.asarray(pose_file["c2w"], np.float64)
+    except (OSError, KeyError, ValueError) as err:
+        raise CorruptFileError(folder / "pose.npz", f"no c2w array ({err})", produced_by) from None
+    if c2w.ndim != 3 or c2w.shape[1:] != (4, 4):
+        raise FeatureShapeError(folder / "pose.npz", c2w.shape, "c2w [N, 4, 4]", produced_by)
+    num = len(c2w)
+    blink = _load_frames(folder / "blink.npy", num, produced_by).astype(np.float64)
+    valid = _load_frames(folder / "valid.npy", num, produced_by).astype(bool)
+    if not valid.any():
+        raise DatasetError(folder / "valid.npy", "no frame has a face.", "use another video.")
+    for path, values in ((folder / "pose.npz", c2w), (folder / "blink.npy", blink)):
+        bad = ~np.isfinite(values[valid].reshape(int(valid.sum()), -1)).all(-1)
+        if bad.any():
+            first = int(np.flatnonzero(valid)[np.argmax(bad)])
+            raise NonFiniteError(path, int(bad.sum()), first, f"re-create it with {produced_by}.")
+
+    audio, _ = load_audio(folder / "aud.wav", 16_000)
+    audio_frames = len(audio) / 16_000 * fps
+    if abs(audio_frames - num) > 1.0:
+        raise DatasetError(
+            folder / "aud.wav",
+            f"lasts {len(audio) / 16_000:.3f} s = {audio_frames:.1f} frames at {fps:g} fps, but "
+            f"pose.npz has {num} frames.",
+            f"the audio and the frames come from different videos or runs; preprocess the video "
+            f"again into a new folder ({PREPROCESS_COMMAND}).",
+        )
+    features = audio_frame_features(audio, 16_000, num, fps)
+
+    pose = np.full((num, 6), np.nan)
+    pose[valid] = head_pose_from_c2w(c2w[valid])
+    parts = _face_segments(valid, max_gap_frames)
+    out = []
+    for start, stop in parts:
+        seg_pose, seg_blink = _fill_gaps(pose[start:stop], blink[start:stop], valid[start:stop])
+        name = str(folder) if (start, stop) == (0, num) else f"{folder}[{start}:{stop}]"
+        out.append(
+            PoseSequence(
+                name,
+                seg_pose.astype(np.float32),
+                seg_blink.astype(np.float32),
+                features[start:stop],
+                folder.name,
+            )
+        )
+    filled = sum(int((~valid[a:b]).sum()) for a, b in parts)
+    if filled or len(parts) > 1:
+        log.info(
+            "%s: %d frames without a face; %d interpolated, %d part(s)",
+            folder, int((~valid).sum()), filled, len(parts),
+        )  # fmt: skip
+    return out
+
+
+def _folder_fps(folder: pathlib.Path, produced_by: str) -> float:
+    """``fps`` of ``transforms_train.json`` (AD-NeRF's files have none: 25)."""
+    path = folder / "transforms_train.json"
+    if not path.is_file():
+        return 25.0
+    try:
+        return float(json.loads(path.read_text()).get("fps", 25.0))
+    except (OSError, ValueError, TypeError, AttributeError) as err:
+        raise CorruptFileError(path, str(err), produced_by) from None
+
+
+def _load_frames(path: pathlib.Path, num: int, produced_by: str) -> np.ndarray:
+    """A per-frame ``[N]`` array; its length must be ``num`` (pose.npz's frames)."""
+    try:
+        values = np.load(path)
+    except (OSError, ValueError) as err:
+        raise CorruptFileError(path, str(err), produced_by) from None
+    if values.shape != (num,):
+        raise FeatureShapeError(
+            path, values.shape, f"[{num}] (one value per frame of pose.npz)", produced_by
+        )
+    return values
+
+
+def _face_segments(valid: np.ndarray, max_gap: int) -> list[tuple[int, int]]:
+    """``[(start, stop)]`` frame ranges that start and end with a face and have no gap of faceless
+    frames longer than ``max_gap``."""
+    idx = np.flatnonzero(valid)
+    if idx.size == 0:
+        return []
+    cut = np.flatnonzero(np.diff(idx) > max_gap + 1)
+    starts = np.concatenate([idx[:1], idx[cut + 1]])
+    stops = np.concatenate([idx[cut] + 1, idx[-1:] + 1])
+    return [(int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
+
+
+def _fill_gaps(
+    pose: np.ndarray, blink: np.ndarray, valid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pose ``[N, 6]`` and blink ``[N]`` with the faceless frames interpolated from the frames with
+    a face (rotation by slerp, translation and blink linearly); ``valid[0]`` and ``valid[-1]``."""
+    if valid.all():
+        return pose, blink
+    t = np.arange(len(valid))
+    keys = np.flatnonzero(valid)
+    rotation = Slerp(keys, Rotation.from_rotvec(pose[keys, :3]))(t).as_rotvec()
+    trans = np.stack([np.interp(t, keys, pose[keys, c]) for c in range(3, 6)], -1)
+    return np.concatenate([rotation, trans], -1), np.interp(t, keys, blink[keys])
+
+
 def load_synthetic(root: str | os.PathLike, fps: float = 25.0) -> list[PoseSequence]:
     """All sentences of a synthetic VOCASET folder with ground-truth factors and audio."""
     voca = load_voca(root)
@@ -213,11 +383,18 @@ def load_sequences(data) -> tuple[list[PoseSequence], list[PoseSequence]]:
     """``(train, held_out)`` sequences from ``config.data`` (see the module docstring).
 
     Synthetic: each subject's last ``data.held_out`` sentences are held out
-    (:func:`jaxhead.data.synthetic.split`, the policy every stage shares). Files: the last
-    ``data.held_out_fraction`` of every sequence is held out.
+    (:func:`jaxhead.data.synthetic.split`, the policy every stage shares). Files and videos: the
+    speakers (``group``) named in ``data.heldout_groups`` are held out whole and never trained
+    on; with none named, the last ``data.held_out_fraction`` of every sequence is held out.
     """
     fps = float(data.fps)
+    heldout_groups = tuple(data.get("heldout_groups", ()))
     if data.source == "synthetic":
+        if heldout_groups:
+            raise ValueError(
+                "config.data.heldout_groups applies to data.source='files' or 'videos'; the "
+                "synthetic data holds out each subject's last sentences (config.data.held_out)"
+            )
         sequences = load_synthetic(synthetic_root(data), fps)
         by_name = {seq.name: seq for seq in sequences}
         sentences: dict[str, list[str]] = {}
@@ -230,17 +407,55 @@ def load_sequences(data) -> tuple[list[PoseSequence], list[PoseSequence]]:
         train = [by_name[f"{s}/{q}"] for s, q in parts["train"]]
         held = [by_name[f"{s}/{q}"] for s, q in parts["heldout_sentences"]]
         return train, held
+    if data.source not in ("files", "videos"):
+        raise ValueError(
+            f"unknown config.data.source {data.source!r}; use 'synthetic', 'files' or 'videos'"
+        )
+    if not data.paths:
+        what = "pose files" if data.source == "files" else "folders of scripts/preprocess.py"
+        raise ValueError(f"config.data.source={data.source!r} needs config.data.paths ({what})")
     if data.source == "files":
-        if not data.paths:
-            raise ValueError("config.data.source='files' needs config.data.paths (pose files)")
-        train, held = [], []
-        for path in data.paths:
-            seq = read_pose_file(path, fps)
-            cut = int(round(len(seq) * (1.0 - data.held_out_fraction)))
-            train.append(_slice(seq, 0, cut))
-            held.append(_slice(seq, cut, len(seq)))
-        return train, held
-    raise ValueError(f"unknown config.data.source {data.source!r}; use 'synthetic' or 'files'")
+        sequences = [read_pose_file(path, fps) for path in data.paths]
+    else:
+        max_gap = int(data.get("max_gap_frames", 5))
+        if max_gap < 0:
+            raise ValueError(f"config.data.max_gap_frames={max_gap}; use 0 or more")
+        sequences = [s for path in data.paths for s in read_video_folder(path, fps, max_gap)]
+    if heldout_groups:
+        return split_by_group(sequences, heldout_groups)
+    train, held = [], []
+    for seq in sequences:
+        cut = int(round(len(seq) * (1.0 - data.held_out_fraction)))
+        train.append(_slice(seq, 0, cut))
+        held.append(_slice(seq, cut, len(seq)))
+    return train, held
+
+
+def split_by_group(
+    sequences: Sequence[PoseSequence], heldout_groups: Sequence[str]
+) -> tuple[list[PoseSequence], list[PoseSequence]]:
+    """``(train, held_out)``: every sequence of the ``heldout_groups`` (speakers) is held out.
+
+    Raises:
+      ValueError: a name that no sequence has (the known ones are listed), or no speaker left
+        for training.
+    """
+    known = sorted({seq.group for seq in sequences})
+    unknown = [g for g in heldout_groups if g not in known]
+    if unknown:
+        raise ValueError(
+            f"config.data.heldout_groups names {unknown}, which are not speakers of "
+            f"config.data.paths; the speakers are {known} (a video folder's name, a pose file's "
+            "stem)"
+        )
+    train = [seq for seq in sequences if seq.group not in heldout_groups]
+    held = [seq for seq in sequences if seq.group in heldout_groups]
+    if not train:
+        raise ValueError(
+            f"config.data.heldout_groups={list(heldout_groups)} holds out every speaker of "
+            "config.data.paths; leave at least one for training"
+        )
+    return train, held
 
 
 def _slice(seq: PoseSequence, start: int, stop: int) -> PoseSequence:

@@ -30,6 +30,10 @@ from jaxhead.train.optim import make_optimizer
 
 PyTree = Any
 
+# Keys the GP-VAE config gained after runs existed, with the value their absence meant: older
+# runs resume (jaxhead.train.workdir.config_differences).
+ADDED_KEYS = {"data.heldout_groups": (), "data.max_gap_frames": 5}
+
 
 def build_task(config: ml_collections.ConfigDict, mesh) -> loop.Task:
     """The stage's :class:`loop.Task` (see the module docstring)."""
@@ -82,8 +86,8 @@ def build_task(config: ml_collections.ConfigDict, mesh) -> loop.Task:
         results = evaluate_generation(generator, state, eval_seqs, config)
         if pretrained is not None:  # the same evaluation with the pre-trained E_ah, for comparison
             before = evaluate_generation(generator, init_fn(), eval_seqs, config)
-            keys = ["d_rot", "d_pos", "d_rot_long", "d_pos_long", "blinks_per_s_generated",
-                    "diversity", "motion_ratio"]  # fmt: skip
+            keys = ["d_rot", "d_pos", "d_rot_long", "d_pos_long", "velocity_ratio",
+                    "blinks_per_s_generated", "diversity", "motion_ratio"]  # fmt: skip
             results["before_finetune"] = {k: before[k] for k in keys}
             results["init_from"] = str(config.finetune.init_from)
         return results
@@ -161,4 +165,4 @@ def _pretrained(config: ml_collections.ConfigDict) -> Pretrained | None:
 
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike):
     """Trains (or resumes) the stage in ``workdir``; returns the final state."""
-    return loop.train(config, workdir, build_task)
+    return loop.train(config, workdir, build_task, added_keys=ADDED_KEYS)

@@ -1,0 +1,200 @@
+"""The GP-VAE's ``videos`` source (folders of scripts/preprocess.py) and the speaker split, on
+small preprocessed folders the tests write themselves."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import ml_collections
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from jaxhead.audio.io import save_wav
+from jaxhead.data.errors import DatasetError, FeatureShapeError, MissingFileError
+from jaxhead.gpvae import data as data_lib
+from jaxhead.gpvae import stage
+from jaxhead.train.workdir import config_differences, config_to_json
+
+FPS = 25
+
+
+def head_motion(num, seed=0):
+    """Known head poses ``[num, 6]``: slow rotations (rad) and translations (m)."""
+    t = np.arange(num) / FPS
+    rng = np.random.default_rng(seed)
+    phase = rng.uniform(0, 2 * np.pi, 6)
+    amp = np.array([0.2, 0.3, 0.1, 0.01, 0.01, 0.02])
+    offset = np.array([0.0, 0.0, 0.0, 0.0, 0.0, -0.5])
+    return offset + amp * np.sin(2 * np.pi * 0.3 * t[:, None] + phase)
+
+
+def write_folder(
+    root: pathlib.Path,
+    name: str,
+    num: int = 100,
+    *,
+    seed: int = 0,
+    valid: np.ndarray | None = None,
+    audio_frames: float | None = None,
+) -> tuple[pathlib.Path, np.ndarray, np.ndarray]:
+    """A minimal preprocessed folder; returns it, the true head poses and the blink signal.
+
+    ``c2w`` is the camera-to-head matrix, the inverse of the head pose (as preprocess writes it);
+    frames without a face get NaN matrices and blink 0 (what the reader must not use).
+    """
+    folder = root / name
+    folder.mkdir(parents=True)
+    pose = head_motion(num, seed)
+    rot = Rotation.from_rotvec(pose[:, :3]).as_matrix()
+    c2w = np.tile(np.eye(4), (num, 1, 1))
+    c2w[:, :3, :3] = np.swapaxes(rot, 1, 2)
+    c2w[:, :3, 3] = -np.einsum("nji,nj->ni", rot, pose[:, 3:])
+    blink = np.zeros(num, np.float32)
+    blink[10:14] = 1.0
+    blink[60:63] = 0.8
+    valid = np.ones(num, bool) if valid is None else valid
+    c2w[~valid] = np.nan
+    np.savez(folder / "pose.npz", c2w=c2w.astype(np.float32), focal=600.0)
+    np.save(folder / "blink.npy", np.where(valid, blink, 0.0).astype(np.float32))
+    np.save(folder / "valid.npy", valid)
+    samples = int(round((num if audio_frames is None else audio_frames) / FPS * 16_000))
+    t = np.arange(samples) / 16_000
+    wave = 0.3 * np.sin(2 * np.pi * (150 + 40 * seed) * t) * (1 + np.sin(2 * np.pi * 3 * t))
+    save_wav(folder / "aud.wav", wave.astype(np.float32))
+    (folder / "transforms_train.json").write_text(json.dumps({"fps": FPS, "frames": []}))
+    return folder, pose, blink
+
+
+def videos_config(paths, **overrides):
+    data = ml_collections.ConfigDict(
+        {
+            "source": "videos",
+            "paths": tuple(str(p) for p in paths),
+            "fps": 25.0,
+            "max_gap_frames": 5,
+            "heldout_groups": (),
+            "held_out_fraction": 0.2,
+        }
+    )
+    data.update(overrides)
+    return data
+
+
+# --- the reader ------------------------------------------------------------------------------
+
+
+def test_video_folder_pose_round_trip_blink_and_audio(tmp_path):
+    folder, pose, blink = write_folder(tmp_path, "anna")
+    (seq,) = data_lib.read_video_folder(folder)
+    assert seq.group == "anna" and seq.name == str(folder)
+    # c2w = inverse head pose: the reader gives the known rotations and translations back.
+    np.testing.assert_allclose(seq.pose, pose, atol=2e-5)
+    np.testing.assert_allclose(seq.blink, blink)
+    assert seq.audio.shape == (100, data_lib.AUDIO_DIM) and np.all(np.isfinite(seq.audio))
+    assert seq.features.shape == (100, data_lib.FEATURE_DIM)
+    # The same convention as the AD-NeRF transforms reader on the same matrices.
+    c2w = np.load(folder / "pose.npz")["c2w"]
+    frames = [{"transform_matrix": m.tolist()} for m in c2w]
+    (tmp_path / "transforms.json").write_text(json.dumps({"frames": frames}))
+    adnerf = data_lib.read_adnerf_transforms(tmp_path / "transforms.json")
+    np.testing.assert_allclose(seq.pose, adnerf.pose, atol=1e-6)
+
+
+def test_video_folder_interpolates_short_gaps_and_splits_at_long_ones(tmp_path):
+    valid = np.ones(100, bool)
+    valid[:2] = False  # leading: dropped
+    valid[40:43] = False  # 3 frames <= max_gap 5: interpolated
+    valid[70:80] = False  # 10 frames: the sequence is split
+    valid[98:] = False  # trailing: dropped
+    folder, pose, blink = write_folder(tmp_path, "bo", valid=valid)
+    blink[41] = 0.9  # a value the reader never sees (the frame has no face)
+    first, second = data_lib.read_video_folder(folder, max_gap_frames=5)
+    assert first.name == f"{folder}[2:70]" and second.name == f"{folder}[80:98]"
+    assert first.group == second.group == "bo"
+    np.testing.assert_allclose(first.pose[:38], pose[2:40], atol=2e-5)
+    np.testing.assert_allclose(second.pose, pose[80:98], atol=2e-5)
+    # Frames 40-42 from their neighbours 39 and 43: translation and blink linearly, rotation by
+    # slerp (≈ linear in axis-angle for these small steps).
+    w = np.array([1, 2, 3]) / 4
+    lerp = (1 - w)[:, None] * pose[39] + w[:, None] * pose[43]
+    np.testing.assert_allclose(first.pose[38:41, 3:], lerp[:, 3:], atol=1e-6)
+    np.testing.assert_allclose(first.pose[38:41, :3], lerp[:, :3], atol=1e-3)
+    np.testing.assert_allclose(first.blink[38:41], (1 - w) * blink[39] + w * blink[43])
+    # Audio: features of the whole clip, cut like the frames.
+    full = data_lib.read_video_folder(write_folder(tmp_path, "full")[0])[0].audio
+    np.testing.assert_allclose(first.audio, full[2:70], atol=1e-6)
+    assert second.audio.shape == (18, data_lib.AUDIO_DIM)
+    # max_gap_frames=0: every gap splits.
+    assert len(data_lib.read_video_folder(folder, max_gap_frames=0)) == 3
+
+
+def test_video_folder_errors_name_the_file_and_the_fix(tmp_path):
+    short, _, _ = write_folder(tmp_path, "short_audio", audio_frames=75)  # 3 s of audio, 4 s video
+    with pytest.raises(DatasetError, match=r"aud\.wav.*3\.000 s.*100 frames.*preprocess"):
+        data_lib.read_video_folder(short)
+    ok, _, _ = write_folder(tmp_path, "ok", audio_frames=100.4)  # within one frame: accepted
+    assert len(data_lib.read_video_folder(ok)[0]) == 100
+    missing, _, _ = write_folder(tmp_path, "no_blink")
+    (missing / "blink.npy").unlink()
+    with pytest.raises(MissingFileError, match=r"blink\.npy.*scripts/preprocess\.py"):
+        data_lib.read_video_folder(missing)
+    wrong, _, _ = write_folder(tmp_path, "wrong_blink")
+    np.save(wrong / "blink.npy", np.zeros(90, np.float32))
+    with pytest.raises(FeatureShapeError, match=r"blink\.npy.*\[90\].*\[100\]"):
+        data_lib.read_video_folder(wrong)
+    with pytest.raises(MissingFileError, match="config.data.paths"):
+        data_lib.read_video_folder(tmp_path / "absent")
+    with pytest.raises(DatasetError, match="config.data.fps=25"):
+        data_lib.read_video_folder(ok, fps=30.0)
+    faceless, _, _ = write_folder(tmp_path, "faceless", valid=np.zeros(100, bool))
+    with pytest.raises(DatasetError, match="no frame has a face"):
+        data_lib.read_video_folder(faceless)
+
+
+# --- the speaker split ---------------------------------------------------------------------
+
+
+def test_heldout_speakers_are_never_trained_on(tmp_path):
+    paths = [write_folder(tmp_path, name, seed=i)[0] for i, name in enumerate("abc")]
+    train, held = data_lib.load_sequences(videos_config(paths, heldout_groups=("c",)))
+    assert sorted(s.group for s in train) == ["a", "b"] and [s.group for s in held] == ["c"]
+    assert len(held[0]) == 100 and all(len(s) == 100 for s in train)  # whole sequences
+    # The training windows come from a and b only: none equals a window of c.
+    batches = data_lib.WindowIterator(train, 16, 8, 0, data_lib.AUDIO_DIM)
+    held_windows = {held[0].features[t : t + 16].tobytes() for t in range(85)}
+    for _ in range(20):
+        for window in next(batches)["h"]:
+            assert window.tobytes() not in held_windows
+    # None named: the tail of every sequence, as the files source does.
+    train, held = data_lib.load_sequences(videos_config(paths))
+    assert [len(s) for s in train] == [80] * 3 and [len(s) for s in held] == [20] * 3
+    assert [s.group for s in held] == ["a", "b", "c"]
+
+
+def test_heldout_speaker_errors(tmp_path):
+    paths = [write_folder(tmp_path, name, seed=i)[0] for i, name in enumerate("ab")]
+    with pytest.raises(ValueError, match=r"\['zed'\].*speakers are \['a', 'b'\]"):
+        data_lib.load_sequences(videos_config(paths, heldout_groups=("zed",)))
+    with pytest.raises(ValueError, match="leave at least one"):
+        data_lib.load_sequences(videos_config(paths, heldout_groups=("a", "b")))
+    with pytest.raises(ValueError, match="needs config.data.paths"):
+        data_lib.load_sequences(videos_config([]))
+    synthetic = videos_config([], source="synthetic", heldout_groups=("a",))
+    with pytest.raises(ValueError, match="data.held_out"):
+        data_lib.load_sequences(synthetic)
+
+
+def test_added_config_keys_keep_old_runs_resumable():
+    config = ml_collections.ConfigDict(
+        {"data": {"source": "synthetic", "heldout_groups": (), "max_gap_frames": 5}}
+    )
+    new = config_to_json(config)
+    old = {"data": {"source": "synthetic"}}  # a run made before the keys existed
+    assert config_differences(old, new, added=stage.ADDED_KEYS) == []
+    changed = config_to_json(config)
+    changed["data"]["heldout_groups"] = ["c"]
+    assert config_differences(old, changed, added=stage.ADDED_KEYS) == [
+        ("data.heldout_groups", "<absent>", ["c"])
+    ]
