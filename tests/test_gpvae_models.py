@@ -285,6 +285,54 @@ def test_blink_detection_hysteresis_and_gap():
         metrics.detect_blinks(sig, fps, high=0.2, low=0.3)
 
 
+def test_blink_intervals_and_closures_on_known_onsets():
+    fps = 25
+    sig = np.zeros(250)  # 10 s
+    sig[25:28] = 1.0  # onset 25, reopens (< low) at 28: 3 frames
+    sig[75:80] = 0.9  # onset 75, 5 frames
+    sig[100:102] = 0.7
+    sig[102] = 0.3  # above `low`: still the same closure
+    sig[200:203] = 1.0  # onset 200, reopens at 203: 3 frames ...
+    sig[204:206] = 0.8  # ... re-closure 4 frames after the onset (< 0.2 s): the same blink
+    sig[150:153] = 0.45  # below `high`: no blink
+    np.testing.assert_array_equal(metrics.detect_blinks(sig, fps), [25, 75, 100, 200])
+    np.testing.assert_allclose(metrics.closure_durations(sig, fps), [0.12, 0.2, 0.12, 0.12])
+    stats = metrics.blink_statistics([sig], fps)
+    # Intervals 2, 1 and 4 s.
+    assert stats["num_blinks"] == 4 and stats["num_intervals"] == 3
+    np.testing.assert_allclose(stats["interval_mean_s"], 7 / 3)
+    np.testing.assert_allclose(stats["interval_median_s"], 2.0)
+    np.testing.assert_allclose(stats["interval_cv"], np.sqrt(14) / 7)  # std sqrt(14)/3, mean 7/3
+    np.testing.assert_allclose(stats["closure_mean_s"], 0.14)
+    # A second signal: one blink cut by its end (2 frames), no interval across signals.
+    tail = np.zeros(50)
+    tail[48:] = 1.0
+    pooled = metrics.blink_statistics([sig, tail], fps)
+    assert pooled["num_blinks"] == 5 and pooled["num_intervals"] == 3
+    np.testing.assert_allclose(pooled["interval_mean_s"], 7 / 3)
+    np.testing.assert_allclose(pooled["closure_mean_s"], (0.56 + 0.08) / 5)
+    # Fewer than two intervals: no coefficient of variation; no blink: no statistics.
+    assert np.isnan(metrics.blink_statistics([sig[:90]], fps)["interval_cv"])  # 1 interval
+    empty = metrics.blink_statistics([np.zeros(100)], fps)
+    assert empty["num_blinks"] == 0
+    assert all(np.isnan(empty[k]) for k in ("interval_mean_s", "interval_cv", "closure_mean_s"))
+
+
+def test_velocity_ratio_identical_frozen_scaled():
+    t = np.linspace(0, 4, 100)[:, None]
+    rot = np.concatenate([np.sin(3 * t), 0.5 * np.cos(2 * t), 0.1 * np.sin(5 * t)], -1)
+    other = rot[:60] * 2.0
+    np.testing.assert_allclose(metrics.velocity_ratio([rot, other], [rot, other]), 1.0)
+    frozen = [np.broadcast_to(rot[7], rot.shape), np.broadcast_to(other[0], other.shape)]
+    assert metrics.velocity_ratio(frozen, [rot, other]) == 0.0
+    np.testing.assert_allclose(metrics.velocity_ratio([0.5 * rot], [rot]), 0.5)
+    # An offset or a steady drift does not change the velocity's spread.
+    np.testing.assert_allclose(metrics.velocity_ratio([rot + 0.3 + 0.01 * t], [rot]), 1.0)
+    assert np.isnan(metrics.velocity_ratio([rot], [np.zeros_like(rot)]))
+    with pytest.raises(ValueError, match="shapes differ"):
+        metrics.velocity_ratio([rot[:5]], [rot])
+
+
 def test_diversity_and_motion_ratio():
     assert metrics.sample_diversity(np.ones((1, 5, 2))) == 0.0
     samples = np.stack([np.zeros((5, 2)), 2 * np.ones((5, 2))])

@@ -1,6 +1,7 @@
 """Evaluating a GP-VAE on held-out sequences (definitions in docs/gpvae.md): D-Rot / D-Pos one
-window ahead and over whole sequences, against the hold-last-frame baseline; blinks per second;
-diversity and motion ratio; trace plots."""
+window ahead and over whole sequences, against the hold-last-frame baseline, with the velocity
+ratio beside them; blinks per second, inter-blink intervals and closure durations; diversity and
+motion ratio; trace plots."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ def window_distances(generator: Generator, state, sequences) -> dict:
     the window's true first ``τ`` frames and its audio (posterior mean, noise 0) and pooled with
     :func:`metrics.relative_mae`, deviations measured from the whole sequence's mean pose (so a
     constant per-sequence mean scores ≈ 100 %). ``*_hold`` is the trivial baseline that repeats the
-    last BOP frame: a model below it has learned something about head motion.
+    last BOP frame: a model below it has learned something about head motion. ``velocity_ratio``:
+    :func:`metrics.velocity_ratio` of the same predicted rotations (0 for a frozen head, as the
+    hold baseline's).
     """
     window, bop = generator.window, generator.bop
     mean, std = np.asarray(state.mean), np.asarray(state.std)
@@ -38,7 +41,8 @@ def window_distances(generator: Generator, state, sequences) -> dict:
             holds.append(np.repeat(h[start + bop - 1 : start + bop, :6], window - bop, 0))
             centers.append(h[:, :6].mean(0))
     if not targets:
-        return {"d_rot": float("nan"), "d_pos": float("nan"), "num_windows": 0}
+        nan = float("nan")
+        return {"d_rot": nan, "d_pos": nan, "velocity_ratio": nan, "num_windows": 0}
     preds = []
     for i in range(0, len(targets), 64):  # fixed-size chunks: one compilation
         a = np.stack(audio_rows[i : i + 64]).astype(np.float32)
@@ -56,6 +60,9 @@ def window_distances(generator: Generator, state, sequences) -> dict:
         "d_pos": model["d_pos"],
         "d_rot_hold": hold["d_rot"],
         "d_pos_hold": hold["d_pos"],
+        "velocity_ratio": metrics_lib.velocity_ratio(
+            [p[:, :3] for p in preds], [t[:, :3] for t in targets]
+        ),
         "num_windows": len(targets),
     }
 
@@ -66,8 +73,13 @@ def evaluate_generation(generator: Generator, state, sequences, config) -> dict:
     ``d_rot`` / ``d_pos``: one window ahead of a true BOP (:func:`window_distances`, the paper's
     ``ĥ_{τ+1:T}``), with the hold-last-frame baseline ``*_hold``; ``d_rot_long`` / ``d_pos_long``:
     the whole sequence generated autoregressively from its first ``τ`` frames (posterior mean),
-    with its hold baseline ``*_long_hold``; blinks/s (generated samples and ground truth),
-    diversity and motion ratio of the whole-sequence samples.
+    with its hold baseline ``*_long_hold``; velocity ratios of the window predictions
+    (``velocity_ratio``), of the whole-sequence posterior mean (``velocity_ratio_long``) and of
+    the samples (``velocity_ratio_samples``); blinks/s and the blink rhythm
+    (:func:`metrics.blink_statistics`: ``blink_interval_{mean,median}_s``,
+    ``blink_interval_cv``, ``blink_closure_s``) of the generated samples and of the ground truth
+    (``*_generated``, ``*_ground_truth``; whole sequences, BOP included); diversity and motion
+    ratio of the whole-sequence samples.
     """
     num_samples = int(config.eval.num_samples)
     bop = generator.bop
@@ -79,7 +91,7 @@ def evaluate_generation(generator: Generator, state, sequences, config) -> dict:
     key = jax.random.key(int(config.seed) + 1)
     mean, std = np.asarray(state.mean), np.asarray(state.std)
     preds, targets, diversity, gen_blinks, gt_blinks, gen_norm, gt_norm = [], [], [], [], [], [], []
-    full_targets = []
+    full_targets, gen_signals, gt_signals, sample_rot, sample_rot_gt = [], [], [], [], []
     for i, seq in enumerate(sequences):
         h = seq.features
         if len(h) <= bop:
@@ -112,6 +124,10 @@ def evaluate_generation(generator: Generator, state, sequences, config) -> dict:
             )
         )
         gt_blinks.append(metrics_lib.blinks_per_second(h[:, 6], generator.fps, **thresholds))
+        gen_signals += [f[:, 6] for f in frames[1:]]
+        gt_signals.append(h[:, 6])
+        sample_rot += [f[bop:, :3] for f in frames[1:]]
+        sample_rot_gt += [h[bop:, :3]] * num_samples
     if not preds:
         raise ValueError(f"no held-out sequence is longer than the BOP ({bop} frames)")
     results = window_distances(generator, state, sequences)
@@ -126,6 +142,10 @@ def evaluate_generation(generator: Generator, state, sequences, config) -> dict:
         d_pos_long=long["d_pos"],
         d_rot_long_hold=hold["d_rot"],
         d_pos_long_hold=hold["d_pos"],
+        velocity_ratio_long=metrics_lib.velocity_ratio(
+            [p[:, :3] for p in preds], [t[:, :3] for t in targets]
+        ),
+        velocity_ratio_samples=metrics_lib.velocity_ratio(sample_rot, sample_rot_gt),
         blinks_per_s_generated=float(np.mean(gen_blinks)),
         blinks_per_s_ground_truth=float(np.mean(gt_blinks)),
         diversity=float(np.mean(diversity)),
@@ -133,6 +153,17 @@ def evaluate_generation(generator: Generator, state, sequences, config) -> dict:
         num_sequences=len(preds),
         variant=config.model.variant,
     )
+    for which, signals in (("generated", gen_signals), ("ground_truth", gt_signals)):
+        stats = metrics_lib.blink_statistics(signals, generator.fps, **thresholds)
+        results.update(
+            {
+                f"blink_interval_mean_s_{which}": stats["interval_mean_s"],
+                f"blink_interval_median_s_{which}": stats["interval_median_s"],
+                f"blink_interval_cv_{which}": stats["interval_cv"],
+                f"blink_closure_s_{which}": stats["closure_mean_s"],
+                f"num_blinks_{which}": stats["num_blinks"],
+            }
+        )
     return results
 
 

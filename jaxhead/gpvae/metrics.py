@@ -16,6 +16,17 @@ Definitions (also in docs/gpvae.md):
 * **Blinks per second**: blink onsets found in a blink signal (eyelid closure, 0 open - 1 shut) by
   a Schmitt trigger: an onset when the signal rises above ``high`` after having fallen below
   ``low`` since the previous onset, and at least ``min_gap_s`` after it; count / duration.
+* **Blink rhythm** (:func:`blink_statistics`): the inter-blink intervals (time between
+  consecutive onsets of one sequence; mean, median and coefficient of variation std / mean, over
+  the intervals of all sequences pooled) and the mean closure duration (from an onset to the
+  first frame below ``low``, the frame the trigger re-arms at; cut at the sequence's end).
+  Spontaneous human blinks come at irregular intervals of a few seconds (a CV well above 0) and
+  close for a few tenths of a second; a model that blinks on a fixed beat has a CV near 0.
+* **Velocity ratio** (:func:`velocity_ratio`): the standard deviation of the per-frame rotation
+  change ``r_{t+1} − r_t`` (axis-angle components; about the angular velocity at these small
+  angles) of generated sequences over that of the truth, pooled over sequences and components.
+  1 when the generated head moves as briskly as the real one, 0 when it is frozen: reported beside
+  D-Rot so that a model cannot score well by predicting a still head.
 * **Diversity**: mean over frames and channels of the standard deviation across ``K`` samples
   generated for the same audio and BOP (in the model's normalised units).
 * **Motion ratio**: temporal standard deviation of generated sequences over that of the ground
@@ -101,6 +112,67 @@ def blinks_per_second(signal: np.ndarray, fps: float, **thresholds) -> float:
     if len(signal) == 0:
         return 0.0
     return float(len(detect_blinks(signal, fps, **thresholds)) / (len(signal) / fps))
+
+
+def closure_durations(
+    signal: np.ndarray, fps: float, high: float = 0.5, low: float = 0.25, min_gap_s: float = 0.2
+) -> np.ndarray:
+    """Seconds from each blink onset ``[B]`` to the first later frame below ``low`` (or the end)."""
+    signal = np.asarray(signal, np.float64)
+    onsets = detect_blinks(signal, fps, high=high, low=low, min_gap_s=min_gap_s)
+    durations = []
+    for onset in onsets:
+        reopen = np.flatnonzero(signal[onset:] < low)
+        durations.append(reopen[0] if reopen.size else len(signal) - onset)
+    return np.asarray(durations, np.float64) / fps
+
+
+def blink_statistics(signals: Sequence[np.ndarray], fps: float, **thresholds) -> dict[str, float]:
+    """Inter-blink intervals and closure durations of blink signals ``[N_i]`` (see above).
+
+    Returns:
+      ``num_blinks``, ``num_intervals``; ``interval_mean_s``, ``interval_median_s`` (nan without
+      an interval), ``interval_cv`` (population std / mean; nan with fewer than 2 intervals),
+      ``closure_mean_s`` (nan without a blink).
+    """
+    intervals, closures, count = [], [], 0
+    for signal in signals:
+        onsets = detect_blinks(signal, fps, **thresholds)
+        count += len(onsets)
+        intervals.append(np.diff(onsets) / fps)
+        closures.append(closure_durations(signal, fps, **thresholds))
+    intervals = np.concatenate(intervals) if intervals else np.zeros(0)
+    closures = np.concatenate(closures) if closures else np.zeros(0)
+    nan = float("nan")
+    return {
+        "num_blinks": count,
+        "num_intervals": len(intervals),
+        "interval_mean_s": float(intervals.mean()) if len(intervals) else nan,
+        "interval_median_s": float(np.median(intervals)) if len(intervals) else nan,
+        "interval_cv": float(intervals.std() / intervals.mean()) if len(intervals) > 1 else nan,
+        "closure_mean_s": float(closures.mean()) if len(closures) else nan,
+    }
+
+
+def velocity_ratio(generated: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> float:
+    """``std(Δ generated) / std(Δ target)`` of per-frame changes of ``[N_i, C]`` sequences.
+
+    ``Δx_t = x_{t+1} − x_t``; each sequence's mean change (a steady drift) is removed per channel,
+    the squared deviations are pooled over sequences, frames and channels. Pass the rotation
+    (``pose[:, :3]``) for the velocity ratio above. ``nan`` when the targets never change.
+    """
+    num, den = 0.0, 0.0
+    for gen, target in zip(generated, targets, strict=True):
+        gen = np.asarray(gen, np.float64)
+        target = np.asarray(target, np.float64)
+        if gen.shape != target.shape:
+            raise ValueError(f"velocity_ratio: shapes differ, {gen.shape} vs {target.shape}")
+        if len(target) < 2:
+            continue
+        d_gen, d_target = np.diff(gen, axis=0), np.diff(target, axis=0)
+        num += ((d_gen - d_gen.mean(0)) ** 2).sum()
+        den += ((d_target - d_target.mean(0)) ** 2).sum()
+    return float(np.sqrt(num / den)) if den > 0 else float("nan")
 
 
 def sample_diversity(samples: np.ndarray) -> float:
