@@ -3,6 +3,7 @@ small preprocessed folders the tests write themselves."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import pathlib
 
@@ -18,6 +19,14 @@ from jaxhead.gpvae import stage
 from jaxhead.train.workdir import config_differences, config_to_json
 
 FPS = 25
+CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "gpvae.py"
+
+
+def load_config(arg=None):
+    spec = importlib.util.spec_from_file_location("gpvae_config", CONFIG)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
 
 
 def head_motion(num, seed=0):
@@ -198,3 +207,34 @@ def test_added_config_keys_keep_old_runs_resumable():
     assert config_differences(old, changed, added=stage.ADDED_KEYS) == [
         ("data.heldout_groups", "<absent>", ["c"])
     ]
+
+
+# --- the stage on video folders --------------------------------------------------------------
+
+
+def test_stage_trains_on_video_folders_and_evaluates_the_heldout_speaker(tmp_path):
+    config = load_config("smoke")
+    paths = [write_folder(tmp_path / "data", name, seed=i)[0] for i, name in enumerate("abc")]
+    with config.unlocked():
+        config.data.update(
+            source="videos", paths=tuple(str(p) for p in paths), heldout_groups=("c",),
+            window=16, bop=4, batch_size=8,
+        )  # fmt: skip
+        config.model.update(width=16, heads=2)
+        config.train.update(steps=4, checkpoint_every=4, log_every=2, progress=False)
+        config.train.async_checkpoints = False
+        config.eval.update(num_samples=2, max_sequences=2, plot_sequences=1)
+    stage.train(config, tmp_path / "run")
+    results = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert results["num_sequences"] == 1  # speaker c only
+    for key in ("d_rot", "d_pos", "d_rot_hold", "velocity_ratio", "velocity_ratio_long",
+                "velocity_ratio_samples", "blinks_per_s_ground_truth"):  # fmt: skip
+        assert np.isfinite(results[key]), key
+    # The truth of c: onsets at frames 10 and 60 of 4 s, one interval of 2 s, closures of 4 and 3
+    # frames.
+    assert results["blinks_per_s_ground_truth"] == pytest.approx(2 / 4.0)
+    assert results["blink_interval_mean_s_ground_truth"] == pytest.approx(2.0)
+    assert results["blink_closure_s_ground_truth"] == pytest.approx((4 + 3) / 2 / FPS)
+    assert results["blink_interval_cv_ground_truth"] is None  # one interval: no CV (NaN -> null)
+    for key in ("blink_interval_mean_s_generated", "blink_closure_s_generated"):
+        assert key in results

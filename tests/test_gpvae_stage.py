@@ -99,7 +99,8 @@ def test_smoke_run_resume_and_generation(voca_root, tmp_path, monkeypatch):
 
     results = json.loads((run / "eval.json").read_text())
     for key in ["d_rot", "d_pos", "blinks_per_s_generated", "blinks_per_s_ground_truth",
-                "diversity", "motion_ratio"]:  # fmt: skip
+                "diversity", "motion_ratio", "velocity_ratio",
+                "velocity_ratio_samples"]:  # fmt: skip
         assert np.isfinite(results[key]), key
     assert results["variant"] == "transformer_gpvae" and results["step"] == 8
     assert (run / "samples" / "traces_000008.png").stat().st_size > 1000
