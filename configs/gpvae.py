@@ -71,6 +71,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "heads": 4,
             "mlp_ratio": 2,
             "cme_depth": 2,
+            # windows relative to their BOP's mean pose (jaxhead.gpvae.models.bop_offset): for
+            # several speakers whose mean head position / facing differ (data.source=videos)
+            "relative_pose": False,
             "prior_sigma": 1.0,  # Cauchy kernel variance (eq. 7)
             "prior_length_scale": 8.0,  # frames
             "prior_jitter": 1e-3,

@@ -197,10 +197,14 @@ def test_heldout_speaker_errors(tmp_path):
 
 def test_added_config_keys_keep_old_runs_resumable():
     config = ml_collections.ConfigDict(
-        {"data": {"source": "synthetic", "heldout_groups": (), "max_gap_frames": 5}}
+        {
+            "data": {"source": "synthetic", "heldout_groups": (), "max_gap_frames": 5},
+            "model": {"width": 64, "relative_pose": False},
+        }
     )
     new = config_to_json(config)
-    old = {"data": {"source": "synthetic"}}  # a run made before the keys existed
+    # a run made before the keys existed
+    old = {"data": {"source": "synthetic"}, "model": {"width": 64}}
     assert config_differences(old, new, added=stage.ADDED_KEYS) == []
     changed = config_to_json(config)
     changed["data"]["heldout_groups"] = ["c"]
@@ -220,7 +224,7 @@ def test_stage_trains_on_video_folders_and_evaluates_the_heldout_speaker(tmp_pat
             source="videos", paths=tuple(str(p) for p in paths), heldout_groups=("c",),
             window=16, bop=4, batch_size=8,
         )  # fmt: skip
-        config.model.update(width=16, heads=2)
+        config.model.update(width=16, heads=2, relative_pose=True)
         config.train.update(steps=4, checkpoint_every=4, log_every=2, progress=False)
         config.train.async_checkpoints = False
         config.eval.update(num_samples=2, max_sequences=2, plot_sequences=1)

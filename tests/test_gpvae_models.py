@@ -41,6 +41,7 @@ def jitted(variant="transformer_gpvae"):
         encode=jax.jit(lambda h: model().encode(h)),
         decode=jax.jit(lambda z: model().decode(z)),
         window=jax.jit(lambda a, b, n: models.cme_window(model(), a, b, n)),
+        relative=jax.jit(lambda a, b, n: models.cme_window(model(), a, b, n, True)),
     )
 
 
@@ -239,6 +240,47 @@ def test_prior_latents_any_length_and_prefix_stable():
     np.testing.assert_allclose(z_long[..., :30], z, atol=1e-5)
     frames = models.decode_long(jitted(), jnp.asarray(z_long), T, TAU)
     assert frames.shape == (2, 50, D)
+
+
+def test_bop_offset_is_the_mean_pose_without_blink():
+    bop = jnp.asarray(np.random.default_rng(0).normal(size=(2, TAU, D)), jnp.float32)
+    offset = models.bop_offset(bop)
+    assert offset.shape == (2, 1, D)
+    np.testing.assert_allclose(offset[..., :6], np.mean(bop[..., :6], axis=1, keepdims=True),
+                               rtol=1e-6)  # fmt: skip
+    np.testing.assert_array_equal(offset[..., 6], 0.0)
+
+
+def test_relative_pose_window_moves_with_the_bop():
+    """With relative_pose, a head that starts elsewhere (same motion, other offset) gets the same
+    predicted motion shifted by the offset; the blink channel does not move."""
+    rng = np.random.default_rng(1)
+    audio = jnp.asarray(rng.normal(size=(2, T, A)), jnp.float32)
+    bop = jnp.asarray(rng.normal(size=(2, TAU, D)), jnp.float32)
+    noise = jnp.asarray(rng.normal(size=(2, 3, T)), jnp.float32)
+    shift = jnp.asarray([0.5, -1.0, 0.2, 2.0, 0.0, -3.0, 0.0], jnp.float32)
+    fn = jitted()
+    out = fn.relative(audio, bop, noise)
+    moved = fn.relative(audio, bop + jnp.broadcast_to(shift, bop.shape), noise)
+    np.testing.assert_allclose(moved, out + jnp.broadcast_to(shift, out.shape), atol=1e-5)
+    # The absolute model is not equivariant (what relative_pose fixes).
+    absolute = np.asarray(fn.window(audio, bop + jnp.broadcast_to(shift, bop.shape), noise))
+    assert not np.allclose(
+        absolute, np.asarray(fn.window(audio, bop, noise)) + np.asarray(shift), atol=1e-3
+    )
+
+
+def test_relative_normalizer_scales_pose_by_the_motion_not_the_offsets():
+    t = np.linspace(0, 6, 50)
+    seqs = []
+    for offset in (0.0, 10.0):
+        pose = np.stack([np.sin(t)] * 6, -1) * 0.1 + offset
+        seqs.append(data_lib.PoseSequence("s", pose.astype(np.float32), np.zeros(50, np.float32)))
+    mean, std = data_lib.normalizer(seqs)
+    np.testing.assert_allclose(std[:6], 5.0, rtol=1e-3)  # the offsets' spread
+    _, rel_std = data_lib.normalizer(seqs, relative_pose=True)
+    np.testing.assert_allclose(rel_std[:6], 0.1 * np.sin(t).std(), rtol=1e-3)
+    assert rel_std[6] == std[6] == 1e-6  # blink all zeros: the floor
 
 
 def test_window_starts_cover_the_sequence():

@@ -463,10 +463,21 @@ def _slice(seq: PoseSequence, start: int, stop: int) -> PoseSequence:
     return PoseSequence(seq.name, seq.pose[start:stop], seq.blink[start:stop], audio, seq.group)
 
 
-def normalizer(sequences: Sequence[PoseSequence]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std ``[7]`` of the training frames (std floored at 1e-6)."""
+def normalizer(
+    sequences: Sequence[PoseSequence], relative_pose: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std ``[7]`` of the training frames (std floored at 1e-6).
+
+    ``relative_pose``: the pose channels' std is that of each sequence's frames around the
+    sequence's own mean, the scale of the motion a relative-pose model sees; the spread of
+    the speakers' mean poses (camera distance, facing) would otherwise dwarf it.
+    """
     frames = np.concatenate([s.features for s in sequences], 0)
-    return frames.mean(0).astype(np.float32), np.maximum(frames.std(0), 1e-6).astype(np.float32)
+    std = frames.std(0)
+    if relative_pose:
+        motion = np.concatenate([s.features - s.features.mean(0) for s in sequences], 0)
+        std[:6] = motion[:, :6].std(0)
+    return frames.mean(0).astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
 
 
 class WindowIterator:

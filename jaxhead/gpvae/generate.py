@@ -38,11 +38,12 @@ class Generator:
         self.fps = float(config.data.fps)
         self.prior_cov = prior_covariance(config)
         self.graphdef = graphdef or graphdef_of(self.spec)
+        relative_pose = bool(config.model.get("relative_pose", False))  # older runs: absent
 
         @jax.jit
         def window_fn(params, audio, bop_frames, noise):
             model = nnx.merge(self.graphdef, params)
-            return models.cme_window(model, audio, bop_frames, noise)
+            return models.cme_window(model, audio, bop_frames, noise, relative_pose)
 
         @functools.partial(jax.jit, static_argnums=(2,))
         def prior_window(params, z, keep_from):

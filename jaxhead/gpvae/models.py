@@ -274,15 +274,37 @@ class SequenceVAE(nnx.Module):
 # ------------------------------------------------------------------------------------------------
 
 
-def cme_window(model: SequenceVAE, audio: jax.Array, bop: jax.Array, noise: jax.Array):
+def bop_offset(bop: jax.Array) -> jax.Array:
+    """``[..., 1, D]``: the mean pose of the BOP frames ``[..., τ, D]`` (blink channel 0).
+
+    With ``model.relative_pose`` every window is expressed relative to it: the model sees and
+    predicts pose changes from where the head is, not absolute poses, so speakers whose mean
+    head position and orientation differ (camera distance, facing) share one motion model and a
+    new speaker's offset is not pulled toward the training speakers' mean.
+    """
+    mean = jnp.mean(bop, axis=-2, keepdims=True)
+    mask = (jnp.arange(bop.shape[-1]) < 6).astype(bop.dtype)  # rotation 3 + translation 3
+    return mean * jnp.broadcast_to(mask, mean.shape)
+
+
+def cme_window(
+    model: SequenceVAE,
+    audio: jax.Array,
+    bop: jax.Array,
+    noise: jax.Array,
+    relative_pose: bool = False,
+):
     """One window: audio ``[B, T, A]`` + BOP frames ``[B, τ, D]`` -> ``ĥ [B, T, D]`` (eq. 9).
 
     ``noise [B, L, T]`` (zeros give the posterior mean). Frames ``τ..T−1`` are the prediction;
-    frames ``0..τ−1`` re-decode the BOP.
+    frames ``0..τ−1`` re-decode the BOP. ``relative_pose``: the model works on the window
+    minus :func:`bop_offset` (as it was trained); the offset is added back to its output.
     """
-    bop_latent, _, _ = model.encode(bop)  # f_h = E_h(h_{1:τ}): latent means [B, L, τ]
+    offset = bop_offset(bop) if relative_pose else jnp.zeros((), bop.dtype)
+    bop_latent, _, _ = model.encode(bop - offset)  # f_h = E_h(h_{1:τ}): latent means [B, L, τ]
     mean, scale, coeff = model.cme(audio, jnp.swapaxes(bop_latent, -1, -2))
-    return model.decode(sample_posterior(mean, scale, coeff, noise))
+    out = model.decode(sample_posterior(mean, scale, coeff, noise))
+    return out + jnp.broadcast_to(offset, out.shape) if relative_pose else out
 
 
 def window_starts(num_frames: int, window: int, bop: int) -> list[int]:

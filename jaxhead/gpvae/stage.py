@@ -32,7 +32,7 @@ PyTree = Any
 
 # Keys the GP-VAE config gained after runs existed, with the value their absence meant: older
 # runs resume (jaxhead.train.workdir.config_differences).
-ADDED_KEYS = {"data.heldout_groups": (), "data.max_gap_frames": 5}
+ADDED_KEYS = {"data.heldout_groups": (), "data.max_gap_frames": 5, "model.relative_pose": False}
 
 
 def build_task(config: ml_collections.ConfigDict, mesh) -> loop.Task:
@@ -40,7 +40,8 @@ def build_task(config: ml_collections.ConfigDict, mesh) -> loop.Task:
     del mesh
     spec = model_spec(config)
     train_seqs, held_seqs = data_lib.load_sequences(config.data)
-    mean, std = data_lib.normalizer(train_seqs)
+    relative_pose = bool(config.model.get("relative_pose", False))
+    mean, std = data_lib.normalizer(train_seqs, relative_pose)
     total = int(config.train.steps)
     tx = make_optimizer(config.optim, total)
     graphdef = graphdef_of(spec)
@@ -69,7 +70,7 @@ def build_task(config: ml_collections.ConfigDict, mesh) -> loop.Task:
 
     train_step = make_train_step(
         graphdef, tx, prior_cov, beta=beta, cme_weight=cme_weight, vae_steps=vae_steps, bop=bop,
-        seed=int(config.seed),
+        seed=int(config.seed), relative_pose=relative_pose,
     )  # fmt: skip
 
     data = data_lib.WindowIterator(
@@ -120,6 +121,7 @@ _ARCHITECTURE_FIELDS = (
     "heads",
     "mlp_ratio",
     "cme_depth",
+    "relative_pose",
 )
 
 
@@ -143,10 +145,14 @@ def _pretrained(config: ml_collections.ConfigDict) -> Pretrained | None:
             f"`{TRAIN_COMMAND.format(workdir='DIR')}` (on many sequences), then fine-tune with "
             "--config.finetune.init_from=DIR"
         ) from None
+    # A pre-trained run older than an added key had the value its absence meant.
+    pre_model = {
+        k: pre_config.model.get(k, ADDED_KEYS.get(f"model.{k}")) for k in _ARCHITECTURE_FIELDS
+    }
     diffs = [
-        f"model.{k}: pre-trained {pre_config.model[k]!r}, here {config.model[k]!r}"
+        f"model.{k}: pre-trained {pre_model[k]!r}, here {config.model[k]!r}"
         for k in _ARCHITECTURE_FIELDS
-        if pre_config.model[k] != config.model[k]
+        if pre_model[k] != config.model[k]
     ] + [
         f"data.{k}: pre-trained {pre_config.data[k]!r}, here {config.data[k]!r}"
         for k in ("window", "bop", "fps")

@@ -13,7 +13,9 @@ Training runs in one run of ``config.train.steps`` steps:
    trains from step 0 (it chases the VAE during phase 1, then fine-tunes on the frozen one).
 
 All pose/blink channels are standardised with the training set's mean and std, stored in the
-train state so that generation needs nothing but the checkpoint.
+train state so that generation needs nothing but the checkpoint. With ``model.relative_pose``
+each window's pose channels are taken relative to its BOP's mean pose
+(:func:`models.bop_offset`) for both losses, as generation does.
 """
 
 from __future__ import annotations
@@ -136,16 +138,20 @@ def make_train_step(
     vae_steps: int,
     bop: int,
     seed: int,
+    relative_pose: bool = False,
 ):
     """``train_step(state, batch) -> (state, metrics)`` of the two phases (module docstring):
     the VAE loss while ``step < vae_steps`` (0: fine-tuning, ``E_ah`` only), the cross-modal
-    loss throughout with ``E_h`` and ``D`` frozen for it; VAE updates dropped after phase 1."""
+    loss throughout with ``E_h`` and ``D`` frozen for it; VAE updates dropped after phase 1.
+    ``relative_pose``: windows minus their BOP's mean pose (:func:`models.bop_offset`)."""
 
     def train_step(state: GPVAEState, batch):
         key = jax.random.fold_in(jax.random.key(int(seed)), state.step)  # made in the program
         vae_key, cme_key = jax.random.split(key)
         shape = batch["h"].shape
         h = (batch["h"] - jnp.broadcast_to(state.mean, shape)) / jnp.broadcast_to(state.std, shape)
+        if relative_pose:
+            h = h - jnp.broadcast_to(models.bop_offset(h[..., :bop, :]), shape)
         audio = batch["audio"]
 
         def loss_fn(params):
