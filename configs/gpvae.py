@@ -14,8 +14,9 @@ shares); ``--config.data.root=DIR`` reads an existing
 synthetic folder; ``--config.data.source=files --config.data.paths="('a.mat', 'b.json')"`` reads
 real pose sequences (AD-NeRF transforms, Deep3DFaceRecon .mat, AniPortrait .npy);
 ``--config.data.source=videos --config.data.paths="('DIR/a', 'DIR/b', 'DIR/c')"
---config.data.heldout_groups="('c',)"`` reads folders of scripts/preprocess.py (pose, real blinks,
-audio) and evaluates on speaker ``c``, never trained on.
+--config.data.heldout_groups="('c',)" --config.model.relative_pose=True`` reads folders of
+scripts/preprocess.py (pose, real blinks, audio), models each window relative to its BOP's pose
+(speakers' camera distances differ) and evaluates on speaker ``c``, never trained on.
 
 Expected: default ~10 min on 2 CPU cores (3000 steps), eval.json d_rot / d_pos in percent (one
 window after a true BOP; the hold-last-frame baseline alongside) and the long-horizon
