@@ -193,6 +193,20 @@ def test_heldout_speaker_errors(tmp_path):
     synthetic = videos_config([], source="synthetic", heldout_groups=("a",))
     with pytest.raises(ValueError, match="data.held_out"):
         data_lib.load_sequences(synthetic)
+    with pytest.raises(ValueError, match="max_gap_frames=-1"):
+        data_lib.load_sequences(videos_config(paths, max_gap_frames=-1))
+
+
+def test_heldout_speakers_of_pose_files(tmp_path):
+    """The same split for data.source=files: a pose file's group is its stem."""
+    for i, name in enumerate(("ann", "bob")):
+        pose = head_motion(60, seed=i)
+        euler = Rotation.from_rotvec(pose[:, :3]).as_euler("xyz", degrees=True)
+        np.save(tmp_path / f"{name}.npy", np.concatenate([euler, pose[:, 3:]], -1))
+    paths = [tmp_path / "ann.npy", tmp_path / "bob.npy"]
+    data = videos_config(paths, source="files", heldout_groups=("bob",))
+    train, held = data_lib.load_sequences(data)
+    assert [s.group for s in train] == ["ann"] and [s.group for s in held] == ["bob"]
 
 
 def test_added_config_keys_keep_old_runs_resumable():
