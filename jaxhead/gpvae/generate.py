@@ -145,7 +145,8 @@ def generate_pose_blink(
 
     Returns:
       ``(pose [N, 6], blink [N])`` float32: axis-angle rotation (rad) then translation, in the
-      training data's frame and units; blink closure (about 0 open, 1 shut).
+      training data's frame and units (with ``model.relative_pose``, continuing from the BOP's
+      mean pose); blink closure (about 0 open, 1 shut).
     """
     config, gen, state = load_state(workdir_or_checkpoint)
     model_fps = gen.fps
