@@ -15,7 +15,7 @@ from scipy.spatial.transform import Rotation
 from jaxhead.audio.io import save_wav
 from jaxhead.data.errors import DatasetError, FeatureShapeError, MissingFileError
 from jaxhead.gpvae import data as data_lib
-from jaxhead.gpvae import stage
+from jaxhead.gpvae import readers, stage
 from jaxhead.train.workdir import config_differences, config_to_json
 
 FPS = 25
@@ -96,18 +96,18 @@ def videos_config(paths, **overrides):
 
 def test_video_folder_pose_round_trip_blink_and_audio(tmp_path):
     folder, pose, blink = write_folder(tmp_path, "anna")
-    (seq,) = data_lib.read_video_folder(folder)
+    (seq,) = readers.read_video_folder(folder)
     assert seq.group == "anna" and seq.name == str(folder)
     # c2w = inverse head pose: the reader gives the known rotations and translations back.
     np.testing.assert_allclose(seq.pose, pose, atol=2e-5)
     np.testing.assert_allclose(seq.blink, blink)
-    assert seq.audio.shape == (100, data_lib.AUDIO_DIM) and np.all(np.isfinite(seq.audio))
-    assert seq.features.shape == (100, data_lib.FEATURE_DIM)
+    assert seq.audio.shape == (100, readers.AUDIO_DIM) and np.all(np.isfinite(seq.audio))
+    assert seq.features.shape == (100, readers.FEATURE_DIM)
     # The same convention as the AD-NeRF transforms reader on the same matrices.
     c2w = np.load(folder / "pose.npz")["c2w"]
     frames = [{"transform_matrix": m.tolist()} for m in c2w]
     (tmp_path / "transforms.json").write_text(json.dumps({"frames": frames}))
-    adnerf = data_lib.read_adnerf_transforms(tmp_path / "transforms.json")
+    adnerf = readers.read_adnerf_transforms(tmp_path / "transforms.json")
     np.testing.assert_allclose(seq.pose, adnerf.pose, atol=1e-6)
 
 
@@ -119,7 +119,7 @@ def test_video_folder_interpolates_short_gaps_and_splits_at_long_ones(tmp_path):
     valid[98:] = False  # trailing: dropped
     folder, pose, blink = write_folder(tmp_path, "bo", valid=valid)
     blink[41] = 0.9  # a value the reader never sees (the frame has no face)
-    first, second = data_lib.read_video_folder(folder, max_gap_frames=5)
+    first, second = readers.read_video_folder(folder, max_gap_frames=5)
     assert first.name == f"{folder}[2:70]" and second.name == f"{folder}[80:98]"
     assert first.group == second.group == "bo"
     np.testing.assert_allclose(first.pose[:38], pose[2:40], atol=2e-5)
@@ -132,34 +132,34 @@ def test_video_folder_interpolates_short_gaps_and_splits_at_long_ones(tmp_path):
     np.testing.assert_allclose(first.pose[38:41, :3], lerp[:, :3], atol=1e-3)
     np.testing.assert_allclose(first.blink[38:41], (1 - w) * blink[39] + w * blink[43])
     # Audio: features of the whole clip, cut like the frames.
-    full = data_lib.read_video_folder(write_folder(tmp_path, "full")[0])[0].audio
+    full = readers.read_video_folder(write_folder(tmp_path, "full")[0])[0].audio
     np.testing.assert_allclose(first.audio, full[2:70], atol=1e-6)
-    assert second.audio.shape == (18, data_lib.AUDIO_DIM)
+    assert second.audio.shape == (18, readers.AUDIO_DIM)
     # max_gap_frames=0: every gap splits.
-    assert len(data_lib.read_video_folder(folder, max_gap_frames=0)) == 3
+    assert len(readers.read_video_folder(folder, max_gap_frames=0)) == 3
 
 
 def test_video_folder_errors_name_the_file_and_the_fix(tmp_path):
     short, _, _ = write_folder(tmp_path, "short_audio", audio_frames=75)  # 3 s of audio, 4 s video
     with pytest.raises(DatasetError, match=r"aud\.wav.*3\.000 s.*100 frames.*preprocess"):
-        data_lib.read_video_folder(short)
+        readers.read_video_folder(short)
     ok, _, _ = write_folder(tmp_path, "ok", audio_frames=100.4)  # within one frame: accepted
-    assert len(data_lib.read_video_folder(ok)[0]) == 100
+    assert len(readers.read_video_folder(ok)[0]) == 100
     missing, _, _ = write_folder(tmp_path, "no_blink")
     (missing / "blink.npy").unlink()
     with pytest.raises(MissingFileError, match=r"blink\.npy.*scripts/preprocess\.py"):
-        data_lib.read_video_folder(missing)
+        readers.read_video_folder(missing)
     wrong, _, _ = write_folder(tmp_path, "wrong_blink")
     np.save(wrong / "blink.npy", np.zeros(90, np.float32))
     with pytest.raises(FeatureShapeError, match=r"blink\.npy.*\[90\].*\[100\]"):
-        data_lib.read_video_folder(wrong)
+        readers.read_video_folder(wrong)
     with pytest.raises(MissingFileError, match="config.data.paths"):
-        data_lib.read_video_folder(tmp_path / "absent")
+        readers.read_video_folder(tmp_path / "absent")
     with pytest.raises(DatasetError, match="config.data.fps=25"):
-        data_lib.read_video_folder(ok, fps=30.0)
+        readers.read_video_folder(ok, fps=30.0)
     faceless, _, _ = write_folder(tmp_path, "faceless", valid=np.zeros(100, bool))
     with pytest.raises(DatasetError, match="no frame has a face"):
-        data_lib.read_video_folder(faceless)
+        readers.read_video_folder(faceless)
 
 
 # --- the speaker split ---------------------------------------------------------------------
@@ -171,7 +171,7 @@ def test_heldout_speakers_are_never_trained_on(tmp_path):
     assert sorted(s.group for s in train) == ["a", "b"] and [s.group for s in held] == ["c"]
     assert len(held[0]) == 100 and all(len(s) == 100 for s in train)  # whole sequences
     # The training windows come from a and b only: none equals a window of c.
-    batches = data_lib.WindowIterator(train, 16, 8, 0, data_lib.AUDIO_DIM)
+    batches = data_lib.WindowIterator(train, 16, 8, 0, readers.AUDIO_DIM)
     held_windows = {held[0].features[t : t + 16].tobytes() for t in range(85)}
     for _ in range(20):
         for window in next(batches)["h"]:
