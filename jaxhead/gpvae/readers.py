@@ -322,7 +322,8 @@ def _fill_gaps(
     pose: np.ndarray, blink: np.ndarray, valid: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pose ``[N, 6]`` and blink ``[N]`` with the faceless frames interpolated from the frames with
-    a face (rotation by slerp, translation and blink linearly); ``valid[0]`` and ``valid[-1]``."""
+    a face (rotation by slerp, translation and blink linearly); the first and last frames have
+    one (:func:`_face_segments` cuts there)."""
     if valid.all():
         return pose, blink
     t = np.arange(len(valid))
