@@ -35,6 +35,5 @@ def test_whole_frames_default_to_the_hash_grid_and_the_crop_to_the_mlp():
     assert video_config(None).model.encoding == "frequency"
     assert video_config("field=triplane").model.encoding == "triplane"
     assert voca_config(None).model.encoding == "frequency"
-    full = video_config("frame=full")
-    assert full.data.blink_share > 0 and full.data.blink_repeat > 1
-    assert video_config(None).data.blink_repeat == 1
+    # Blink oversampling is an option, off by default (measured without effect, docs/video.md).
+    assert video_config("frame=full").data.blink_share == 0.0

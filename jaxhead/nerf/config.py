@@ -407,9 +407,6 @@ def video_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.data.update(resolution=resolution, lr_resolution=side)
         if size != "full":  # an accelerator renders whole frames
             config.data.update(patch=side // 4, patch_mouth=0.3, patch_eyes=0.1)
-        # The 5 % of the frames with the largest blink values come 8x as often (~30 % of the
-        # pairs) and look at the eyes: without it the blink input is ignored.
-        config.data.update(blink_share=0.05, blink_repeat=8)
         # The frame's half side is data.scene_radius (0.2) at the head: its corners are 0.28 off.
         config.model.update(space="head+camera", bound_radius=0.3, render_size=(side, side))
     config.lock()
