@@ -63,7 +63,6 @@ ADDED_KEYS = {
     "data.patch_eyes": 0.0,
     "data.blink_share": 0.0,
     "data.blink_repeat": 1,
-    "eval.validate_stride": 1,
     "sync.train": False,
     "sync.train_config": "",
 }
