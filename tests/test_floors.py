@@ -28,9 +28,10 @@ NERF_TIERS = {
     "conditions": 6, "step": 7, "heldout": 8, "own_sync": 8, "stage": 9,
     "poses": 10, "render_video": 11, "evaluate": 12,
 }  # fmt: skip
-# Inside jaxhead.gpvae, bottom up: data, pure math, modules, step, generation, evaluation, task.
+# Inside jaxhead.gpvae, bottom up: readers and data, pure math, modules, step, generation,
+# evaluation, task.
 GPVAE_TIERS = {
-    "data": 1,
+    "readers": 1, "data": 1,
     "kernels": 2, "metrics": 2, "losses": 3,
     "models": 4, "step": 5, "generate": 6, "evaluate": 7, "stage": 8,
 }  # fmt: skip
