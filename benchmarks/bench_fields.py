@@ -185,7 +185,13 @@ def plot(workdir: pathlib.Path, fields, path: pathlib.Path, title: str) -> None:
     for field in fields:
         if not (workdir / field).exists():
             continue
-        curve = read_run(workdir / field)["curve"]
+        run = read_run(workdir / field)
+        curve = run["curve"]
+        final = run["final"].get("val", {}).get("psnr")
+        if not curve and final is not None and run["train_time_s"]:
+            # A run without validations during training: its final score only.
+            curve = [{"time_s": run["train_time_s"], "psnr": final}]
+            field = f"{field} (final only)"
         ax.plot([p["time_s"] / 60 for p in curve], [p["psnr"] for p in curve], "o-", label=field)
     ax.set_xlabel("training wall time (min)")
     ax.set_ylabel("held-out PSNR (dB)")
