@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jaxhead.data.media import write_video
-from jaxhead.nerf import render_video, stage, step
+from jaxhead.nerf import heldout, render_video, stage, step
 from jaxhead.train import loop
 from jaxhead.train.checkpoint import Checkpointer
 from jaxhead.train.metrics import read_metrics
@@ -82,6 +82,21 @@ def test_smoke_run_writes_the_workdir_and_resumes(cache, tmp_path):
     # Rendering from the workdir: new speech with a yaw sweep, a held-out sentence, a swap.
     trained = render_video.load_trained(tmp_path)
     assert trained.step == 6
+    # The final evaluation keeps its renders; the suite and the held-out video of the same step
+    # read them instead of rendering again: the same frames, to the 8 bits a video holds.
+    source, sequences = render_video.heldout_sequences(trained, "val")
+    saved = heldout.renders_path(tmp_path, "val")
+    cached = heldout.cached_render(saved, 6, sequences[0])
+    assert cached is not None and heldout.cached_render(saved, 4, sequences[0]) is None
+    assert heldout.cached_render(saved, 6, sequences[0][1:]) is None
+    uncached = dataclasses.replace(trained, workdir=None)
+    fresh = render_video.render_sequence(uncached, source, sequences[0], split="val")
+    assert np.abs(cached[0] - fresh.pred).max() <= 0.5 / 255 + 1e-4
+    read = render_video.render_sequence(trained, source, sequences[0], split="val")
+    assert np.array_equal(read.pred, cached[0]) and read.render_fps == cached[1]
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(saved.read_bytes()[:100])
+    assert heldout.cached_render(broken, 6, sequences[0]) is None
     tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(8000) / 16000).astype(np.float32)
     frames = render_video.drive(trained, tone, identity=1, yaw_sweep=20.0)
     assert frames.shape == (12, 64, 64, 3) and np.isfinite(frames).all()

@@ -56,6 +56,11 @@ def check_output(
     return path
 
 
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Float images in ``[0, 1]`` as uint8, rounded (what a written video holds)."""
+    return (np.clip(np.asarray(images), 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
 def write_video(
     path: str | os.PathLike,
     frames: np.ndarray,
@@ -86,7 +91,7 @@ def write_video(
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
         raise ValueError(f"frames must be [T, H, W, 3] with T > 0, got {frames.shape}")
     if frames.dtype != np.uint8:
-        frames = (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+        frames = to_uint8(frames)
     height, width = frames.shape[1:3]
     if height % 2 or width % 2:
         raise ValueError(f"H.264 (yuv420p) needs even sizes, got {width}x{height}")

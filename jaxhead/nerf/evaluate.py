@@ -114,7 +114,9 @@ def evaluate_split(trained: Trained, split: str, suite: Suite, traces: dict | No
             generated.append(pose)
 
     held = [
-        render_sequence(trained, source, rows, replace=None if pb is None else _posed(trained, pb))
+        render_sequence(
+            trained, source, rows, replace=None if pb is None else _posed(trained, pb), split=split
+        )
         for rows, pb in zip(sequences, pose_blinks, strict=True)
     ]
     audios = [cond.sequence_audio(config, source, h.rows) for h in held]

@@ -15,12 +15,15 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import time
+import zipfile
 
 import jax.numpy as jnp
 import numpy as np
 import tqdm
 from PIL import Image
 
+from jaxhead.data.cache import save_npz
+from jaxhead.data.media import to_uint8
 from jaxhead.data.video_frames import REGION_HEAD, REGION_NECK_BAND
 from jaxhead.eval import image as image_lib
 from jaxhead.eval.lip import lip_region_frame, lip_region_summary
@@ -140,11 +143,14 @@ def render_heldout(
     batch: int,
     data_kind: str,
     replace: dict | None = None,
+    cached: tuple[np.ndarray, float] | None = None,
 ) -> HeldOut:
     """Renders held-out ``rows`` (one sequence of ``source``) with the held-out protocol.
 
     ``replace``: per-frame arrays that replace the sequence's own (e.g. a generated pose's
-    ``c2w`` and ``blink``), ``[T, ...]``.
+    ``c2w`` and ``blink``), ``[T, ...]``. ``cached``: ``(pred, render_fps)`` of these rows
+    rendered earlier with the same parameters (:func:`cached_render`): the frames are not
+    rendered again.
     """
     rows = np.asarray(rows)
     items = [source[int(r)] for r in rows]
@@ -162,17 +168,58 @@ def render_heldout(
     frames.update(shared)
     for key, value in (replace or {}).items():
         frames[key] = np.asarray(value, np.float32)[: len(rows)]
-    timing = []
-    pred = render_frames(renderer, params, frames, codes, batch=batch, timing=timing)
+    if cached is not None:
+        pred, fps = cached
+        if len(pred) != len(rows):
+            raise ValueError(f"cached renders hold {len(pred)} frames for {len(rows)} rows")
+    else:
+        timing = []
+        pred = render_frames(renderer, params, frames, codes, batch=batch, timing=timing)
+        fps = frames_per_second(timing)
     truth = np.stack([item["image"] for item in items]).astype(np.float32)
     scored = np.ones(len(rows), bool)
     if fitted and len(rows) > 1:
         scored[0] = False
     landmarks = np.stack([item["landmarks"] for item in items]).astype(np.float32)
     openings = true_openings(data_kind, items)
-    return HeldOut(
-        rows, pred, truth, scored, frames, landmarks, openings, codes, frames_per_second(timing)
-    )
+    return HeldOut(rows, pred, truth, scored, frames, landmarks, openings, codes, fps)
+
+
+def renders_path(workdir: str | pathlib.Path, split: str) -> pathlib.Path:
+    """Where a run's final evaluation keeps the held-out renders of ``split``
+    (:func:`save_renders`)."""
+    return pathlib.Path(workdir) / "samples" / f"renders_{split}.npz"
+
+
+def save_renders(path: str | pathlib.Path, held: list[HeldOut], step: int) -> pathlib.Path:
+    """The renders of held-out sequences, as the 8-bit frames a video of them holds, with the
+    training step they were rendered at: the metric suite and the held-out video of the same step
+    read them (:func:`cached_render`) instead of rendering the frames again."""
+    arrays = {"step": np.int64(step), "sequences": np.int64(len(held))}
+    for i, h in enumerate(held):
+        arrays[f"rows_{i}"] = np.asarray(h.rows, np.int64)
+        arrays[f"pred_{i}"] = to_uint8(h.pred)
+        arrays[f"render_fps_{i}"] = np.float64(h.render_fps)
+    return save_npz(path, arrays)
+
+
+def cached_render(
+    path: str | pathlib.Path, step: int, rows: np.ndarray
+) -> tuple[np.ndarray, float] | None:
+    """``(pred [T, H, W, 3] float32 in [0, 1], render_fps)`` of ``rows`` from
+    :func:`save_renders`'s file, or None where there is none for exactly these rows at ``step``
+    (no file, another step, other rows, an unreadable file: the caller renders)."""
+    try:
+        with np.load(path) as saved:
+            if int(saved["step"]) != int(step):
+                return None
+            for i in range(int(saved["sequences"])):
+                if np.array_equal(saved[f"rows_{i}"], np.asarray(rows)):
+                    pred = saved[f"pred_{i}"].astype(np.float32) / 255.0
+                    return pred, float(saved[f"render_fps_{i}"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    return None
 
 
 def face_crop(images: np.ndarray, box) -> np.ndarray:

@@ -38,10 +38,12 @@ from jaxhead.data.media import write_video
 from jaxhead.nerf import conditions as cond
 from jaxhead.nerf.heldout import (
     HeldOut,
+    cached_render,
     heldout_codes,
     render_frames,
     render_heldout,
     render_keys,
+    renders_path,
     static_frames,
 )
 from jaxhead.nerf.poses import frontal_distance, ping_pong, posed_cameras
@@ -75,6 +77,9 @@ class Trained:
     lip: cond.LipSource
     renderer: Renderer
     step: int
+    # The run's folder: its final evaluation's renders are read from there
+    # (jaxhead.nerf.heldout.cached_render); None: always render.
+    workdir: pathlib.Path | None = None
 
     @functools.cached_property
     def tables(self) -> dict:
@@ -123,7 +128,7 @@ def load_trained(workdir: str | pathlib.Path) -> Trained:
     renderer = Renderer(make_render_fn(built["graphdefs"]))
     return Trained(
         restored.config, built["setup"], built["graphdefs"], params, built["run"], built["lip"],
-        renderer, restored.step,
+        renderer, restored.step, workdir,
     )  # fmt: skip
 
 
@@ -228,14 +233,21 @@ def heldout_sequences(trained: Trained, split: str = "val"):
     return source, source.sequence_rows()
 
 
-def render_sequence(trained: Trained, source, rows, replace: dict | None = None) -> HeldOut:
+def render_sequence(
+    trained: Trained, source, rows, replace: dict | None = None, split: str | None = None
+) -> HeldOut:
     """One held-out sequence rendered with the held-out protocol
-    (:func:`jaxhead.nerf.heldout.render_heldout`)."""
+    (:func:`jaxhead.nerf.heldout.render_heldout`). With ``split`` and nothing replaced, the
+    frames the run's final evaluation rendered at this step are read instead of rendered again
+    (:func:`jaxhead.nerf.heldout.cached_render`)."""
     config = trained.config
+    cached = None
+    if replace is None and split is not None and trained.workdir is not None:
+        cached = cached_render(renders_path(trained.workdir, split), trained.step, rows)
     return render_heldout(
         trained.renderer, trained.setup, trained.params, trained.tables, source, rows,
         fit_steps=int(config.eval.fit_steps), batch=int(config.eval.batch_size),
-        data_kind=str(config.data.kind), replace=replace,
+        data_kind=str(config.data.kind), replace=replace, cached=cached,
     )  # fmt: skip
 
 
@@ -246,7 +258,7 @@ def held_out_sequence(
     source, sequences = heldout_sequences(trained, split)
     if not 0 <= index < len(sequences):
         raise ValueError(f"--sequence {index}: the run holds out {len(sequences)} sequences")
-    held = render_sequence(trained, source, sequences[index])
+    held = render_sequence(trained, source, sequences[index], split=split)
     audio = cond.sequence_audio(trained.config, source, held.rows)
     return np.concatenate([held.pred, held.truth], axis=2), audio
 

@@ -41,7 +41,13 @@ from jaxhead.data.pipeline import make_pipeline, pair_indices
 from jaxhead.nerf import conditions as cond
 from jaxhead.nerf import own_sync, patches
 from jaxhead.nerf.config import ADDED_KEYS
-from jaxhead.nerf.heldout import render_heldout, save_grid, score_heldout
+from jaxhead.nerf.heldout import (
+    render_heldout,
+    renders_path,
+    save_grid,
+    save_renders,
+    score_heldout,
+)
 from jaxhead.nerf.perceptual import perceptual_loss_choice
 from jaxhead.nerf.step import (
     Batches,
@@ -94,12 +100,24 @@ def code_tables(graphdefs, params) -> dict[str, np.ndarray]:
 
 
 def evaluate_split(
-    config, setup, renderer, graphdefs, params, source, *, samples=None, video=None, stride=1
+    config,
+    setup,
+    renderer,
+    graphdefs,
+    params,
+    source,
+    *,
+    samples=None,
+    video=None,
+    stride=1,
+    renders=None,
 ) -> dict:
     """The held-out protocol's scores on one split (:func:`jaxhead.nerf.heldout.score_heldout`);
     ``samples``: a PNG of the first frames beside the truth; ``video``: the first sequence beside
     its truth, with its audio, as an mp4; ``stride``: every stride-th frame of each sequence
-    only (the validations during training, ``config.eval.validate_stride``)."""
+    only (the validations during training, ``config.eval.validate_stride``); ``renders``:
+    ``(path, step)``: the renders are kept there (:func:`jaxhead.nerf.heldout.save_renders`) for
+    the metric suite and the held-out video of the same step."""
     tables = code_tables(graphdefs, params)
     held = [
         render_heldout(
@@ -109,6 +127,8 @@ def evaluate_split(
         )
         for rows in source.sequence_rows()
     ]  # fmt: skip
+    if renders is not None:
+        save_renders(renders[0], held, renders[1])
     if samples is not None:
         shown = [(h.pred[t], h.truth[t]) for h in held for t in range(min(2, len(h.rows)))]
         save_grid(samples, shown[:4])
@@ -174,6 +194,7 @@ def build_task(
 
     def evaluate(state):
         params = jax.device_get(state.params)
+        step = int(jax.device_get(state.step))
         results = {}
         for split in splits:
             folder = None if workdir is None else pathlib.Path(workdir) / "samples"
@@ -183,6 +204,7 @@ def build_task(
                 samples=None if folder is None else folder / f"eval_{split}.png",
                 # A held-out sentence beside its ground truth, with its audio.
                 video=None if folder is None or split != splits[0] else folder / "heldout_0.mp4",
+                renders=None if folder is None else (renders_path(workdir, split), step),
             )  # fmt: skip
         if workdir is not None:
             results["video"] = "samples/heldout_0.mp4"
