@@ -3,6 +3,7 @@ and the F_lip loader for the NeRF stage."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import shutil
@@ -416,3 +417,7 @@ def test_leave_one_speaker_out_protocol_end_to_end(tmp_path):
         assert adapted["init_from"] == str(folder / "pretrain")
     text = sync_loso.table(results)
     assert text.count("\n") == 2 + 2 * 3 + 3 - 1 and "**all**" in text
+    real_only = dataclasses.replace(protocol, synthetic=False)
+    assert sync_loso.pretrain_config(roots[1:], real_only).data.kind == "video"
+    with pytest.raises(ValueError, match="needs other videos"):
+        sync_loso.pretrain_config([], real_only)

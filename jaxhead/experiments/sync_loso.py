@@ -40,6 +40,9 @@ class Protocol:
     window_seconds: float = 2.0
     leads: tuple[int, ...] = LEADS
     smoke: bool = False  # tiny models and budgets: a plumbing check of the whole protocol
+    # The pre-training's data: the synthetic speakers and the other videos (True), or the other
+    # videos alone (False).
+    synthetic: bool = True
 
 
 def _with_protocol(config: ml_collections.ConfigDict, protocol: Protocol, cache_dir: str):
@@ -60,10 +63,14 @@ def pretrain_config(others: Sequence[str], protocol: Protocol, cache_dir: str = 
     from jaxhead.sync.config import sync_config
 
     config = _with_protocol(sync_config("pretrain"), protocol, cache_dir)
+    if not protocol.synthetic and not others:
+        raise ValueError("pre-training without the synthetic speakers needs other videos")
     with config.unlocked():
         config.data.video_roots = tuple(str(r) for r in others)
         if not others:
             config.data.kind = "synthetic"
+        elif not protocol.synthetic:
+            config.data.kind = "video"
     return config
 
 
