@@ -26,11 +26,14 @@ def test_field_variants_resolve_to_a_grid_and_its_small_trunk():
         voca_config("field=voxels")
 
 
-@pytest.mark.parametrize("encoding", ["hash", "triplane"])
-def test_a_grid_field_trains_resumes_and_renders(cache, tmp_path, encoding):
+@pytest.mark.parametrize(
+    "encoding,attention", [("hash", ()), ("triplane", ()), ("hash", ("lip", "blink"))]
+)
+def test_a_grid_field_trains_resumes_and_renders(cache, tmp_path, encoding, attention):
     config = smoke_config(cache, steps=2, checkpoint_every=1)
     with config.unlocked():
         config.model.update(encoding=encoding, grid_levels=4, grid_log2_table=10, **GRID_TRUNK)
+        config.model.region_attention = attention
     stage.train(config, tmp_path)
     with config.unlocked():
         config.train.steps = 3
@@ -39,6 +42,10 @@ def test_a_grid_field_trains_resumes_and_renders(cache, tmp_path, encoding):
     assert results["step"] == 3 and 0.0 < results["val"]["psnr"] < 60.0
     trained = render_video.load_trained(tmp_path)
     assert trained.setup.model_config.encoding == encoding
+    assert trained.setup.model_config.region_attention == attention
+    if attention:  # the gates learned (they start at exactly 1)
+        gates = trained.params["nerf"]["field"]["attention_out"]["bias"]
+        assert np.abs(np.asarray(gates)).max() > 0
     tables = trained.params["nerf"]["field"]["tables"]
     assert np.asarray(tables).shape[-3:] == (4, 1024, 2)
     tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(4000) / 16000).astype(np.float32)

@@ -57,6 +57,7 @@ ADDED_KEYS = {
     "optim.grid_lr_scale": 1.0,
     "model.ex_dropout": 0.0,
     "model.space": "head",
+    "model.region_attention": (),
     "data.frame": "crop",
     "data.patch": 0,
     "data.patch_mouth": 0.0,
@@ -132,6 +133,10 @@ class HeadNeRFConfig:
     # stage's frozen audio encoder) and a learned linear map, zero-initialised, projects them to
     # the "lip" condition's size: the field starts audio-free and learns how much of F_lip to use.
     lip_input_dim: int = 0
+    # Names of condition_dims entries gated per sample by ER-NeRF-style region attention
+    # (jaxhead.nerf.field: e.g. ("lip", "blink") lets the audio act near the mouth and the
+    # blink near the eyes); empty: every condition enters as one vector per ray.
+    region_attention: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.view_input not in VIEW_INPUTS:
@@ -150,6 +155,11 @@ class HeadNeRFConfig:
                 "lip_input_dim projects precomputed 'lip' features: needs a 'lip' condition and "
                 "audio_net=False"
             )
+        unknown = sorted(set(self.region_attention) - set(names))
+        if unknown:
+            raise ValueError(
+                f"region_attention names {unknown} are not conditions of this field ({names})"
+            )
         if self.bound_radius <= 0:
             raise ValueError(f"bound_radius must be > 0, got {self.bound_radius}")
         if self.encoding not in FIELDS:
@@ -160,6 +170,16 @@ class HeadNeRFConfig:
     @property
     def condition_dim(self) -> int:
         return sum(dim for _, dim in self.condition_dims)
+
+    @property
+    def attended_ranges(self) -> tuple[tuple[int, int], ...]:
+        """``(start, stop)`` of each ``region_attention`` condition in the condition vector."""
+        ranges, start = [], 0
+        for name, dim in self.condition_dims:
+            if name in self.region_attention:
+                ranges.append((start, start + dim))
+            start += dim
+        return tuple(ranges)
 
     @property
     def grid_size(self) -> tuple[int, int, int, int, int]:
@@ -224,6 +244,9 @@ def model_block(size: str = "cpu", field: str = "frequency", **overrides):
         # frames' mouths from F_lip instead of from a per-frame code. 0: off.
         "ex_dropout": 0.0,
         "space": "head",  # HeadNeRFConfig.space: "head+camera" for full frames (torso)
+        # Conditions gated per sample by ER-NeRF-style region attention (HeadNeRFConfig), e.g.
+        # ("lip", "blink"); empty: all enter the field as one vector per ray.
+        "region_attention": (),
         "view_input": "none",
         "bound_radius": 0.2,
         **MODEL_SIZES[size],

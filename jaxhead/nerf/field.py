@@ -25,6 +25,18 @@ view) part is computed once per ray or per frame by :meth:`HeadField.embed` and 
 the ray's samples, instead of once per sample: for a 128-wide field with a 200-dim condition
 this removes most of the first layer's cost.
 
+**Region attention** (ER-NeRF's region-aware conditioning, optional: ``attended``). Chosen parts of
+the condition (the audio feature F_lip and the blink, say) do not enter as one vector for the
+whole head: each channel is scaled, per sample, by a gate computed from the sample's own point
+encoding, ``g(x) = 2·sigmoid(W₂ relu(W₁ enc(x) + b₁) + b₂)``, so the field can let the audio act
+near the mouth and the blink near the eyes only::
+
+    h₀ = relu(A_x enc(x) + A_c c_rest + A_a (c_att ⊙ g(x)) + b₀)
+
+(likewise at the skip layer). ``W₂``, ``b₂`` start at zero: every gate is 1 and the field is
+exactly the one without attention at initialisation. The attended channels then cost one
+``[S, n_att] @ [n_att, width]`` product per sample instead of nothing; the others stay per ray.
+
 **Deferred output projection.** The last layer is affine, and volume rendering is a weighted sum,
 so ``Σᵢ wᵢ (W_o gᵢ + b_o) = W_o (Σᵢ wᵢ gᵢ) + b_o Σᵢ wᵢ`` exactly. The renderer therefore
 composites the narrow per-sample vectors ``g`` (:meth:`HeadField.sample`) and projects each
@@ -87,12 +99,15 @@ class FieldEmbedding(NamedTuple):
     """Per-ray (or per-frame) contributions of the condition and view inputs (``[..., *]``).
 
     ``first``/``skip`` are the condition's share of layer 0 and of the skip layer (bias included
-    in ``first``); ``view`` is the view input's share of the view layer (bias included), or None.
+    in ``first``; the attended channels left out); ``view`` is the view input's share of the view
+    layer (bias included), or None; ``attended``: the condition's attended channels
+    ``[..., n_att]``, gated per sample (region attention), or None.
     """
 
     first: jax.Array
     skip: jax.Array | None
     view: jax.Array | None
+    attended: jax.Array | None = None
 
 
 class HeadField(nnx.Module):
@@ -118,6 +133,9 @@ class HeadField(nnx.Module):
       spaces: how many 3D frames a point arrives in (``points [..., 3 * spaces]``): 1, or 2 for
         the head's and the camera's frame; each is encoded on its own (its own grid tables) and
         the encodings are concatenated.
+      attended: ``(start, stop)`` ranges of the condition vector whose channels are gated per
+        sample by the region attention (module docstring); empty: none.
+      attention_width: hidden width of the attention's gate network.
       rngs: parameter initialisation.
     """
 
@@ -136,6 +154,8 @@ class HeadField(nnx.Module):
         encoding: str = "frequency",
         grid: GridSize | None = None,
         spaces: int = 1,
+        attended: tuple[tuple[int, int], ...] = (),
+        attention_width: int = 32,
         rngs: nnx.Rngs,
     ):
         if encoding not in ENCODINGS:
@@ -203,6 +223,26 @@ class HeadField(nnx.Module):
             self.sample_dim = width
         self.feature_out = nnx.Linear(self.sample_dim, feature_dim, rngs=rngs)
 
+        channels = [c for start, stop in attended for c in range(start, stop)]
+        if any(not 0 <= c < condition_dim for c in channels) or len(set(channels)) != len(
+            channels
+        ):
+            raise ValueError(
+                f"attended ranges {attended} must be disjoint and inside the condition's "
+                f"{condition_dim} channels"
+            )
+        self.attended = tuple(channels)
+        if channels:
+            self.attention_hidden = nnx.Linear(
+                self.point_dim, attention_width, kernel_init=_RELU_INIT, rngs=rngs
+            )
+            zeros = jax.nn.initializers.zeros
+            self.attention_out = nnx.Linear(
+                attention_width, len(channels), kernel_init=zeros, bias_init=zeros, rngs=rngs
+            )
+        else:
+            self.attention_hidden = self.attention_out = None
+
     # -- split evaluation ---------------------------------------------------------------------
 
     def encode(self, points: jax.Array) -> jax.Array:
@@ -241,6 +281,13 @@ class HeadField(nnx.Module):
             raise ValueError(
                 f"condition has shape {condition.shape}, expected [..., {self.condition_dim}]"
             )
+        attended = None
+        if self.attended:
+            index = jnp.asarray(self.attended)
+            attended = condition[..., index]
+            # The attended channels enter per sample (sample()), not here.
+            keep = jnp.ones((self.condition_dim,), condition.dtype).at[index].set(0.0)
+            condition = condition * keep.reshape((1,) * (condition.ndim - 1) + keep.shape)
         first = self.layers[0]
         first_part = _add_bias(condition @ first.kernel[...][self.point_dim :], first.bias[...])
         skip_part = None
@@ -248,7 +295,15 @@ class HeadField(nnx.Module):
             skip_kernel = self.layers[self.skip_layer].kernel[...][self.width + self.point_dim :]
             skip_part = condition @ skip_kernel
         view_part = None if view is None else self.embed_view(view)
-        return FieldEmbedding(first_part, skip_part, view_part)
+        return FieldEmbedding(first_part, skip_part, view_part, attended)
+
+    def gates(self, encoded: jax.Array) -> jax.Array:
+        """Region attention: ``[..., point_dim]`` point encodings -> ``[..., n_att]`` gates in
+        ``(0, 2)`` (1 at initialisation), one per attended condition channel."""
+        if self.attention_out is None:
+            raise ValueError("this field has no attended condition channels")
+        hidden = jax.nn.relu(self.attention_hidden(encoded))
+        return 2.0 * jax.nn.sigmoid(self.attention_out(hidden))
 
     def embed_view(self, view: jax.Array) -> jax.Array:
         """``[..., view_dim]`` -> the view input's share of the view layer ``[..., view_width]``."""
@@ -285,13 +340,26 @@ class HeadField(nnx.Module):
             # [..., D] -> [..., 1, D]: broadcast over the samples of each ray, rank explicit.
             return None if x is None else jnp.expand_dims(x, -2)
 
+        gated = None
+        if self.attended:
+            if embedding.attended is None:
+                raise ValueError("this field gates condition channels: embed() gives them")
+            # The attended channels, scaled per sample by the region attention's gates.
+            gated = per_ray(embedding.attended) * self.gates(encoded)
+            index = jnp.asarray(self.attended)
+
         first = self.layers[0]
-        h = jax.nn.relu(encoded @ first.kernel[...][:p] + per_ray(embedding.first))
+        pre = encoded @ first.kernel[...][:p] + per_ray(embedding.first)
+        if gated is not None:
+            pre = pre + gated @ first.kernel[...][p + index]
+        h = jax.nn.relu(pre)
         for k in range(1, self.depth):
             layer = self.layers[k]
             kernel = layer.kernel[...]
             if k == self.skip_layer:
                 pre = h @ kernel[: self.width] + encoded @ kernel[self.width : self.width + p]
+                if gated is not None:
+                    pre = pre + gated @ kernel[self.width + p + index]
                 pre = _add_bias(pre + per_ray(embedding.skip), layer.bias[...])
             else:
                 pre = _add_bias(h @ kernel, layer.bias[...])

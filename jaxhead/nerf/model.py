@@ -93,6 +93,7 @@ class HeadNeRF(nnx.Module):
             encoding=config.encoding,
             grid=GridSize(*config.grid_size),
             spaces=2 if config.space == "head+camera" else 1,
+            attended=config.attended_ranges,
             rngs=rngs,
         )
         self.upsampler = Upsampler(
