@@ -224,9 +224,7 @@ class HeadField(nnx.Module):
         self.feature_out = nnx.Linear(self.sample_dim, feature_dim, rngs=rngs)
 
         channels = [c for start, stop in attended for c in range(start, stop)]
-        if any(not 0 <= c < condition_dim for c in channels) or len(set(channels)) != len(
-            channels
-        ):
+        if any(not 0 <= c < condition_dim for c in channels) or len(set(channels)) != len(channels):
             raise ValueError(
                 f"attended ranges {attended} must be disjoint and inside the condition's "
                 f"{condition_dim} channels"
