@@ -112,7 +112,9 @@ def test_ctrl_c_is_one_line_and_resumable(tmp_path):
         str(TOY),
         f"--config={TOY}",
         f"--workdir={tmp_path}",
-        "--config.train.steps=400",
+        # Far more steps than the wait for checkpoint 10 needs: on a loaded machine an async
+        # checkpoint can appear late, and the run must still be running when Ctrl-C comes.
+        "--config.train.steps=4000",
         "--config.train.checkpoint_every=5",
         "--config.toy.step_delay_s=0.05",
     ]

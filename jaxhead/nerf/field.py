@@ -34,10 +34,11 @@ near the mouth and the blink near the eyes only::
     h₀ = relu(A_x enc(x) + A_c c_rest + A_a (c_att ⊙ g(x)) + b₀)
 
 (likewise at the skip layer). ``W₂``, ``b₂`` start at zero: every gate is 1 and the field is
-exactly the one without attention at initialisation. (ER-NeRF's code, ``nerf_triplane/network.py``:
-the audio feature times an unbounded 2-layer MLP of the tri-plane encoding, the eye feature times
-a sigmoid one; here one bounded form for both, so training starts from the plain field.) The attended channels then cost one
-``[S, n_att] @ [n_att, width]`` product per sample instead of nothing; the others stay per ray.
+exactly the one without attention at initialisation (ER-NeRF's code,
+``nerf_triplane/network.py``: the audio feature times an unbounded 2-layer MLP of the tri-plane
+encoding, the eye feature times a sigmoid one; here one bounded form for both, so training starts
+from the plain field). The attended channels then cost one ``[S, n_att] @ [n_att, width]`` product
+per sample instead of nothing; the others stay per ray.
 
 **Deferred output projection.** The last layer is affine, and volume rendering is a weighted sum,
 so ``Σᵢ wᵢ (W_o gᵢ + b_o) = W_o (Σᵢ wᵢ gᵢ) + b_o Σᵢ wᵢ`` exactly. The renderer therefore
