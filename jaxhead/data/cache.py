@@ -22,15 +22,18 @@ def cache_root(cache_dir: str = "") -> pathlib.Path:
     return pathlib.Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "jaxhead"
 
 
-def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> pathlib.Path:
-    """Writes ``arrays`` to ``path`` as ``.npz`` through a temporary file in the same folder and
-    a rename, so a killed writer leaves either the old file or none, never a partial one."""
+def save_npz(
+    path: str | os.PathLike, arrays: dict[str, np.ndarray], compress: bool = False
+) -> pathlib.Path:
+    """Writes ``arrays`` to ``path`` as ``.npz`` (deflated with ``compress``) through a temporary
+    file in the same folder and a rename, so a killed writer leaves either the old file or none,
+    never a partial one."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            (np.savez_compressed if compress else np.savez)(f, **arrays)
         publish(tmp, path)  # mkstemp's 0600 becomes the user's usual file mode
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)

@@ -194,13 +194,14 @@ def renders_path(workdir: str | pathlib.Path, split: str) -> pathlib.Path:
 def save_renders(path: str | pathlib.Path, held: list[HeldOut], step: int) -> pathlib.Path:
     """The renders of held-out sequences, as the 8-bit frames a video of them holds, with the
     training step they were rendered at: the metric suite and the held-out video of the same step
-    read them (:func:`cached_render`) instead of rendering the frames again."""
+    read them (:func:`cached_render`) instead of rendering the frames again. Deflated: 250 frames
+    at 512² take ~72 MB instead of 197 MB (~3 s to write)."""
     arrays = {"step": np.int64(step), "sequences": np.int64(len(held))}
     for i, h in enumerate(held):
         arrays[f"rows_{i}"] = np.asarray(h.rows, np.int64)
         arrays[f"pred_{i}"] = to_uint8(h.pred)
         arrays[f"render_fps_{i}"] = np.float64(h.render_fps)
-    return save_npz(path, arrays)
+    return save_npz(path, arrays, compress=True)
 
 
 def cached_render(
