@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import pathlib
@@ -36,6 +35,7 @@ from collections.abc import Callable, Sequence
 
 import ml_collections
 
+from jaxhead import files
 from jaxhead.train.errors import UserError, WorkdirConflictError
 from jaxhead.train.workdir import check_workdir_path, lock_workdir, write_json_atomic
 
@@ -71,9 +71,7 @@ def video_identity(video: str | os.PathLike) -> dict:
     path = pathlib.Path(video).expanduser()
     if not path.is_file():
         raise UserError(f"{video}: no such video file; give the path of a talking-head video")
-    with path.open("rb") as f:
-        head = hashlib.sha256(f.read(1 << 20)).hexdigest()
-    return {"path": str(path.resolve()), "bytes": path.stat().st_size, "head_sha256": head}
+    return files.identity(path)
 
 
 def _read_state(layout: Layout) -> dict:
@@ -94,10 +92,7 @@ def _check_inputs(state: dict, inputs: dict, layout: Layout) -> None:
     old = state.get("inputs")
     if not old:
         return
-    same_video = (old["video"]["bytes"], old["video"]["head_sha256"]) == (
-        inputs["video"]["bytes"], inputs["video"]["head_sha256"],
-    )  # fmt: skip
-    if not same_video:
+    if not files.same_file(old["video"], inputs["video"]):
         raise WorkdirConflictError(
             f"{layout.root} holds the avatar of {old['video']['path']}, not of "
             f"{inputs['video']['path']}; choose a new --workdir for this video"

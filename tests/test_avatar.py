@@ -7,6 +7,8 @@ on a small generated clip); the NeRF is the ``smoke`` variant of ``configs/video
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -65,6 +67,14 @@ def test_one_command_from_video_to_avatar_resumes_and_refuses_other_inputs(tmp_p
     stamps = {p: (layout.root / p).stat().st_mtime_ns for p in ("heldout.mp4", "nerf/eval.json")}
     lines.clear()
     pipeline().run()
+    assert len(lines) == 5 and all(": done (" in line for line in lines)
+    assert stamps == {p: (layout.root / p).stat().st_mtime_ns for p in stamps}
+    # A copy of the video in another place, with another modification time, is the same input.
+    copy = tmp_path / "elsewhere.mp4"
+    shutil.copyfile(clip, copy)
+    os.utime(copy, (1_000_000, 1_000_000))
+    lines.clear()
+    pipeline(video=copy).run()
     assert len(lines) == 5 and all(": done (" in line for line in lines)
     assert stamps == {p: (layout.root / p).stat().st_mtime_ns for p in stamps}
 

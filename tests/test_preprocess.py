@@ -8,6 +8,7 @@ interpreter that has it (see docs/preprocess.md); the others replace the MediaPi
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -456,6 +457,13 @@ def test_pipeline_output_loads_keeps_ids_and_resumes(tmp_path, fake_face, monkey
     before = _mtimes(out)
     again = pipeline.preprocess(path, out, progress=False, val_seconds=0.4)
     assert again["steps"] == state["steps"] and _mtimes(out) == before
+    # So does a copy of the video in another place with another modification time.
+    copy = tmp_path / "elsewhere" / "clip.mp4"
+    copy.parent.mkdir()
+    shutil.copyfile(path, copy)
+    os.utime(copy, (1_000_000, 1_000_000))
+    again = pipeline.preprocess(copy, out, progress=False, val_seconds=0.4)
+    assert again["steps"] == state["steps"] and _mtimes(out) == before
 
     # A changed late option re-runs only the steps from the one it belongs to.
     split = pipeline.preprocess(path, out, progress=False)
@@ -480,6 +488,9 @@ def test_pipeline_output_loads_keeps_ids_and_resumes(tmp_path, fake_face, monkey
     # A different video (or decode option) for the same folder is refused.
     with pytest.raises(PreprocessError, match="is not overwritten"):
         pipeline.preprocess(path, out, progress=False, max_seconds=1.0)
+    other = write_clip(tmp_path / "other.mp4", num_frames=41, size=128)
+    with pytest.raises(PreprocessError, match="is not overwritten"):
+        pipeline.preprocess(other, out, progress=False)
 
 
 def test_an_interrupted_run_keeps_its_finished_steps_and_is_no_dataset(tmp_path, fake_face):

@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from jaxhead import files
 from jaxhead.files import publish
 from jaxhead.preprocess import decode, landmarks, masks, mediapipe_worker, pose
 from jaxhead.preprocess.errors import PreprocessError
@@ -116,8 +117,8 @@ def _write_json(path: pathlib.Path, data) -> None:
 
 
 def _video_identity(video: pathlib.Path) -> dict:
-    stat = video.stat()
-    return {"path": os.fspath(video.resolve()), "bytes": stat.st_size, "mtime": int(stat.st_mtime)}
+    """:func:`jaxhead.files.identity` plus ``mtime`` (what older folders recorded)."""
+    return {**files.identity(video), "mtime": int(video.stat().st_mtime)}
 
 
 class Run:
@@ -181,9 +182,7 @@ class Run:
                     ) from error
                 recorded = self.state.get("video", {})
                 decode_opts = self.state.get("steps", {}).get("decode", {}).get("options")
-                same_video = {k: recorded.get(k) for k in ("bytes", "mtime")} == {
-                    k: identity[k] for k in ("bytes", "mtime")
-                }
+                same_video = files.same_file(recorded, identity)
                 if not same_video or decode_opts != self.step_options("decode"):
                     raise PreprocessError(
                         self.out,
