@@ -75,6 +75,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # windows relative to their BOP's mean pose (jaxhead.gpvae.models.bop_offset): for
             # several speakers whose mean head position / facing differ (data.source=videos)
             "relative_pose": False,
+            # relative_pose's reference: the BOP's mean pose, or its last frame ("last": an output
+            # of zero holds the last BOP frame, the short-horizon baseline)
+            "pose_anchor": "mean",
             "prior_sigma": 1.0,  # Cauchy kernel variance (eq. 7)
             "prior_length_scale": 8.0,  # frames
             "prior_jitter": 1e-3,

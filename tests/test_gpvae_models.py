@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from scipy.spatial.transform import Rotation
 
 from jaxhead.gpvae import data as data_lib
 from jaxhead.gpvae import kernels, metrics, models
@@ -42,6 +43,7 @@ def jitted(variant="transformer_gpvae"):
         decode=jax.jit(lambda z: model().decode(z)),
         window=jax.jit(lambda a, b, n: models.cme_window(model(), a, b, n)),
         relative=jax.jit(lambda a, b, n: models.cme_window(model(), a, b, n, True)),
+        from_last=jax.jit(lambda a, b, n: models.cme_window(model(), a, b, n, True, "last")),
     )
 
 
@@ -249,6 +251,33 @@ def test_bop_offset_is_the_mean_pose_without_blink():
     np.testing.assert_allclose(offset[..., :6], np.mean(bop[..., :6], axis=1, keepdims=True),
                                rtol=1e-6)  # fmt: skip
     np.testing.assert_array_equal(offset[..., 6], 0.0)
+    last = models.bop_offset(bop, "last")
+    np.testing.assert_array_equal(last[..., :6], bop[:, -1:, :6])
+    np.testing.assert_array_equal(last[..., 6], 0.0)
+    with pytest.raises(ValueError, match="pose anchor"):
+        models.bop_offset(bop, "first")
+
+
+def test_last_frame_anchor_moves_with_the_last_bop_frame_and_zero_output_holds_it():
+    """Anchored on the last BOP frame, shifting that frame alone shifts the prediction by the
+    same amount only through the anchor; a decoder that outputs zeros holds that frame."""
+    rng = np.random.default_rng(2)
+    audio = jnp.asarray(rng.normal(size=(2, T, A)), jnp.float32)
+    bop = jnp.asarray(rng.normal(size=(2, TAU, D)), jnp.float32)
+    noise = jnp.zeros((2, 3, T), jnp.float32)
+    shift = jnp.asarray([0.5, -1.0, 0.2, 2.0, 0.0, -3.0, 0.0], jnp.float32)
+    fn = jitted()
+    out = fn.from_last(audio, bop, noise)
+    moved = fn.from_last(audio, bop + jnp.broadcast_to(shift, bop.shape), noise)
+    np.testing.assert_allclose(moved, out + jnp.broadcast_to(shift, out.shape), atol=1e-5)
+    # The mean anchor differs from the last one on the same inputs.
+    assert not np.allclose(np.asarray(out), np.asarray(fn.relative(audio, bop, noise)), atol=1e-3)
+    # A model whose decoder outputs zeros predicts "hold the last BOP frame" (pose channels).
+    graphdef, params = nnx.split(tiny_model())
+    zero = jax.tree.map(jnp.zeros_like, params)
+    held = models.cme_window(nnx.merge(graphdef, zero), audio, bop, noise, True, "last")
+    last = jnp.broadcast_to(bop[:, -1:, :6], held[..., :6].shape)
+    np.testing.assert_allclose(held[..., :6], last, atol=1e-6)
 
 
 def test_relative_pose_window_moves_with_the_bop():
@@ -309,7 +338,23 @@ def test_relative_mae_analytic():
                                100 * 0.1 / np.abs(np.sin(t)).mean(), rtol=1e-9)  # fmt: skip
     pose = np.concatenate([target, target, target[:, :1] * 0, target[:, :1]], -1)
     out = metrics.pose_distances([pose + [0, 0, 0, 0, 0, 0]], [pose])
-    assert out == {"d_rot": 0.0, "d_pos": 0.0}
+    assert out == {"d_rot": 0.0, "d_pos": 0.0, "d_rot_deg": 0.0, "d_pos_abs": 0.0}
+
+
+def test_absolute_pose_differences_are_the_geodesic_angle_and_the_distance():
+    rng = np.random.default_rng(0)
+    true = np.concatenate([rng.normal(size=(20, 3)), rng.normal(size=(20, 3))], -1)
+    # Rotating every true pose further by 10 degrees about a fixed axis, and moving it by (3, 4, 0).
+    turn = Rotation.from_rotvec(np.radians(10.0) * np.array([0.0, 0.6, 0.8]))
+    pred = np.concatenate(
+        [(turn * Rotation.from_rotvec(true[:, :3])).as_rotvec(), true[:, 3:] + [3.0, 4.0, 0.0]], -1
+    )
+    out = metrics.pose_distances([pred[:7], pred[7:]], [true[:7], true[7:]])
+    np.testing.assert_allclose(out["d_rot_deg"], 10.0, rtol=1e-9)
+    np.testing.assert_allclose(out["d_pos_abs"], 5.0, rtol=1e-9)
+    # Not the difference of the axis-angle vectors: the two differ away from the identity.
+    naive = np.degrees(np.linalg.norm(pred[:, :3] - true[:, :3], axis=-1)).mean()
+    assert abs(naive - 10.0) > 0.5
 
 
 def test_blink_detection_hysteresis_and_gap():

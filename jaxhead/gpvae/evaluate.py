@@ -60,6 +60,10 @@ def window_distances(generator: Generator, state, sequences) -> dict:
         "d_pos": model["d_pos"],
         "d_rot_hold": hold["d_rot"],
         "d_pos_hold": hold["d_pos"],
+        "d_rot_deg": model["d_rot_deg"],
+        "d_pos_abs": model["d_pos_abs"],
+        "d_rot_deg_hold": hold["d_rot_deg"],
+        "d_pos_abs_hold": hold["d_pos_abs"],
         "velocity_ratio": metrics_lib.velocity_ratio(
             [p[:, :3] for p in preds], [t[:, :3] for t in targets]
         ),

@@ -39,11 +39,12 @@ class Generator:
         self.prior_cov = prior_covariance(config)
         self.graphdef = graphdef or graphdef_of(self.spec)
         relative_pose = bool(config.model.get("relative_pose", False))  # older runs: absent
+        anchor = str(config.model.get("pose_anchor", "mean"))
 
         @jax.jit
         def window_fn(params, audio, bop_frames, noise):
             model = nnx.merge(self.graphdef, params)
-            return models.cme_window(model, audio, bop_frames, noise, relative_pose)
+            return models.cme_window(model, audio, bop_frames, noise, relative_pose, anchor)
 
         @functools.partial(jax.jit, static_argnums=(2,))
         def prior_window(params, z, keep_from):
@@ -146,7 +147,7 @@ def generate_pose_blink(
     Returns:
       ``(pose [N, 6], blink [N])`` float32: axis-angle rotation (rad) then translation, in the
       training data's frame and units (with ``model.relative_pose``, continuing from the BOP's
-      mean pose); blink closure (about 0 open, 1 shut).
+      mean or last pose, ``model.pose_anchor``); blink closure (about 0 open, 1 shut).
     """
     config, gen, state = load_state(workdir_or_checkpoint)
     model_fps = gen.fps

@@ -274,17 +274,28 @@ class SequenceVAE(nnx.Module):
 # ------------------------------------------------------------------------------------------------
 
 
-def bop_offset(bop: jax.Array) -> jax.Array:
-    """``[..., 1, D]``: the mean pose of the BOP frames ``[..., τ, D]`` (blink channel 0).
+POSE_ANCHORS = ("mean", "last")
+
+
+def bop_offset(bop: jax.Array, anchor: str = "mean") -> jax.Array:
+    """``[..., 1, D]``: the BOP frames' ``[..., τ, D]`` mean pose (``anchor="mean"``) or the pose
+    of their last frame (``"last"``); blink channel 0.
 
     With ``model.relative_pose`` every window is expressed relative to it: the model sees and
     predicts pose changes from where the head is, not absolute poses, so speakers whose mean
     head position and orientation differ (camera distance, facing) share one motion model and a
-    new speaker's offset is not pulled toward the training speakers' mean.
+    new speaker's offset is not pulled toward the training speakers' mean. With the last frame
+    as the anchor (``model.pose_anchor="last"``) an output of zero is "hold the last BOP frame",
+    the baseline a short-horizon predictor has to beat; the model learns the change from there.
     """
-    mean = jnp.mean(bop, axis=-2, keepdims=True)
+    if anchor not in POSE_ANCHORS:
+        raise ValueError(f"pose anchor {anchor!r}: use one of {POSE_ANCHORS}")
+    if anchor == "mean":
+        ref = jnp.mean(bop, axis=-2, keepdims=True)
+    else:
+        ref = bop[..., -1:, :]
     mask = (jnp.arange(bop.shape[-1]) < 6).astype(bop.dtype)  # rotation 3 + translation 3
-    return mean * jnp.broadcast_to(mask, mean.shape)
+    return ref * jnp.broadcast_to(mask, ref.shape)
 
 
 def cme_window(
@@ -293,14 +304,16 @@ def cme_window(
     bop: jax.Array,
     noise: jax.Array,
     relative_pose: bool = False,
+    anchor: str = "mean",
 ):
     """One window: audio ``[B, T, A]`` + BOP frames ``[B, τ, D]`` -> ``ĥ [B, T, D]`` (eq. 9).
 
     ``noise [B, L, T]`` (zeros give the posterior mean). Frames ``τ..T−1`` are the prediction;
     frames ``0..τ−1`` re-decode the BOP. ``relative_pose``: the model works on the window
-    minus :func:`bop_offset` (as it was trained); the offset is added back to its output.
+    minus :func:`bop_offset` of ``anchor`` (as it was trained); the offset is added back to its
+    output.
     """
-    offset = bop_offset(bop) if relative_pose else jnp.zeros((), bop.dtype)
+    offset = bop_offset(bop, anchor) if relative_pose else jnp.zeros((), bop.dtype)
     bop_latent, _, _ = model.encode(bop - offset)  # f_h = E_h(h_{1:τ}): latent means [B, L, τ]
     mean, scale, coeff = model.cme(audio, jnp.swapaxes(bop_latent, -1, -2))
     out = model.decode(sample_posterior(mean, scale, coeff, noise))

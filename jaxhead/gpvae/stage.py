@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 
 from jaxhead.gpvae import data as data_lib
+from jaxhead.gpvae import models
 from jaxhead.gpvae.evaluate import evaluate_generation, plot_traces
 from jaxhead.gpvae.generate import Generator, load_state
 from jaxhead.gpvae.step import (
@@ -32,7 +33,12 @@ PyTree = Any
 
 # Keys the GP-VAE config gained after runs existed, with the value their absence meant: older
 # runs resume (jaxhead.train.workdir.config_differences).
-ADDED_KEYS = {"data.heldout_groups": (), "data.max_gap_frames": 5, "model.relative_pose": False}
+ADDED_KEYS = {
+    "data.heldout_groups": (),
+    "data.max_gap_frames": 5,
+    "model.relative_pose": False,
+    "model.pose_anchor": "mean",
+}
 
 
 def build_task(config: ml_collections.ConfigDict, mesh) -> loop.Task:
@@ -41,6 +47,9 @@ def build_task(config: ml_collections.ConfigDict, mesh) -> loop.Task:
     spec = model_spec(config)
     train_seqs, held_seqs = data_lib.load_sequences(config.data)
     relative_pose = bool(config.model.get("relative_pose", False))
+    anchor = str(config.model.get("pose_anchor", "mean"))
+    if anchor not in models.POSE_ANCHORS:
+        raise ValueError(f"config.model.pose_anchor={anchor!r}; use one of {models.POSE_ANCHORS}")
     mean, std = data_lib.normalizer(train_seqs, relative_pose)
     total = int(config.train.steps)
     tx = make_optimizer(config.optim, total)
@@ -70,7 +79,7 @@ def build_task(config: ml_collections.ConfigDict, mesh) -> loop.Task:
 
     train_step = make_train_step(
         graphdef, tx, prior_cov, beta=beta, cme_weight=cme_weight, vae_steps=vae_steps, bop=bop,
-        seed=int(config.seed), relative_pose=relative_pose,
+        seed=int(config.seed), relative_pose=relative_pose, anchor=anchor,
     )  # fmt: skip
 
     data = data_lib.WindowIterator(
@@ -122,6 +131,7 @@ _ARCHITECTURE_FIELDS = (
     "mlp_ratio",
     "cme_depth",
     "relative_pose",
+    "pose_anchor",
 )
 
 

@@ -139,11 +139,13 @@ def make_train_step(
     bop: int,
     seed: int,
     relative_pose: bool = False,
+    anchor: str = "mean",
 ):
     """``train_step(state, batch) -> (state, metrics)`` of the two phases (module docstring):
     the VAE loss while ``step < vae_steps`` (0: fine-tuning, ``E_ah`` only), the cross-modal
     loss throughout with ``E_h`` and ``D`` frozen for it; VAE updates dropped after phase 1.
-    ``relative_pose``: windows minus their BOP's mean pose (:func:`models.bop_offset`)."""
+    ``relative_pose``: windows minus their BOP's mean or last pose (``anchor``,
+    :func:`models.bop_offset`)."""
 
     def train_step(state: GPVAEState, batch):
         key = jax.random.fold_in(jax.random.key(int(seed)), state.step)  # made in the program
@@ -151,7 +153,7 @@ def make_train_step(
         shape = batch["h"].shape
         h = (batch["h"] - jnp.broadcast_to(state.mean, shape)) / jnp.broadcast_to(state.std, shape)
         if relative_pose:
-            h = h - jnp.broadcast_to(models.bop_offset(h[..., :bop, :]), shape)
+            h = h - jnp.broadcast_to(models.bop_offset(h[..., :bop, :], anchor), shape)
         audio = batch["audio"]
 
         def loss_fn(params):
