@@ -78,6 +78,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # relative_pose's reference: the BOP's mean pose, or its last frame ("last": an output
             # of zero holds the last BOP frame, the short-horizon baseline)
             "pose_anchor": "mean",
+            # probability that a training window's audio is zeroed for E_ah (conditioning
+            # dropout; 1.0: E_ah continues the BOP without audio)
+            "audio_dropout": 0.0,
             "prior_sigma": 1.0,  # Cauchy kernel variance (eq. 7)
             "prior_length_scale": 8.0,  # frames
             "prior_jitter": 1e-3,

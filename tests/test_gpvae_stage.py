@@ -192,3 +192,30 @@ def test_ablation_table_rows_means_and_baseline():
     assert "| MLP VAE | 0 | 50.00% |" in table
     assert "| **Trans GP-VAE, mean ± std** | 2 seeds | 15.00 ± 5.00% |" in table
     assert "| hold last BOP frame | - | 97.00% | 96.00% |" in table
+
+
+def test_audio_dropout_hides_the_audio_from_the_cross_modal_encoder(voca_root):
+    """With ``model.audio_dropout=1`` the train step's losses do not depend on the audio; with 0
+    they do; a value outside [0, 1] is refused."""
+
+    def step_metrics(dropout):
+        config = tiny_config(voca_root)
+        with config.unlocked():
+            config.model.audio_dropout = dropout
+        task = stage.build_task(config, None)
+        batch, state, step = next(task.data), jax.jit(task.init_fn)(), jax.jit(task.train_step)
+        out = []
+        for scale in (1.0, 3.0):
+            _, metrics = step(state, {**batch, "audio": batch["audio"] * scale})
+            out.append((float(metrics["cme_loss"]), float(metrics["vae_loss"])))
+        return out
+
+    hidden = step_metrics(1.0)
+    assert hidden[0] == hidden[1]
+    heard = step_metrics(0.0)
+    assert heard[0][0] != heard[1][0] and heard[0][1] == heard[1][1]  # only E_ah hears audio
+    config = tiny_config(voca_root)
+    with config.unlocked():
+        config.model.audio_dropout = 1.5
+    with pytest.raises(ValueError, match="audio_dropout"):
+        stage.build_task(config, None)

@@ -38,6 +38,7 @@ ADDED_KEYS = {
     "data.max_gap_frames": 5,
     "model.relative_pose": False,
     "model.pose_anchor": "mean",
+    "model.audio_dropout": 0.0,
 }
 
 
@@ -50,6 +51,9 @@ def build_task(config: ml_collections.ConfigDict, mesh) -> loop.Task:
     anchor = str(config.model.get("pose_anchor", "mean"))
     if anchor not in models.POSE_ANCHORS:
         raise ValueError(f"config.model.pose_anchor={anchor!r}; use one of {models.POSE_ANCHORS}")
+    audio_dropout = float(config.model.get("audio_dropout", 0.0))
+    if not 0.0 <= audio_dropout <= 1.0:
+        raise ValueError(f"config.model.audio_dropout={audio_dropout}; use a value in [0, 1]")
     mean, std = data_lib.normalizer(train_seqs, relative_pose)
     total = int(config.train.steps)
     tx = make_optimizer(config.optim, total)
@@ -80,6 +84,7 @@ def build_task(config: ml_collections.ConfigDict, mesh) -> loop.Task:
     train_step = make_train_step(
         graphdef, tx, prior_cov, beta=beta, cme_weight=cme_weight, vae_steps=vae_steps, bop=bop,
         seed=int(config.seed), relative_pose=relative_pose, anchor=anchor,
+        audio_dropout=audio_dropout,
     )  # fmt: skip
 
     data = data_lib.WindowIterator(

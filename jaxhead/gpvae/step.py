@@ -140,12 +140,16 @@ def make_train_step(
     seed: int,
     relative_pose: bool = False,
     anchor: str = "mean",
+    audio_dropout: float = 0.0,
 ):
     """``train_step(state, batch) -> (state, metrics)`` of the two phases (module docstring):
     the VAE loss while ``step < vae_steps`` (0: fine-tuning, ``E_ah`` only), the cross-modal
     loss throughout with ``E_h`` and ``D`` frozen for it; VAE updates dropped after phase 1.
     ``relative_pose``: windows minus their BOP's mean or last pose (``anchor``,
-    :func:`models.bop_offset`)."""
+    :func:`models.bop_offset`). ``audio_dropout``: the probability that a window's audio is
+    replaced by zeros (the features are standardised, so zeros are their mean) for ``E_ah``:
+    conditioning dropout, against an ``E_ah`` that recognises each training window by its audio
+    and recalls its motion."""
 
     def train_step(state: GPVAEState, batch):
         key = jax.random.fold_in(jax.random.key(int(seed)), state.step)  # made in the program
@@ -155,6 +159,11 @@ def make_train_step(
         if relative_pose:
             h = h - jnp.broadcast_to(models.bop_offset(h[..., :bop, :], anchor), shape)
         audio = batch["audio"]
+        if audio_dropout > 0.0:  # its own stream: the VAE / E_ah keys stay those of older runs
+            keep = jax.random.bernoulli(
+                jax.random.fold_in(key, 1 << 20), 1.0 - audio_dropout, (shape[0], 1, 1)
+            )
+            audio = audio * keep.astype(audio.dtype)
 
         def loss_fn(params):
             frozen = nnx.merge(graphdef, freeze_vae(params))
