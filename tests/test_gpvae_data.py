@@ -7,15 +7,19 @@ import importlib.util
 import json
 import pathlib
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
+from flax import nnx
 from scipy.spatial.transform import Rotation
 
 from jaxhead.audio.io import save_wav
 from jaxhead.data.errors import DatasetError, FeatureShapeError, MissingFileError
 from jaxhead.gpvae import data as data_lib
-from jaxhead.gpvae import readers, stage
+from jaxhead.gpvae import models, readers, stage
+from jaxhead.gpvae.kernels import gp_prior_covariance
+from jaxhead.gpvae.step import cme_loss, vae_loss
 from jaxhead.train.workdir import config_differences, config_to_json
 
 FPS = 25
@@ -256,3 +260,52 @@ def test_stage_trains_on_video_folders_and_evaluates_the_heldout_speaker(tmp_pat
     assert results["blink_interval_cv_ground_truth"] is None  # one interval: no CV (NaN -> null)
     for key in ("blink_interval_mean_s_generated", "blink_closure_s_generated"):
         assert key in results
+
+
+# --- pose files beside video folders (data.source=mixed) ---------------------------------------
+
+
+def test_mixed_source_reads_folders_and_pose_files_and_pose_files_have_no_blink(tmp_path):
+    folder, _, blink = write_folder(tmp_path / "data", "ann", num=80)
+    pose = head_motion(60, seed=3)
+    euler = Rotation.from_rotvec(pose[:, :3]).as_euler("xyz", degrees=True)
+    np.save(tmp_path / "bob.npy", np.concatenate([euler, pose[:, 3:]], -1))
+    data = videos_config([folder, tmp_path / "bob.npy"], source="mixed", heldout_groups=("ann",))
+    train, held = data_lib.load_sequences(data)
+    assert [s.group for s in train] == ["bob"] and [s.group for s in held] == ["ann"]
+    assert np.isnan(train[0].blink).all() and train[0].audio is None  # not measured
+    np.testing.assert_array_equal(held[0].blink, blink)
+    assert held[0].audio is not None
+    # The normaliser's blink statistics come from the frames that have a blink signal.
+    mean, std = data_lib.normalizer(train + held)
+    assert np.isfinite(mean).all() and np.isfinite(std).all()
+    np.testing.assert_allclose([mean[6], std[6]], [blink.mean(), blink.std()], rtol=1e-5)
+    mean, std = data_lib.normalizer(train)  # no blink anywhere: mean 0, std 1
+    assert (mean[6], std[6]) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="'mixed'"):
+        data_lib.load_sequences(videos_config([folder], source="both"))
+
+
+def test_unmeasured_values_are_left_out_of_both_losses():
+    """With ``known`` 0 on the blink channel, its target values do not change either loss."""
+    spec = models.ModelSpec(latent_dim=3, width=16, depth=1, heads=2, cme_depth=1, feature_dim=7,
+                            audio_dim=data_lib.AUDIO_DIM)  # fmt: skip
+    model = models.SequenceVAE(spec, nnx.Rngs(0))
+    rng = np.random.default_rng(0)
+    h = rng.normal(size=(2, 12, 7)).astype(np.float32)
+    other = h.copy()
+    other[..., 6] = rng.normal(size=(2, 12))
+    audio = rng.normal(size=(2, 12, data_lib.AUDIO_DIM)).astype(np.float32)
+    known = np.ones_like(h)
+    known[..., 6] = 0.0
+    prior = gp_prior_covariance(12, 1.0, 8.0, 1e-3)
+    key = jax.random.key(0)
+    for loss in (
+        lambda x, k: vae_loss(model, x, key, prior, 0.1, k)[0],
+        lambda x, k: cme_loss(model, x, audio, key, prior, 0.1, 4, k)[0],
+    ):
+        # The encoders read the unmeasured channel as the mean (0), as the train step feeds it.
+        a = np.where(known > 0, h, 0.0)
+        b = np.where(known > 0, other, 0.0)
+        assert float(loss(a, known)) == float(loss(b, known))
+        assert float(loss(h, None)) != float(loss(other, None))

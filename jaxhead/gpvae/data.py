@@ -9,11 +9,14 @@ Sources (``config.data.source``), each a list of :class:`PoseSequence`
   :meth:`VocaSet.rows_at_fps`, and each sentence's audio. With ``data.root`` empty a small set is
   generated once into the cache (``data.synthetic``).
 * ``files``: real pose sequences named in ``data.paths``, read by their format
-  (:func:`read_pose_file`). They carry no blink signal and no aligned audio; they serve to
-  pre-train the VAE (the cross-modal encoder then sees zero audio).
+  (:func:`read_pose_file`). They carry no blink signal (NaN: left out of the losses and the
+  blink metrics) and no aligned audio; they serve to pre-train the VAE (the cross-modal encoder
+  then sees zero audio).
 * ``videos``: folders written by ``scripts/preprocess.py`` named in ``data.paths``
   (:func:`read_video_folder`): pose, the real blink signal and audio; the folder's name is the
   speaker (``group``).
+* ``mixed``: both in one list, each path read by what it is (a folder: ``videos``, a file:
+  ``files``): every real sequence we have, pose files adding head motion without blink or audio.
 
 Held-out split (:func:`load_sequences`): synthetic, each subject's last sentences; files and
 videos, the speakers named in ``data.heldout_groups`` whole, or (none named) the last
@@ -133,20 +136,30 @@ def load_sequences(data) -> tuple[list[PoseSequence], list[PoseSequence]]:
         train = [by_name[f"{s}/{q}"] for s, q in parts["train"]]
         held = [by_name[f"{s}/{q}"] for s, q in parts["heldout_sentences"]]
         return train, held
-    if data.source not in ("files", "videos"):
+    if data.source not in ("files", "videos", "mixed"):
         raise ValueError(
-            f"unknown config.data.source {data.source!r}; use 'synthetic', 'files' or 'videos'"
+            f"unknown config.data.source {data.source!r}; use 'synthetic', 'files', 'videos' or "
+            "'mixed'"
         )
     if not data.paths:
-        what = "pose files" if data.source == "files" else "folders of scripts/preprocess.py"
+        what = {
+            "files": "pose files",
+            "videos": "folders of scripts/preprocess.py",
+            "mixed": "pose files and folders of scripts/preprocess.py",
+        }[data.source]
         raise ValueError(f"config.data.source={data.source!r} needs config.data.paths ({what})")
-    if data.source == "files":
-        sequences = [read_pose_file(path, fps) for path in data.paths]
-    else:
-        max_gap = int(data.get("max_gap_frames", 5))
-        if max_gap < 0:
-            raise ValueError(f"config.data.max_gap_frames={max_gap}; use 0 or more")
-        sequences = [s for path in data.paths for s in read_video_folder(path, fps, max_gap)]
+    max_gap = int(data.get("max_gap_frames", 5))
+    if max_gap < 0:
+        raise ValueError(f"config.data.max_gap_frames={max_gap}; use 0 or more")
+    sequences = []
+    for path in data.paths:
+        folder = data.source == "videos" or (
+            data.source == "mixed" and pathlib.Path(path).expanduser().is_dir()
+        )
+        if folder:
+            sequences += read_video_folder(path, fps, max_gap)
+        else:
+            sequences.append(read_pose_file(path, fps))
     if heldout_groups:
         return split_by_group(sequences, heldout_groups)
     train, held = [], []
@@ -192,18 +205,24 @@ def _slice(seq: PoseSequence, start: int, stop: int) -> PoseSequence:
 def normalizer(
     sequences: Sequence[PoseSequence], relative_pose: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std ``[7]`` of the training frames (std floored at 1e-6).
+    """Per-channel mean and std ``[7]`` of the training frames (std floored at 1e-6), over the
+    frames where the channel was measured (a blink of NaN is not; a channel measured nowhere
+    gets mean 0, std 1).
 
     ``relative_pose``: the pose channels' std is that of each sequence's frames around the
     sequence's own mean, the scale of the motion a relative-pose model sees; the spread of
     the speakers' mean poses (camera distance, facing) would otherwise dwarf it.
     """
-    frames = np.concatenate([s.features for s in sequences], 0)
-    std = frames.std(0)
+    frames = np.concatenate([s.features for s in sequences], 0).astype(np.float64)
+    known = np.isfinite(frames)
+    count = known.sum(0)
+    mean = np.where(known, frames, 0.0).sum(0) / np.maximum(count, 1)
+    var = np.where(known, np.square(frames - mean), 0.0).sum(0) / np.maximum(count, 1)
+    std = np.where(count > 0, np.sqrt(var), 1.0)
     if relative_pose:
-        motion = np.concatenate([s.features - s.features.mean(0) for s in sequences], 0)
-        std[:6] = motion[:, :6].std(0)
-    return frames.mean(0).astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
+        motion = np.concatenate([s.pose - s.pose.mean(0) for s in sequences], 0)
+        std[:6] = motion.std(0)
+    return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
 
 
 class WindowIterator:

@@ -36,7 +36,7 @@ def window_distances(generator: Generator, state, sequences) -> dict:
         audio = seq.audio if seq.audio is not None else np.zeros((len(h), data_lib.AUDIO_DIM))
         for start in range(0, len(h) - window + 1, window - bop):
             audio_rows.append(audio[start : start + window])
-            bop_rows.append((h[start : start + bop] - mean) / std)
+            bop_rows.append(np.nan_to_num((h[start : start + bop] - mean) / std))
             targets.append(h[start + bop : start + window, :6])
             holds.append(np.repeat(h[start + bop - 1 : start + bop, :6], window - bop, 0))
             centers.append(h[:, :6].mean(0))
@@ -100,7 +100,7 @@ def evaluate_generation(generator: Generator, state, sequences, config) -> dict:
         h = seq.features
         if len(h) <= bop:
             continue
-        hn = (h - mean) / std
+        hn = np.nan_to_num((h - mean) / std)  # an unmeasured blink enters as the mean
         audio = seq.audio if seq.audio is not None else np.zeros((len(h), data_lib.AUDIO_DIM))
         rows = 1 + num_samples
         out = generator.from_audio(
@@ -119,17 +119,18 @@ def evaluate_generation(generator: Generator, state, sequences, config) -> dict:
         diversity.append(metrics_lib.sample_diversity(out[1:, bop:]))
         gen_norm += [o[bop:] for o in out[1:]]
         gt_norm += [hn[bop:]] * num_samples
-        gen_blinks.append(
-            np.mean(
-                [
-                    metrics_lib.blinks_per_second(f[:, 6], generator.fps, **thresholds)
-                    for f in frames[1:]
-                ]
+        if np.all(np.isfinite(h[:, 6])):  # blink metrics where the truth has a blink signal
+            gen_blinks.append(
+                np.mean(
+                    [
+                        metrics_lib.blinks_per_second(f[:, 6], generator.fps, **thresholds)
+                        for f in frames[1:]
+                    ]
+                )
             )
-        )
-        gt_blinks.append(metrics_lib.blinks_per_second(h[:, 6], generator.fps, **thresholds))
-        gen_signals += [f[:, 6] for f in frames[1:]]
-        gt_signals.append(h[:, 6])
+            gt_blinks.append(metrics_lib.blinks_per_second(h[:, 6], generator.fps, **thresholds))
+            gen_signals += [f[:, 6] for f in frames[1:]]
+            gt_signals.append(h[:, 6])
         sample_rot += [f[bop:, :3] for f in frames[1:]]
         sample_rot_gt += [h[bop:, :3]] * num_samples
     if not preds:
@@ -150,8 +151,8 @@ def evaluate_generation(generator: Generator, state, sequences, config) -> dict:
             [p[:, :3] for p in preds], [t[:, :3] for t in targets]
         ),
         velocity_ratio_samples=metrics_lib.velocity_ratio(sample_rot, sample_rot_gt),
-        blinks_per_s_generated=float(np.mean(gen_blinks)),
-        blinks_per_s_ground_truth=float(np.mean(gt_blinks)),
+        blinks_per_s_generated=float(np.mean(gen_blinks)) if gen_blinks else float("nan"),
+        blinks_per_s_ground_truth=float(np.mean(gt_blinks)) if gt_blinks else float("nan"),
         diversity=float(np.mean(diversity)),
         motion_ratio=metrics_lib.motion_ratio(gen_norm, gt_norm),
         num_sequences=len(preds),
@@ -187,7 +188,7 @@ def plot_traces(generator: Generator, state, sequences, config, path: pathlib.Pa
     key = jax.random.key(int(config.seed) + 2)
     for j, seq in enumerate(sequences):
         h = seq.features
-        hn = (h - mean) / std
+        hn = np.nan_to_num((h - mean) / std)  # an unmeasured blink enters as the mean
         audio = seq.audio if seq.audio is not None else np.zeros((len(h), data_lib.AUDIO_DIM))
         out = generator.from_audio(
             state.params,

@@ -55,7 +55,8 @@ class PoseSequence:
     Attributes:
       name: where it came from (file or ``subject/sentence``).
       pose: ``[N, 6]`` float32, axis-angle rotation (rad) then translation.
-      blink: ``[N]`` float32 eyelid closure in [0, 1].
+      blink: ``[N]`` float32 eyelid closure in [0, 1]; NaN where it was not measured (the pose
+        files carry no blink signal): the losses and the blink metrics leave those frames out.
       audio: ``[N, A]`` float32 per-frame audio features, or None.
       group: identity (subject / file) the sequence belongs to.
     """
@@ -108,7 +109,7 @@ def _sequence(name, pose, group, fps, src_fps) -> PoseSequence:
     pose = _resample_frames(pose, src_fps, fps).astype(np.float32)
     if not np.all(np.isfinite(pose)):
         raise ValueError(f"{name}: non-finite values in the pose sequence")
-    return PoseSequence(name, pose, np.zeros(len(pose), np.float32), None, group)
+    return PoseSequence(name, pose, np.full(len(pose), np.nan, np.float32), None, group)
 
 
 def read_adnerf_transforms(path: str | os.PathLike, fps: float = 25.0) -> PoseSequence:

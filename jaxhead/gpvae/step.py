@@ -97,24 +97,30 @@ def init_state(config, spec, tx, mean, std) -> GPVAEState:
 # --- losses (eqs. 6, 8, 9) ----------------------------------------------------------------------
 
 
-def vae_loss(model, h, key, prior_cov, beta):
-    """Eq. 6 + β · eq. 8 on windows ``h [B, T, D]`` (normalised). Returns ``(loss, metrics)``."""
+def vae_loss(model, h, key, prior_cov, beta, known=None):
+    """Eq. 6 + β · eq. 8 on windows ``h [B, T, D]`` (normalised). Returns ``(loss, metrics)``.
+
+    ``known [B, T, D]``: 1 where a value was measured (a pose file's blink is not); the squared
+    errors of the others are left out (their ``h`` holds 0, the channel's mean)."""
     mean, scale, coeff = model.encode(h)
     z = sample_posterior(mean, scale, coeff, jax.random.normal(key, mean.shape))
     recon = model.decode(z)
-    sq = jnp.sum(jnp.square(recon - h), axis=(-2, -1))
+    err = jnp.square(recon - h)
+    sq = jnp.sum(err if known is None else err * known, axis=(-2, -1))
     kl = posterior_kl(mean, scale, coeff, prior_cov)
     loss = jnp.mean(sq + beta * kl)
     return loss, {"recon_mse": jnp.mean(sq) / (h.shape[-2] * h.shape[-1]), "kl": jnp.mean(kl)}
 
 
-def cme_loss(model, h, audio, key, prior_cov, beta, bop):
-    """Eq. 9 (frames ``τ..T−1``) + β · KL of ``E_ah``'s distribution -> ``(loss, metrics)``."""
+def cme_loss(model, h, audio, key, prior_cov, beta, bop, known=None):
+    """Eq. 9 (frames ``τ..T−1``) + β · KL of ``E_ah``'s distribution -> ``(loss, metrics)``;
+    ``known`` as in :func:`vae_loss`."""
     bop_latent, _, _ = model.encode(h[..., :bop, :])
     mean, scale, coeff = model.cme(audio, jnp.swapaxes(bop_latent, -1, -2))
     z = sample_posterior(mean, scale, coeff, jax.random.normal(key, mean.shape))
     pred = model.decode(z)[..., bop:, :]
-    sq = jnp.sum(jnp.square(pred - h[..., bop:, :]), axis=(-2, -1))
+    err = jnp.square(pred - h[..., bop:, :])
+    sq = jnp.sum(err if known is None else err * known[..., bop:, :], axis=(-2, -1))
     kl = posterior_kl(mean, scale, coeff, prior_cov)
     loss = jnp.mean(sq + beta * kl)
     size = pred.shape[-2] * pred.shape[-1]
@@ -156,6 +162,10 @@ def make_train_step(
         vae_key, cme_key = jax.random.split(key)
         shape = batch["h"].shape
         h = (batch["h"] - jnp.broadcast_to(state.mean, shape)) / jnp.broadcast_to(state.std, shape)
+        # Unmeasured values (NaN: a pose file's blink) enter as the channel's mean, and their
+        # errors are left out of both losses.
+        known = jnp.isfinite(h).astype(h.dtype)
+        h = jnp.where(known > 0, h, 0.0)
         if relative_pose:
             h = h - jnp.broadcast_to(models.bop_offset(h[..., :bop, :], anchor), shape)
         audio = batch["audio"]
@@ -167,11 +177,11 @@ def make_train_step(
 
         def loss_fn(params):
             frozen = nnx.merge(graphdef, freeze_vae(params))
-            l_cme, m_cme = cme_loss(frozen, h, audio, cme_key, prior_cov, beta, bop)
+            l_cme, m_cme = cme_loss(frozen, h, audio, cme_key, prior_cov, beta, bop, known)
             if vae_steps == 0:  # fine-tuning E_ah only: the VAE loss is not needed at all
                 return cme_weight * l_cme, {"cme_loss": l_cme, **m_cme}
             model = nnx.merge(graphdef, params)
-            l_vae, m_vae = vae_loss(model, h, vae_key, prior_cov, beta)
+            l_vae, m_vae = vae_loss(model, h, vae_key, prior_cov, beta, known)
             in_vae_phase = (state.step < vae_steps).astype(jnp.float32)
             loss = in_vae_phase * l_vae + cme_weight * l_cme
             return loss, {"vae_loss": l_vae, "cme_loss": l_cme, **m_vae, **m_cme}
