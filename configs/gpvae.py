@@ -16,7 +16,11 @@ real pose sequences (AD-NeRF transforms, Deep3DFaceRecon .mat, AniPortrait .npy)
 ``--config.data.source=videos --config.data.paths="('DIR/a', 'DIR/b', 'DIR/c')"
 --config.data.heldout_groups="('c',)" --config.model.relative_pose=True`` reads folders of
 scripts/preprocess.py (pose, real blinks, audio), models each window relative to its BOP's pose
-(speakers' camera distances differ) and evaluates on speaker ``c``, never trained on.
+(speakers' camera distances differ) and evaluates on speaker ``c``, never trained on;
+``--config.data.source=mixed`` takes both kinds in one ``data.paths`` (a pose file's blink is
+"not measured" and left out of the losses). ``--config.model.pose_anchor=last`` models the change
+from the BOP's last frame, ``--config.model.audio_dropout=P`` hides a window's audio from E_ah
+with probability P (docs/gpvae.md measures both).
 
 Expected: default ~10 min on 2 CPU cores (3000 steps), eval.json d_rot / d_pos in percent (one
 window after a true BOP; the hold-last-frame baseline alongside) and the long-horizon
