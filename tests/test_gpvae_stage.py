@@ -194,7 +194,7 @@ def test_ablation_table_rows_means_and_baseline():
     assert "| hold last BOP frame | - | 97.00% | 96.00% |" in table
 
 
-def test_audio_dropout_hides_the_audio_from_the_cross_modal_encoder(voca_root):
+def test_audio_dropout_hides_the_audio_from_the_cross_modal_encoder(voca_root, tmp_path):
     """With ``model.audio_dropout=1`` the train step's losses do not depend on the audio; with 0
     they do; a value outside [0, 1] is refused."""
 
@@ -217,5 +217,6 @@ def test_audio_dropout_hides_the_audio_from_the_cross_modal_encoder(voca_root):
     config = tiny_config(voca_root)
     with config.unlocked():
         config.model.audio_dropout = 1.5
-    with pytest.raises(ValueError, match="audio_dropout"):
-        stage.build_task(config, None)
+    with pytest.raises(ValueError, match="audio_dropout"):  # the shared range check, before work
+        loop.train(config, tmp_path / "refused", stage.build_task)
+    assert not (tmp_path / "refused").exists()
