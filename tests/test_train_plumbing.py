@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -14,7 +16,7 @@ import toy_stage
 from flax import nnx
 
 from jaxhead.train import loop
-from jaxhead.train.checkpoint import Checkpointer
+from jaxhead.train.checkpoint import Checkpointer, finish_before_interrupt
 from jaxhead.train.mesh import make_mesh, mesh_config
 from jaxhead.train.metrics import read_metrics
 from jaxhead.train.sharding import shard_batch, state_shardings
@@ -202,3 +204,39 @@ def test_failing_data_setup_leaves_no_workdir(tmp_path):
     with pytest.raises(FileNotFoundError):
         loop.train(toy_config(steps=2), tmp_path / "run", broken)
     assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_inside_a_checkpoint_save_waits_for_the_save_to_finish(tmp_path):
+    # Orbax's async save hangs the interpreter's exit when a KeyboardInterrupt lands inside it
+    # (its signalling threads wait forever): the interrupt is held until the block ends.
+    steps = []
+    with pytest.raises(KeyboardInterrupt):
+        with finish_before_interrupt():
+            os.kill(os.getpid(), signal.SIGINT)
+            steps.append("after the signal")  # the block was not cut short
+    assert steps == ["after the signal"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    # A second Ctrl-C inside the block is not held.
+    with pytest.raises(KeyboardInterrupt):
+        with finish_before_interrupt():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+            steps.append("not reached")
+    assert steps == ["after the signal"]
+    # A real save interrupted from inside completes on disk before the interrupt is raised.
+    ckpt = Checkpointer(tmp_path / "checkpoints")
+    state = {"w": np.arange(4.0)}
+    real_save = ckpt._manager.save
+
+    def save_with_ctrl_c(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_save(*args, **kwargs)
+
+    ckpt._manager.save = save_with_ctrl_c
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save(3, state)
+    ckpt.wait()
+    assert ckpt.latest_step() == 3
+    restored, _ = ckpt.restore(jax.eval_shape(lambda: state))
+    np.testing.assert_array_equal(restored["w"], state["w"])
+    ckpt.close()

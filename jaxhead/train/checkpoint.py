@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pathlib
 import re
 import shutil
+import signal
 import sys
+import threading
 import traceback
 from typing import Any
 
@@ -57,6 +60,41 @@ def _quiet_closed_loop_callbacks() -> None:
 
     hook._jaxhead_closed_loop_filter = True
     sys.unraisablehook = hook
+
+
+@contextlib.contextmanager
+def finish_before_interrupt():
+    """Holds a Ctrl-C (SIGINT) that arrives inside the block until the block has ended, then
+    raises it as ``KeyboardInterrupt``; a second Ctrl-C inside the block raises at once.
+
+    Orbax starts an asynchronous save by spawning signalling threads that wait for the main
+    thread to post the save's stages; a ``KeyboardInterrupt`` raised in between leaves them
+    waiting forever, and the interpreter then hangs at exit joining them. Saves and the final
+    wait run inside this block. Outside the main thread (where no handler can be installed) or
+    under a handler Python did not install, the block runs unchanged."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is None:
+        yield
+        return
+    caught: list[int] = []
+
+    def hold(signum, frame):
+        caught.append(signum)
+        if len(caught) > 1:
+            signal.signal(signal.SIGINT, previous)
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGINT) is hold:
+            signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 class Checkpointer:
@@ -117,15 +155,17 @@ class Checkpointer:
         return sorted(int(s) for s in self._manager.all_steps())
 
     def save(self, step: int, state: PyTree, data_state: dict | None = None) -> None:
-        """Saves ``state`` (and the data-iterator state) as checkpoint ``step``."""
-        self._manager.save(
-            int(step),
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                data=ocp.args.JsonSave(data_state if data_state is not None else {}),
-            ),
-            force=True,
-        )
+        """Saves ``state`` (and the data-iterator state) as checkpoint ``step``; a Ctrl-C
+        during the call takes effect when it returns (:func:`finish_before_interrupt`)."""
+        with finish_before_interrupt():
+            self._manager.save(
+                int(step),
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state),
+                    data=ocp.args.JsonSave(data_state if data_state is not None else {}),
+                ),
+                force=True,
+            )
 
     def _restore_step(self, step: int, target: PyTree) -> tuple[PyTree, dict]:
         restored = self._manager.restore(
@@ -232,12 +272,15 @@ class Checkpointer:
         self._manager.reload()
 
     def wait(self) -> None:
-        """Blocks until pending asynchronous saves are on disk."""
-        self._manager.wait_until_finished()
+        """Blocks until pending asynchronous saves are on disk (a Ctrl-C meanwhile takes effect
+        after them)."""
+        with finish_before_interrupt():
+            self._manager.wait_until_finished()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        with finish_before_interrupt():
+            self._manager.wait_until_finished()
+            self._manager.close()
 
 
 def restore_latest(
