@@ -27,13 +27,22 @@ def test_field_variants_resolve_to_a_grid_and_its_small_trunk():
 
 
 @pytest.mark.parametrize(
-    "encoding,attention", [("hash", ()), ("triplane", ()), ("hash", ("lip", "blink"))]
+    "encoding,attention,grids",
+    [
+        ("hash", (), ()),
+        ("triplane", (), ()),
+        ("hash", ("lip", "blink"), ()),
+        ("triplane", (), ("lip",)),
+    ],
 )
-def test_a_grid_field_trains_resumes_and_renders(cache, tmp_path, encoding, attention):
+def test_a_grid_field_trains_resumes_and_renders(cache, tmp_path, encoding, attention, grids):
     config = smoke_config(cache, steps=2, checkpoint_every=1)
     with config.unlocked():
         config.model.update(encoding=encoding, grid_levels=4, grid_log2_table=10, **GRID_TRUNK)
         config.model.region_attention = attention
+        config.model.grid_conditions = grids
+        if grids:
+            config.model.lip_dim = 3  # a grid per channel: few channels keep the test short
     stage.train(config, tmp_path)
     with config.unlocked():
         config.train.steps = 3
@@ -46,6 +55,10 @@ def test_a_grid_field_trains_resumes_and_renders(cache, tmp_path, encoding, atte
     if attention:  # the gates learned (they start at exactly 1)
         gates = trained.params["nerf"]["field"]["attention_out"]["bias"]
         assert np.abs(np.asarray(gates)).max() > 0
+    if grids:  # a grid per F_lip channel, learned (they start at exactly 0)
+        lip_grids = np.asarray(trained.params["nerf"]["field"]["modulated_tables"])
+        lip_dim = dict(trained.setup.model_config.condition_dims)["lip"]
+        assert lip_grids.shape[0] == lip_dim and np.abs(lip_grids).max() > 0
     tables = trained.params["nerf"]["field"]["tables"]
     assert np.asarray(tables).shape[-3:] == (4, 1024, 2)
     tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(4000) / 16000).astype(np.float32)
@@ -63,11 +76,17 @@ def test_grid_tables_learn_at_their_own_rate():
     with config.unlocked():
         config.optim.update(schedule="constant", warmup_steps=0, grad_clip_norm=0.0)
     params = {
-        "nerf": {"field": {"tables": jnp.zeros((4, 2)), "layers": {"0": jnp.zeros(3)}}},
+        "nerf": {
+            "field": {
+                "tables": jnp.zeros((4, 2)),
+                "modulated_tables": jnp.zeros((1, 4, 2)),
+                "layers": {"0": jnp.zeros(3)},
+            }
+        },
         "codes": {"tables": {"ex": jnp.zeros((5, 2))}},  # latent codes learn at the net's rate
     }
     assert param_groups(params) == {
-        "nerf": {"field": {"tables": "grid", "layers": {"0": "net"}}},
+        "nerf": {"field": {"tables": "grid", "modulated_tables": "grid", "layers": {"0": "net"}}},
         "codes": {"tables": {"ex": "net"}},
     }
     grads = jax.tree.map(lambda x: jnp.full_like(x, 0.3), params)

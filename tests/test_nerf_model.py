@@ -15,7 +15,7 @@ from flax import nnx
 from jaxhead.nerf import render as render_lib
 from jaxhead.nerf.config import HeadNeRFConfig
 from jaxhead.nerf.encoding import positional_encoding
-from jaxhead.nerf.field import AudioNet, HeadField
+from jaxhead.nerf.field import AudioNet, GridSize, HeadField
 from jaxhead.nerf.model import HeadNeRF, LatentCodes
 from jaxhead.nerf.render import (
     composite,
@@ -227,6 +227,71 @@ def test_region_attention_config_names_conditions():
     ) == 2
     with pytest.raises(ValueError, match="not conditions of this field"):
         HeadNeRFConfig(region_attention=("mouth",))
+
+
+@pytest.mark.parametrize("spaces", [1, 2])
+def test_condition_grids_add_their_channel_times_a_grid_to_the_head_encoding(spaces):
+    # enc(x) = H(x) + c_k H_k(x): the hash encoding is linear in its tables, so the field with
+    # condition grids equals the plain field whose head-space tables are T + c_k T_k.
+    grid = GridSize(levels=4, features=2, log2_table=8, min_resolution=4, max_resolution=32)
+    kwargs = dict(width=16, depth=3, skip_layer=1, feature_dim=5, encoding="hash", grid=grid)
+    kwargs["spaces"] = spaces
+    field = make(HeadField, 6, modulated=(5,), **kwargs, seed=1)
+    plain = make(HeadField, 6, **kwargs, seed=1)
+    rng = np.random.default_rng(0)
+    points = jnp.asarray(rng.uniform(-1, 1, size=(3, 4, 3 * spaces)), jnp.float32)
+    condition = jnp.asarray(rng.normal(size=(3, 6)), jnp.float32)
+    # Zero-initialised and built without drawing random numbers: the plain field at first.
+    rest = nnx.state(field, nnx.Not(nnx.PathContains("modulated_tables")))
+    assert len(jax.tree.leaves(rest)) == len(jax.tree.leaves(nnx.state(plain)))
+    for a, b in zip(jax.tree.leaves(nnx.state(plain)), jax.tree.leaves(rest), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.asarray(field.modulated_tables[...]).any()
+    np.testing.assert_allclose(
+        np.asarray(apply(field, points, condition)[1]),
+        np.asarray(apply(plain, points, condition)[1]), atol=1e-6,
+    )  # fmt: skip
+
+    extra = jnp.asarray(rng.normal(size=field.modulated_tables[...].shape), jnp.float32)
+    field.modulated_tables[...] = extra
+    for value in (0.0, 0.7):
+        cond = condition.at[:, 5].set(value)
+        tables = np.asarray(field.tables[...]).copy()
+        if spaces == 1:
+            tables = tables + value * np.asarray(extra[0])
+        else:
+            tables[0] = tables[0] + value * np.asarray(extra[0])
+        plain.tables[...] = jnp.asarray(tables)
+        np.testing.assert_allclose(
+            np.asarray(apply(field, points, cond)[1]),
+            np.asarray(apply(plain, points, cond)[1]), rtol=1e-5, atol=1e-5,
+        )  # fmt: skip
+
+    # The grid's tables learn only from frames whose channel is not zero.
+    graphdef, params = nnx.split(field)
+
+    def loss(params, cond):
+        return jnp.sum(nnx.merge(graphdef, params)(points, cond)[1] ** 2)
+
+    def grid_grad(value):
+        grads = jax.grad(loss)(params, condition.at[:, 5].set(value))
+        return nnx.to_pure_dict(grads)["modulated_tables"]
+
+    zero, some = grid_grad(0.0), grid_grad(1.0)
+    assert not np.asarray(zero).any() and np.abs(np.asarray(some)).sum() > 0
+    with pytest.raises(ValueError, match="need a grid encoding"):
+        nnx.eval_shape(lambda: HeadField(4, modulated=(1,), rngs=nnx.Rngs(0)))
+
+
+def test_condition_grids_config_names_conditions():
+    config = HeadNeRFConfig(encoding="hash", grid_conditions=("lip",))
+    names = [n for n, _ in config.condition_dims]
+    start = sum(d for n, d in config.condition_dims[: names.index("lip")])
+    assert config.grid_channels == tuple(range(start, start + dict(config.condition_dims)["lip"]))
+    with pytest.raises(ValueError, match="not conditions of this field"):
+        HeadNeRFConfig(encoding="hash", grid_conditions=("eyes",))
+    with pytest.raises(ValueError, match="use encoding 'hash' or 'triplane'"):
+        HeadNeRFConfig(grid_conditions=("lip",))
 
 
 def test_field_rejects_bad_inputs():

@@ -58,6 +58,7 @@ ADDED_KEYS = {
     "model.ex_dropout": 0.0,
     "model.space": "head",
     "model.region_attention": (),
+    "model.grid_conditions": (),
     "data.frame": "crop",
     "data.patch": 0,
     "data.patch_mouth": 0.0,
@@ -137,6 +138,10 @@ class HeadNeRFConfig:
     # (jaxhead.nerf.field: e.g. ("lip", "blink") lets the audio act near the mouth and the
     # blink near the eyes); empty: every condition enters as one vector per ray.
     region_attention: tuple[str, ...] = ()
+    # Conditions whose every channel scales a grid of its own, added to the head-space point
+    # encoding (jaxhead.nerf.field: expression-weighted grids, e.g. ("blink",) gives the blink a
+    # per-position effect learned at the grid's rate); empty: none. Grid fields only.
+    grid_conditions: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.view_input not in VIEW_INPUTS:
@@ -160,6 +165,16 @@ class HeadNeRFConfig:
             raise ValueError(
                 f"region_attention names {unknown} are not conditions of this field ({names})"
             )
+        unknown = sorted(set(self.grid_conditions) - set(names))
+        if unknown:
+            raise ValueError(
+                f"grid_conditions names {unknown} are not conditions of this field ({names})"
+            )
+        if self.grid_conditions and self.encoding == "frequency":
+            raise ValueError(
+                "grid_conditions add grids to a grid field's encoding; use encoding 'hash' or "
+                "'triplane' (configs/video.py:field=hash), or drop grid_conditions"
+            )
         if self.bound_radius <= 0:
             raise ValueError(f"bound_radius must be > 0, got {self.bound_radius}")
         if self.encoding not in FIELDS:
@@ -180,6 +195,16 @@ class HeadNeRFConfig:
                 ranges.append((start, start + dim))
             start += dim
         return tuple(ranges)
+
+    @property
+    def grid_channels(self) -> tuple[int, ...]:
+        """The condition-vector channels of the ``grid_conditions``, in order."""
+        channels, start = [], 0
+        for name, dim in self.condition_dims:
+            if name in self.grid_conditions:
+                channels.extend(range(start, start + dim))
+            start += dim
+        return tuple(channels)
 
     @property
     def grid_size(self) -> tuple[int, int, int, int, int]:
@@ -247,6 +272,9 @@ def model_block(size: str = "cpu", field: str = "frequency", **overrides):
         # Conditions gated per sample by ER-NeRF-style region attention (HeadNeRFConfig), e.g.
         # ("lip", "blink"); empty: all enter the field as one vector per ray.
         "region_attention": (),
+        # Conditions with a grid of their own (HeadNeRFConfig.grid_conditions), e.g. ("blink",);
+        # empty: none.
+        "grid_conditions": (),
         "view_input": "none",
         "bound_radius": 0.2,
         **MODEL_SIZES[size],

@@ -40,6 +40,19 @@ encoding, the eye feature times a sigmoid one; here one bounded form for both, s
 from the plain field). The attended channels then cost one ``[S, n_att] @ [n_att, width]`` product
 per sample instead of nothing; the others stay per ray.
 
+**Condition grids** (optional: ``modulated``). Chosen scalar channels of the condition (the blink,
+say) each scale a grid of their own, added to the head-space point encoding::
+
+    enc(x) = H(x) + Σ_k c_k · H_k(x)
+
+the expression-weighted hash grids of NeRFBlendShape (Gao et al. 2022, "Reconstructing
+Personalized Semantic Facial NeRF Models From Monocular Video"). A channel that changes a small
+part of the face in a few frames (a blink: 1-3 % of a talking head's frames) then has a
+per-position effect stored in tables trained at the grid's rate, instead of one shared
+direction of the MLP's first layer that must learn where the eyes are. ``H_k`` start at zero:
+the field is exactly the one without them at initialisation. Each costs one more grid lookup per
+sample (of the head-space grid's shape); the channel also enters the MLP as before.
+
 **Deferred output projection.** The last layer is affine, and volume rendering is a weighted sum,
 so ``Σᵢ wᵢ (W_o gᵢ + b_o) = W_o (Σᵢ wᵢ gᵢ) + b_o Σᵢ wᵢ`` exactly. The renderer therefore
 composites the narrow per-sample vectors ``g`` (:meth:`HeadField.sample`) and projects each
@@ -104,13 +117,15 @@ class FieldEmbedding(NamedTuple):
     ``first``/``skip`` are the condition's share of layer 0 and of the skip layer (bias included
     in ``first``; the attended channels left out); ``view`` is the view input's share of the view
     layer (bias included), or None; ``attended``: the condition's attended channels
-    ``[..., n_att]``, gated per sample (region attention), or None.
+    ``[..., n_att]``, gated per sample (region attention), or None; ``modulation``: the channels
+    that scale the condition grids ``[..., n_mod]``, or None.
     """
 
     first: jax.Array
     skip: jax.Array | None
     view: jax.Array | None
     attended: jax.Array | None = None
+    modulation: jax.Array | None = None
 
 
 class HeadField(nnx.Module):
@@ -139,6 +154,8 @@ class HeadField(nnx.Module):
       attended: ``(start, stop)`` ranges of the condition vector whose channels are gated per
         sample by the region attention (module docstring); empty: none.
       attention_width: hidden width of the attention's gate network.
+      modulated: channels of the condition vector that each scale a grid of their own, added to
+        the head-space encoding (module docstring: condition grids); grid encodings only.
       rngs: parameter initialisation.
     """
 
@@ -159,6 +176,7 @@ class HeadField(nnx.Module):
         spaces: int = 1,
         attended: tuple[tuple[int, int], ...] = (),
         attention_width: int = 32,
+        modulated: tuple[int, ...] = (),
         rngs: nnx.Rngs,
     ):
         if encoding not in ENCODINGS:
@@ -203,6 +221,22 @@ class HeadField(nnx.Module):
             shape = ((spaces,) if spaces > 1 else ()) + ((planes,) if planes > 1 else ())
             self.tables = nnx.Param(tables.reshape(shape + tables.shape[1:]))
             self.point_dim = spaces * planes * size.levels * size.features
+        self.modulated = tuple(int(c) for c in modulated)
+        if self.modulated and self.tables is None:
+            raise ValueError("modulated channels add grids: they need a grid encoding")
+        if any(not 0 <= c < condition_dim for c in self.modulated) or len(
+            set(self.modulated)
+        ) != len(self.modulated):
+            raise ValueError(
+                f"modulated channels {modulated} must be distinct channels of the condition's "
+                f"{condition_dim}"
+            )
+        if self.modulated:
+            head_shape = self.tables.shape[1:] if spaces > 1 else self.tables.shape
+            # Zero: the field starts as the one without condition grids.
+            self.modulated_tables = nnx.Param(jnp.zeros((len(self.modulated), *head_shape)))
+        else:
+            self.modulated_tables = None
         self.view_pe_dim = _pe_dim(view_dim, view_freqs) if view_dim else 0
 
         layers = []
@@ -246,17 +280,30 @@ class HeadField(nnx.Module):
 
     # -- split evaluation ---------------------------------------------------------------------
 
-    def encode(self, points: jax.Array) -> jax.Array:
-        """``[..., 3 * spaces]`` points in the unit-sphere frame(s) -> ``[..., point_dim]``."""
+    def encode(self, points: jax.Array, modulation: jax.Array | None = None) -> jax.Array:
+        """``[..., 3 * spaces]`` points in the unit-sphere frame(s) -> ``[..., point_dim]``;
+        ``modulation`` ``[..., n_mod]`` (broadcast against the points' leading axes): the
+        condition grids' channels, whose grids add to the head space's encoding."""
         if self.spaces == 1:
-            return self._encode_space(points, None if self.tables is None else self.tables[...])
-        parts = [
-            self._encode_space(
-                points[..., 3 * k : 3 * k + 3], None if self.tables is None else self.tables[k]
-            )
-            for k in range(self.spaces)
-        ]
-        return jnp.concatenate(parts, axis=-1)
+            parts = [self._encode_space(points, None if self.tables is None else self.tables[...])]
+        else:
+            parts = [
+                self._encode_space(
+                    points[..., 3 * k : 3 * k + 3],
+                    None if self.tables is None else self.tables[k],
+                )
+                for k in range(self.spaces)
+            ]
+        if self.modulated:
+            if modulation is None:
+                raise ValueError("this field has condition grids: give their channels")
+            head = points[..., :3]
+            tables = self.modulated_tables[...]
+            for k in range(len(self.modulated)):
+                parts[0] = parts[0] + modulation[..., k : k + 1] * self._encode_space(
+                    head, tables[k]
+                )
+        return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
 
     def _encode_space(self, points: jax.Array, tables: jax.Array | None) -> jax.Array:
         """``[..., 3]`` points of one frame -> their encoding (``encoding``)."""
@@ -282,6 +329,7 @@ class HeadField(nnx.Module):
             raise ValueError(
                 f"condition has shape {condition.shape}, expected [..., {self.condition_dim}]"
             )
+        modulation = condition[..., jnp.asarray(self.modulated)] if self.modulated else None
         attended = None
         if self.attended:
             index = jnp.asarray(self.attended)
@@ -296,7 +344,7 @@ class HeadField(nnx.Module):
             skip_kernel = self.layers[self.skip_layer].kernel[...][self.width + self.point_dim :]
             skip_part = condition @ skip_kernel
         view_part = None if view is None else self.embed_view(view)
-        return FieldEmbedding(first_part, skip_part, view_part, attended)
+        return FieldEmbedding(first_part, skip_part, view_part, attended, modulation)
 
     def gates(self, encoded: jax.Array) -> jax.Array:
         """Region attention: ``[..., point_dim]`` point encodings -> ``[..., n_att]`` gates in
@@ -334,12 +382,15 @@ class HeadField(nnx.Module):
             raise ValueError(
                 f"points must be [..., S, {3 * self.spaces}], got shape {points.shape}"
             )
-        encoded = self.encode(points)
-        p = self.point_dim
 
         def per_ray(x: jax.Array | None) -> jax.Array | None:
             # [..., D] -> [..., 1, D]: broadcast over the samples of each ray, rank explicit.
             return None if x is None else jnp.expand_dims(x, -2)
+
+        if self.modulated and embedding.modulation is None:
+            raise ValueError("this field has condition grids: embed() gives their channels")
+        encoded = self.encode(points, per_ray(embedding.modulation))
+        p = self.point_dim
 
         gated = None
         if self.attended:

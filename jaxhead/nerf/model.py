@@ -94,6 +94,7 @@ class HeadNeRF(nnx.Module):
             grid=GridSize(*config.grid_size),
             spaces=2 if config.space == "head+camera" else 1,
             attended=config.attended_ranges,
+            modulated=config.grid_channels,
             rngs=rngs,
         )
         self.upsampler = Upsampler(

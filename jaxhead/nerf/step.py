@@ -139,12 +139,14 @@ def param_dict(nerf: HeadNeRF, codes: LatentCodes) -> dict:
 
 def param_groups(params) -> dict:
     """Each parameter's optimiser group: ``"grid"`` for a grid encoding's tables (the field's
-    ``tables`` under ``nerf``), else ``"net"`` (the latent code tables under ``codes`` too: at a
-    grid's rate, per-frame codes memorise what should come from F_lip)."""
+    ``tables`` and its condition grids' ``modulated_tables`` under ``nerf``), else ``"net"``
+    (the latent code tables under ``codes`` too: at a grid's rate, per-frame codes memorise what
+    should come from F_lip)."""
 
     def label(path, _):
         keys = [getattr(k, "key", None) for k in path]
-        return "grid" if keys[:1] == ["nerf"] and keys[-1] == "tables" else "net"
+        grid = keys[:1] == ["nerf"] and keys[-1] in ("tables", "modulated_tables")
+        return "grid" if grid else "net"
 
     return jax.tree_util.tree_map_with_path(label, params)
 
