@@ -229,14 +229,20 @@ def test_region_attention_config_names_conditions():
         HeadNeRFConfig(region_attention=("mouth",))
 
 
-@pytest.mark.parametrize("spaces", [1, 2])
-def test_condition_grids_add_their_channel_times_a_grid_to_the_head_encoding(spaces):
-    # enc(x) = H(x) + c_k H_k(x): the hash encoding is linear in its tables, so the field with
-    # condition grids equals the plain field whose head-space tables are T + c_k T_k.
+@pytest.mark.parametrize(
+    "spaces, encoding, channels",
+    [(1, "hash", (5,)), (2, "hash", (5,)), (1, "triplane", (4, 5)), (2, "triplane", (5, 3))],
+)
+def test_condition_grids_add_their_channel_times_a_grid_to_the_head_encoding(
+    spaces, encoding, channels
+):
+    # enc(x) = H(x) + sum_k c_k H_k(x): the grid encodings are linear in their tables, so the
+    # field with condition grids equals the plain field whose head-space tables are
+    # T + sum_k c_k T_k (two channels with different values: their grids must not be swapped).
     grid = GridSize(levels=4, features=2, log2_table=8, min_resolution=4, max_resolution=32)
-    kwargs = dict(width=16, depth=3, skip_layer=1, feature_dim=5, encoding="hash", grid=grid)
+    kwargs = dict(width=16, depth=3, skip_layer=1, feature_dim=5, encoding=encoding, grid=grid)
     kwargs["spaces"] = spaces
-    field = make(HeadField, 6, modulated=(5,), **kwargs, seed=1)
+    field = make(HeadField, 6, modulated=channels, **kwargs, seed=1)
     plain = make(HeadField, 6, **kwargs, seed=1)
     rng = np.random.default_rng(0)
     points = jnp.asarray(rng.uniform(-1, 1, size=(3, 4, 3 * spaces)), jnp.float32)
@@ -254,13 +260,14 @@ def test_condition_grids_add_their_channel_times_a_grid_to_the_head_encoding(spa
 
     extra = jnp.asarray(rng.normal(size=field.modulated_tables[...].shape), jnp.float32)
     field.modulated_tables[...] = extra
-    for value in (0.0, 0.7):
-        cond = condition.at[:, 5].set(value)
+    for values in ((0.0,) * len(channels), (0.7, -0.3)[: len(channels)]):
+        cond = condition.at[:, list(channels)].set(jnp.asarray(values))
         tables = np.asarray(field.tables[...]).copy()
+        added = sum(v * np.asarray(extra[k]) for k, v in enumerate(values))
         if spaces == 1:
-            tables = tables + value * np.asarray(extra[0])
+            tables = tables + added
         else:
-            tables[0] = tables[0] + value * np.asarray(extra[0])
+            tables[0] = tables[0] + added
         plain.tables[...] = jnp.asarray(tables)
         np.testing.assert_allclose(
             np.asarray(apply(field, points, cond)[1]),
@@ -274,7 +281,7 @@ def test_condition_grids_add_their_channel_times_a_grid_to_the_head_encoding(spa
         return jnp.sum(nnx.merge(graphdef, params)(points, cond)[1] ** 2)
 
     def grid_grad(value):
-        grads = jax.grad(loss)(params, condition.at[:, 5].set(value))
+        grads = jax.grad(loss)(params, condition.at[:, list(channels)].set(value))
         return nnx.to_pure_dict(grads)["modulated_tables"]
 
     zero, some = grid_grad(0.0), grid_grad(1.0)
