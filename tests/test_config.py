@@ -38,5 +38,14 @@ def test_whole_frames_default_to_the_hash_grid_and_the_crop_to_the_mlp():
     assert video_config(None).model.encoding == "frequency"
     assert video_config("field=triplane").model.encoding == "triplane"
     assert voca_config(None).model.encoding == "frequency"
-    # Blink oversampling is an option, off by default (measured without effect, docs/video.md).
-    assert video_config("frame=full").data.blink_share == 0.0
+    # Blinks on whole frames (CPU size, grid fields): the blink's own grid and the frames with
+    # the eyes at least half closed oversampled (docs/video.md); off elsewhere.
+    for arg in ("frame=full", "frame=full,field=triplane"):
+        config = video_config(arg)
+        assert config.model.grid_conditions == ("blink",)
+        assert (config.data.blink_min, config.data.blink_repeat, config.data.blink_share) == (
+            0.5, 8, 0.0,
+        )  # fmt: skip
+    for arg in ("frame=full,field=frequency", "frame=full,full", "frame=full,smoke", None):
+        config = video_config(arg)
+        assert config.model.grid_conditions == () and config.data.blink_min == 0.0

@@ -780,7 +780,7 @@ def test_patches_go_to_the_mouth_the_eyes_or_anywhere_and_stay_inside():
     assert 0.22 < share < 0.4
 
 
-def test_blink_frames_are_the_top_share_and_their_pairs_repeat():
+def test_blink_frames_are_the_top_share_or_from_a_value_on_and_their_pairs_repeat():
     from jaxhead.nerf import patches
 
     blink = np.array([0.1, 0.1, 0.2, 0.9, 0.1, 0.1, 0.1, 0.1, 0.6, 0.1], np.float32)
@@ -796,6 +796,16 @@ def test_blink_frames_are_the_top_share_and_their_pairs_repeat():
     np.testing.assert_array_equal(patches.blink_repeats(blink, pairs, np.inf, 4), np.ones(9))
     with pytest.raises(ValueError, match="blink_share"):
         patches.blink_threshold(blink, 1.0)
+    # data.blink_min: every frame from that value on, however many; none reach it: none.
+    assert patches.blink_threshold(blink, 0.0, 0.5) == 0.5
+    np.testing.assert_array_equal(
+        np.nonzero(patches.blink_repeats(blink, pairs, 0.5, 3) == 3)[0], [2, 3, 7, 8]
+    )
+    assert patches.blink_threshold(blink, 0.0, 0.95) == np.inf
+    with pytest.raises(ValueError, match="both choose the blink frames"):
+        patches.blink_threshold(blink, 0.2, 0.5)
+    with pytest.raises(ValueError, match="blink_min"):
+        patches.blink_threshold(blink, 0.0, 1.5)
     with pytest.raises(ValueError, match="blink_repeat"):
         patches.blink_repeats(blink, pairs, threshold, 0)
 
@@ -825,3 +835,34 @@ def test_a_pair_in_a_blink_looks_at_the_eyes_unless_at_the_mouth():
     assert np.all(on_eyes[0::2] | on_mouth[0::2])  # blinking pairs: eyes or mouth, nowhere else
     assert on_eyes[0::2].mean() > 0.5
     assert not on_eyes[1::2].any()  # the others never go to the eyes (patch_eyes = 0)
+
+
+def test_the_run_setup_takes_its_blink_frames_from_the_config():
+    from jaxhead.nerf.conditions import LipSource, RunConditions
+    from jaxhead.nerf.config import video_config
+    from jaxhead.nerf.step import make_setup
+
+    blink = np.array([0.1, 0.1, 0.2, 0.9, 0.1, 0.1, 0.1, 0.1, 0.6, 0.1], np.float32)
+    n = len(blink)
+    tracks = {
+        "c2w": np.tile(np.eye(4, dtype=np.float32)[:3], (n, 1, 1)),
+        "intrinsics": np.ones((n, 4), np.float32),
+        "blink": blink,
+        "identity": np.zeros(n, np.int32),
+        "sequence": np.zeros(n, np.int32),
+        "sequence_index": np.zeros(n, np.int32),
+    }
+    run = RunConditions(tracks, 1, 1, 80, None)
+
+    def threshold(**data):
+        config = video_config("smoke")
+        with config.unlocked():
+            config.data.update(data)
+            config.sync.train = False
+        return make_setup(config, run, LipSource(config))[0].blink_threshold
+
+    assert threshold() == np.inf
+    assert threshold(blink_min=0.5) == 0.5
+    assert 0.2 < threshold(blink_share=0.2) <= 0.6
+    with pytest.raises(ValueError, match="both choose the blink frames"):
+        threshold(blink_min=0.5, blink_share=0.2)

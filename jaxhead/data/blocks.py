@@ -64,10 +64,12 @@ def video_frames_config() -> ml_collections.ConfigDict:
             "patch": 0,
             "patch_mouth": 0.0,
             "patch_eyes": 0.0,
-            # Blinks (jaxhead.nerf.patches): the training frames with the largest blink values
-            # (this share of them; 0: off) are blink frames, whose pairs come blink_repeat times
-            # per epoch and centre their patch on the eyes whenever it is not on the mouth.
+            # Blinks (jaxhead.nerf.patches): the training frames whose blink value reaches
+            # blink_min (0: off), or else the largest blink_share of them (0: off), are blink
+            # frames, whose pairs come blink_repeat times per epoch and centre their patch on the
+            # eyes whenever it is not on the mouth.
             "blink_share": 0.0,
+            "blink_min": 0.0,
             "blink_repeat": 1,
             "crop": {"scale": 2.0, "shift_y": -0.1, "box": ()},  # box: (x0, y0, side) in pixels
             "normalize_scene": True,

@@ -64,6 +64,7 @@ ADDED_KEYS = {
     "data.patch_mouth": 0.0,
     "data.patch_eyes": 0.0,
     "data.blink_share": 0.0,
+    "data.blink_min": 0.0,
     "data.blink_repeat": 1,
     "sync.train": False,
     "sync.train_config": "",
@@ -466,6 +467,13 @@ def video_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 # the feature map casts across the frame): the same held-out scores on french.mp4
                 # in 40.2 instead of 57.8 min of training (docs/video.md).
                 config.model.update(grid_levels=8, grid_max_resolution=256)
+            if field in ("hash", "triplane"):
+                # Blinks that show: a grid of the blink's own, and the frames whose eyes are at
+                # least half closed 8 times per epoch. On french.mp4 (6000 steps) the blink input
+                # shuts the rendered eyes (closure 0.69 vs the truth's 0.79, against 0.006
+                # without), the other scores within 0.2 dB, in 45.3 instead of 40.2 min.
+                config.model.grid_conditions = ("blink",)
+                config.data.update(blink_min=0.5, blink_repeat=8)
         # The frame's half side is data.scene_radius (0.2) at the head: its corners are 0.28 off.
         config.model.update(space="head+camera", bound_radius=0.3, render_size=(side, side))
     config.lock()

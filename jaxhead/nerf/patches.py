@@ -13,11 +13,13 @@ eq. 7) share one patch.
 Blinks: the eyes are closed in ~3 % of a talking-head video's frames (french.mp4: 1.3 % of the
 frames have a blink value above 0.5), so among the ~2500 patch pairs of a CPU run only a handful
 would show a closing eye, and the field learns to ignore its blink input (measured: rendering a
-frame with blink 0 or 1 changed no pixel by more than 0.06). ``config.data.blink_share`` marks
-the training frames with the largest blink values (that share of them, :func:`blink_threshold`)
-as blink frames: their pairs come ``config.data.blink_repeat`` times per epoch (the input
-pipeline's ``repeats``, :func:`blink_repeats`) and centre their patch on the eyes whenever it is
-not on the mouth.
+frame with blink 0 or 1 changed no pixel by more than 0.06). ``config.data.blink_min`` marks
+the training frames whose blink value reaches it as blink frames (``config.data.blink_share``
+instead: that share of the frames with the largest values, :func:`blink_threshold`): their
+pairs come ``config.data.blink_repeat`` times per epoch (the input pipeline's ``repeats``,
+:func:`blink_repeats`) and centre their patch on the eyes whenever it is not on the mouth. With
+a grid of the blink's own (``config.model.grid_conditions``) that makes the blink input shut
+the rendered eyes (docs/video.md).
 """
 
 from __future__ import annotations
@@ -74,13 +76,27 @@ def patch_corner(
     return jnp.clip(corner, 0, map_size - patch)
 
 
-def blink_threshold(blink: np.ndarray, share: float) -> float:
-    """The blink value from which a training frame is a blink frame: the ``1 - share`` quantile
-    of the training frames' ``blink`` ``[N]``; ``inf`` (none) when ``share`` is 0 or the signal
-    never rises above its quantile (a video without blinks: no frame stands out)."""
+def blink_threshold(blink: np.ndarray, share: float, minimum: float = 0.0) -> float:
+    """The blink value from which a training frame is a blink frame (``inf``: none).
+
+    ``minimum`` > 0 (``data.blink_min``): every frame whose ``blink`` reaches it (0.5: eyes at
+    least half closed), whatever their number; ``inf`` if none does. Else ``share``
+    (``data.blink_share``): the ``1 - share`` quantile of the training frames' ``blink``
+    ``[N]``; ``inf`` when ``share`` is 0 or the signal never rises above its quantile (a video
+    without blinks: no frame stands out). Setting both is refused: they choose the same frames
+    two ways."""
     if not 0.0 <= share < 1.0:
         raise ValueError(f"data.blink_share={share} must lie in [0, 1)")
+    if not 0.0 <= minimum <= 1.0:
+        raise ValueError(f"data.blink_min={minimum} must lie in [0, 1] (0: off)")
+    if share > 0.0 and minimum > 0.0:
+        raise ValueError(
+            f"data.blink_share={share} and data.blink_min={minimum} both choose the blink "
+            "frames: set one of them (the other to 0)"
+        )
     blink = np.asarray(blink, np.float64)
+    if minimum > 0.0:
+        return float(minimum) if (blink >= minimum).any() else float("inf")
     if share == 0.0 or blink.size == 0:
         return float("inf")
     threshold = float(np.quantile(blink, 1.0 - share))

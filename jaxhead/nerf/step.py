@@ -117,7 +117,8 @@ def make_setup(
             float(config.data.get("patch_eyes", 0.0)),
         ),
         blink_threshold=patches.blink_threshold(
-            run.tracks["blink"], float(config.data.get("blink_share", 0.0))
+            run.tracks["blink"], float(config.data.get("blink_share", 0.0)),
+            float(config.data.get("blink_min", 0.0)),
         ),
     )  # fmt: skip
     if setup.patch[0] and setup.patch[0] > min(model_config.render_size):
