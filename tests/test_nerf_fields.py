@@ -10,6 +10,7 @@ from test_nerf_stage import smoke_config
 
 from jaxhead.nerf import render_video, stage
 from jaxhead.nerf.config import GRID_TRUNK, voca_config
+from jaxhead.nerf.render import pose_features
 
 
 @pytest.fixture(scope="module")
@@ -27,20 +28,21 @@ def test_field_variants_resolve_to_a_grid_and_its_small_trunk():
 
 
 @pytest.mark.parametrize(
-    "encoding,attention,grids",
+    "encoding,attention,grids,pose",
     [
-        ("hash", (), ()),
-        ("triplane", (), ()),
-        ("hash", ("lip", "blink"), ()),
-        ("triplane", (), ("lip",)),
+        ("hash", (), (), False),
+        ("triplane", (), (), False),
+        ("hash", ("lip", "blink"), (), False),
+        ("triplane", (), ("lip",), True),
     ],
 )
-def test_a_grid_field_trains_resumes_and_renders(cache, tmp_path, encoding, attention, grids):
+def test_a_grid_field_trains_resumes_and_renders(cache, tmp_path, encoding, attention, grids, pose):
     config = smoke_config(cache, steps=2, checkpoint_every=1)
     with config.unlocked():
         config.model.update(encoding=encoding, grid_levels=4, grid_log2_table=10, **GRID_TRUNK)
         config.model.region_attention = attention
         config.model.grid_conditions = grids
+        config.model.pose_condition = pose
         if grids:
             config.model.lip_dim = 3  # a grid per channel: few channels keep the test short
     stage.train(config, tmp_path)
@@ -59,6 +61,12 @@ def test_a_grid_field_trains_resumes_and_renders(cache, tmp_path, encoding, atte
         lip_grids = np.asarray(trained.params["nerf"]["field"]["modulated_tables"])
         lip_dim = dict(trained.setup.model_config.condition_dims)["lip"]
         assert lip_grids.shape[0] == lip_dim and np.abs(lip_grids).max() > 0
+    if pose:  # the head pose enters as a condition, standardised over the training cameras
+        model_config = trained.setup.model_config
+        assert dict(model_config.condition_dims)["pose"] == 12
+        features = np.asarray(pose_features(np.asarray(trained.run.tracks["c2w"])))
+        np.testing.assert_allclose(model_config.pose_mean, features.mean(0), atol=1e-5)
+        assert min(model_config.pose_std) >= 1e-3
     tables = trained.params["nerf"]["field"]["tables"]
     assert np.asarray(tables).shape[-3:] == (4, 1024, 2)
     tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(4000) / 16000).astype(np.float32)

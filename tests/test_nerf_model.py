@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 
 from jaxhead.nerf import render as render_lib
-from jaxhead.nerf.config import HeadNeRFConfig
+from jaxhead.nerf.config import POSE_FEATURES, HeadNeRFConfig
 from jaxhead.nerf.encoding import positional_encoding
 from jaxhead.nerf.field import AudioNet, GridSize, HeadField
 from jaxhead.nerf.model import HeadNeRF, LatentCodes
@@ -866,3 +866,54 @@ def test_the_run_setup_takes_its_blink_frames_from_the_config():
     assert 0.2 < threshold(blink_share=0.2) <= 0.6
     with pytest.raises(ValueError, match="both choose the blink frames"):
         threshold(blink_min=0.5, blink_share=0.2)
+
+
+def test_pose_features_are_the_rotation_and_where_the_head_sits_seen_from_the_camera():
+    c2w = np.eye(4, dtype=np.float32)
+    c2w[:3, 3] = (0.0, 0.0, 0.6)  # the frontal camera: the head straight ahead, along -z
+    np.testing.assert_allclose(
+        np.asarray(render_lib.pose_features(jnp.asarray(c2w))),
+        [1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, -1], atol=1e-6,
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    rotation = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    rotation *= np.sign(np.linalg.det(rotation))
+    c2w[:3, :3], c2w[:3, 3] = rotation, (0.05, -0.02, 0.7)
+    features = np.asarray(render_lib.pose_features(jnp.asarray(c2w)))
+    head_in_camera = -rotation.T @ c2w[:3, 3]  # the head frame's origin in camera coordinates
+    np.testing.assert_allclose(features[:9], rotation.ravel(), atol=1e-6)
+    np.testing.assert_allclose(
+        features[9:], head_in_camera / np.linalg.norm(head_in_camera), atol=1e-6
+    )
+    scaled = c2w.copy()
+    scaled[:3, 3] *= 7.0  # another video's scene units: the same features
+    np.testing.assert_allclose(
+        np.asarray(render_lib.pose_features(jnp.asarray(scaled))), features, atol=1e-6
+    )
+
+
+def test_a_pose_conditioned_model_computes_its_standardised_pose_from_the_cameras():
+    from jaxhead.nerf.step import pose_statistics
+
+    cams = cameras(3, 6, upsample=2, yaw_step=0.2)
+    mean, std = pose_statistics(np.asarray(cams["c2w"]))
+    assert len(mean) == len(std) == POSE_FEATURES and min(std) >= 1e-3
+    config = dataclasses.replace(
+        TINY, condition_dims=TINY.condition_dims + (("pose", 12),), pose_mean=mean, pose_std=std
+    )
+    model = build(config)
+    given = conditions(TINY, 3)
+    standardised = (render_lib.pose_features(cams["c2w"]) - jnp.asarray([mean])) / jnp.asarray(
+        [std]
+    )
+    computed = apply(model, cams, given)
+    explicit = apply(model, cams, {**given, "pose": standardised})
+    np.testing.assert_allclose(
+        np.asarray(computed["image"]), np.asarray(explicit["image"]), atol=1e-6
+    )
+    other = apply(model, cams, {**given, "pose": standardised + 1.0})  # the pose is an input
+    assert np.abs(np.asarray(other["image"]) - np.asarray(computed["image"])).max() > 1e-4
+    with pytest.raises(ValueError, match="'pose' condition is 12 wide"):
+        dataclasses.replace(TINY, condition_dims=(("pose", 6),))
+    with pytest.raises(ValueError, match="pose_mean / pose_std"):
+        dataclasses.replace(config, pose_std=())

@@ -59,6 +59,7 @@ ADDED_KEYS = {
     "model.space": "head",
     "model.region_attention": (),
     "model.grid_conditions": (),
+    "model.pose_condition": False,
     "data.frame": "crop",
     "data.patch": 0,
     "data.patch_mouth": 0.0,
@@ -71,6 +72,9 @@ ADDED_KEYS = {
 }
 
 VIEW_INPUTS = ("none", "ray", "pose")
+# Width of the "pose" condition (jaxhead.nerf.render.pose_features: 9 rotation entries and the
+# head's direction from the camera).
+POSE_FEATURES = 12
 BACKGROUNDS = ("learned", "fixed")
 SPACES = ("head", "head+camera")
 
@@ -143,6 +147,12 @@ class HeadNeRFConfig:
     # encoding (jaxhead.nerf.field: expression-weighted grids, e.g. ("blink",) gives the blink a
     # per-position effect learned at the grid's rate); empty: none. Grid fields only.
     grid_conditions: tuple[str, ...] = ()
+    # The frame's head pose as a condition (a "pose" entry of condition_dims, POSE_FEATURES
+    # wide): jaxhead.nerf.render.pose_features of the camera, standardised by the training
+    # frames' pose_mean / pose_std (set from the data by the stage), computed by the model
+    # from the cameras it renders unless conditions["pose"] is given.
+    pose_mean: tuple[float, ...] = ()
+    pose_std: tuple[float, ...] = ()
 
     def __post_init__(self):
         if self.view_input not in VIEW_INPUTS:
@@ -166,6 +176,21 @@ class HeadNeRFConfig:
             raise ValueError(
                 f"region_attention names {unknown} are not conditions of this field ({names})"
             )
+        dims = dict(self.condition_dims)
+        if "pose" in dims:
+            if dims["pose"] != POSE_FEATURES:
+                raise ValueError(
+                    f"the 'pose' condition is {POSE_FEATURES} wide, got {dims['pose']}"
+                )
+            if len(self.pose_mean) not in (0, POSE_FEATURES) or len(self.pose_std) != len(
+                self.pose_mean
+            ):
+                raise ValueError(
+                    f"pose_mean / pose_std must both be empty or {POSE_FEATURES} values, got "
+                    f"{len(self.pose_mean)} / {len(self.pose_std)}"
+                )
+            if any(not s > 0 for s in self.pose_std):
+                raise ValueError(f"pose_std must be > 0, got {self.pose_std}")
         unknown = sorted(set(self.grid_conditions) - set(names))
         if unknown:
             raise ValueError(
@@ -276,6 +301,9 @@ def model_block(size: str = "cpu", field: str = "frequency", **overrides):
         # Conditions with a grid of their own (HeadNeRFConfig.grid_conditions), e.g. ("blink",);
         # empty: none.
         "grid_conditions": (),
+        # The head pose as a condition of the field (HeadNeRFConfig pose_mean / pose_std,
+        # jaxhead.nerf.render.pose_features): lets the torso follow the head.
+        "pose_condition": False,
         "view_input": "none",
         "bound_radius": 0.2,
         **MODEL_SIZES[size],

@@ -63,6 +63,7 @@ from jaxhead.nerf.field import AudioNet, GridSize, HeadField
 from jaxhead.nerf.render import (
     FeatureMap,
     camera_frame_points,
+    pose_features,
     render_feature_map,
     scale_intrinsics,
 )
@@ -138,6 +139,18 @@ class HeadNeRF(nnx.Module):
             return self.background[...]
         return jnp.asarray(self._fixed_background, jnp.float32)
 
+    def pose_condition(self, c2w: jax.Array) -> jax.Array:
+        """``[B, 12]`` the "pose" condition of cameras ``[B, 4, 4]``: their
+        :func:`pose_features`, standardised by ``config.pose_mean`` / ``pose_std`` (the training
+        frames', when the stage set them)."""
+        features = pose_features(c2w)
+        if self.config.pose_mean:
+            row = (1,) * (features.ndim - 1) + (-1,)
+            mean = jnp.asarray(self.config.pose_mean, features.dtype).reshape(row)
+            std = jnp.asarray(self.config.pose_std, features.dtype).reshape(row)
+            features = (features - mean) / std
+        return features
+
     def condition(self, conditions: Mapping[str, jax.Array]) -> jax.Array:
         """``[B, condition_dim]``: the parts of ``config.condition_dims`` concatenated in order.
 
@@ -192,6 +205,8 @@ class HeadNeRF(nnx.Module):
                 f"{intrinsics.shape}"
             )
         batch = c2w.shape[0]
+        if "pose" in dict(config.condition_dims) and "pose" not in conditions:
+            conditions = {**conditions, "pose": self.pose_condition(c2w)}
         condition = self.condition(conditions)
         if condition.shape[0] != batch:
             raise ValueError(f"conditions have batch {condition.shape[0]}, cameras {batch}")

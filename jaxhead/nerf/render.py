@@ -520,3 +520,21 @@ def camera_frame_points(
     camera = (world - translation.reshape(row)) @ rotation  # R^T (x - t), row vectors
     shift = jnp.stack([0.0, 0.0, jnp.linalg.norm(translation)]).astype(camera.dtype)
     return (camera + shift.reshape(row) - center) / radius
+
+
+def pose_features(c2w: jax.Array) -> jax.Array:
+    """The head's pose relative to its camera as a condition: ``[..., 4, 4]`` -> ``[..., 12]``.
+
+    ``(R.ravel(), -R^T t / |t|)`` of the camera-to-head transform ``(R, t)``: the nine rotation
+    entries and the direction of the head's centre seen from the camera (where in the image
+    the head sits), both dimensionless, so they do not depend on a video's scene scale. A field
+    that takes them (``HeadNeRFConfig.pose_condition``) can let what the camera frame keeps
+    still (the torso) follow the head's turns and shifts, as AD-NeRF's torso NeRF does with the
+    head pose.
+    """
+    c2w = jnp.asarray(c2w)
+    rotation, translation = c2w[..., :3, :3], c2w[..., :3, 3]
+    direction = -jnp.einsum("...ji,...j->...i", rotation, translation)
+    direction = direction / jnp.maximum(jnp.linalg.norm(direction, axis=-1, keepdims=True), 1e-9)
+    flat = rotation.reshape(rotation.shape[:-2] + (9,))
+    return jnp.concatenate([flat, direction], axis=-1)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax import nnx
 
@@ -25,8 +26,9 @@ from jaxhead.eval.image import psnr_from_mse
 from jaxhead.nerf import losses as nerf_losses
 from jaxhead.nerf import patches
 from jaxhead.nerf.conditions import LipSource, RunConditions, init_from
-from jaxhead.nerf.config import HeadNeRFConfig
+from jaxhead.nerf.config import POSE_FEATURES, HeadNeRFConfig
 from jaxhead.nerf.model import HeadNeRF, LatentCodes
+from jaxhead.nerf.render import pose_features
 from jaxhead.train.optim import make_optimizer
 from jaxhead.train.state import TrainState, tree_l2
 
@@ -70,20 +72,29 @@ class NeRFSetup:
 
 
 def model_config_from(
-    config: ml_collections.ConfigDict, audio_dim: int, sync_dim: int = 0
+    config: ml_collections.ConfigDict, audio_dim: int, sync_dim: int = 0, c2w=None
 ) -> HeadNeRFConfig:
     """The field's condition layout; ``sync_dim > 0``: F_lip comes from the sync stage's
     features: as they are, or with ``config.sync.projection`` through a learned linear map to
-    ``config.model.lip_dim`` (zero-initialised, :class:`HeadNeRFConfig` ``lip_input_dim``)."""
+    ``config.model.lip_dim`` (zero-initialised, :class:`HeadNeRFConfig` ``lip_input_dim``).
+    ``config.model.pose_condition``: the head pose is a condition too, standardised by the
+    statistics of the training cameras ``c2w`` ``[N, 4, 4]`` when given
+    (:func:`pose_statistics`)."""
     values = config.model.to_dict()
     codes = values.pop("codes")
     lip_dim = values.pop("lip_dim")
     values.pop("ex_dropout", None)
+    with_pose = bool(values.pop("pose_condition", False))
     project = bool(sync_dim) and bool(config.sync.get("projection", False))
     condition_dims = [(name, dim) for name, dim in codes.items() if dim > 0]
     if sync_dim or lip_dim > 0:
         condition_dims.append(("lip", lip_dim if project or not sync_dim else sync_dim))
     condition_dims.append(("blink", 1))
+    if with_pose:
+        condition_dims.append(("pose", POSE_FEATURES))
+        if c2w is not None:
+            mean, std = pose_statistics(c2w)
+            values.update(pose_mean=mean, pose_std=std)
     values.update(
         condition_dims=tuple(condition_dims),
         audio_net=not sync_dim and lip_dim > 0,
@@ -93,6 +104,14 @@ def model_config_from(
     return HeadNeRFConfig.from_dict(values)
 
 
+def pose_statistics(c2w, floor: float = 1e-3) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and standard deviation (at least ``floor``: entries that hardly move are not
+    blown up) of :func:`jaxhead.nerf.render.pose_features` over cameras ``[N, 4, 4]``."""
+    features = np.asarray(pose_features(jnp.asarray(np.asarray(c2w, np.float32))), np.float64)
+    mean, std = features.mean(axis=0), np.maximum(features.std(axis=0), floor)
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
 def make_setup(
     config: ml_collections.ConfigDict, run: RunConditions, lip: LipSource
 ) -> tuple[NeRFSetup, tuple]:
@@ -100,7 +119,7 @@ def make_setup(
     its F_lip source (``lip``); from the data only the blink frames' threshold (of the recorded
     training frames' blink track, so a resumed run finds the same)."""
     sync_dim = lip.dim if lip.kind == "sync" else 0
-    model_config = model_config_from(config, run.audio_dim, sync_dim)
+    model_config = model_config_from(config, run.audio_dim, sync_dim, run.tracks["c2w"])
     sizes = {"id": run.num_identities, "al": run.num_identities, "ill": run.num_sequences,
              "ex": run.num_frames}  # fmt: skip
     code_sizes = {
