@@ -162,6 +162,7 @@ def test_full_frame_smoke_run_scores_frame_and_face_and_drives(tmp_path, monkeyp
     val = json.loads((workdir / "eval.json").read_text())["val"]
     assert val["frames"] == 4 and np.isfinite(val["face_psnr"]) and val["face_psnr"] != val["psnr"]
     assert np.isfinite(val["neck_band_psnr"]) and np.isfinite(val["head_rest_psnr"])
+    assert np.isfinite(val["body_psnr"]) and np.isfinite(val["background_psnr"])
     assert "whole frames" in evaluate.evaluate_workdir(workdir)["data"]["note"]
     run = conditions.read_run_conditions(workdir)
     assert run.background.shape == (128, 128, 3) and run.background.dtype == np.uint8

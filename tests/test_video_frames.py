@@ -197,3 +197,11 @@ def test_neck_regions_mark_where_head_and_neck_meet():
     assert (regions[2:6, 5:15] == video_frames.REGION_HEAD).all()
     assert (regions[:, :3] == 0).all()
     assert not video_frames.neck_regions(head, np.zeros_like(neck), 2).__eq__(2).any()
+    # The rest of the neck and the torso are the body; what is not the person, the background.
+    assert (regions[14:16, 8:12] == video_frames.REGION_BODY).all()
+    torso = np.zeros((20, 20), bool)
+    torso[16:20, 2:18] = True
+    with_torso = video_frames.neck_regions(head, neck, 2, torso)
+    assert (with_torso[17:, 2:18] == video_frames.REGION_BODY).all()
+    np.testing.assert_array_equal(with_torso[:16], regions[:16])  # head and band unchanged
+    assert (with_torso[17:, :2] == 0).all()

@@ -43,7 +43,8 @@ padded at the sides with white), nothing is matted, and the split also holds the
 person over, and ``face_box`` (the head crop above in the output's pixels, ``(x0, y0, side)``: the
 face-crop scores of a full-frame run). ``mask_parts`` then names the person (head, neck, torso).
 The held-out split also holds each frame's ``regions`` (:func:`neck_regions`: the band where head
-and neck meet, and the rest of the head), where a seam between head and torso would show.
+and neck meet, where a seam between head and torso would show; the rest of the head; the rest of
+the neck and the torso; the background).
 
 Every frame is identity 0 and sequence 0; a gap in ``img_id`` (a dropped frame, the split
 boundary) ends a continuous run (``next_index``), ``frame`` is the ``img_id``.
@@ -385,9 +386,9 @@ def prepare_split(config, split: str, *, progress: bool = True) -> dict[str, np.
         out["c2w"][k] = c2w
         out["landmarks"][k] = (example["landmarks"] - np.array(box[:2], np.float32)) * r
         if regions:
-            parts = [ds.part_mask(i, part) for part in ("head", "neck")]
-            head, neck = (crop_resize(m, box, res, fill=0.0)[..., 0] > 0.5 for m in parts)
-            out["regions"][k] = neck_regions(head, neck, band)
+            parts = [ds.part_mask(i, part) for part in ("head", "neck", "torso")]
+            head, neck, torso = (crop_resize(m, box, res, fill=0.0)[..., 0] > 0.5 for m in parts)
+            out["regions"][k] = neck_regions(head, neck, band, torso)
         out["blink"][k] = example["blink"]
         bar.update()
     bar.close()
@@ -395,18 +396,25 @@ def prepare_split(config, split: str, *, progress: bool = True) -> dict[str, np.
 
 
 NECK_BAND = 8 / 512  # half-width of the head/neck band, as a share of the frame's side
-REGION_HEAD, REGION_NECK_BAND = 1, 2
+REGION_HEAD, REGION_NECK_BAND, REGION_BODY = 1, 2, 3
+# Bumped when the held-out regions change (the caches of full frames are prepared anew).
+REGIONS_VERSION = 2
 
 
-def neck_regions(head: np.ndarray, neck: np.ndarray, band: int) -> np.ndarray:
-    """``[H, W]`` uint8 from the head and neck masks ``[H, W]`` (bool): :data:`REGION_NECK_BAND`
-    where both masks are within ``band`` pixels (the head/neck boundary, where two NeRFs' seam
-    shows), :data:`REGION_HEAD` for the rest of the head, 0 elsewhere."""
+def neck_regions(
+    head: np.ndarray, neck: np.ndarray, band: int, torso: np.ndarray | None = None
+) -> np.ndarray:
+    """``[H, W]`` uint8 from the head, neck (and torso) masks ``[H, W]`` (bool):
+    :data:`REGION_NECK_BAND` where head and neck are within ``band`` pixels (the head/neck
+    boundary, where two NeRFs' seam shows), :data:`REGION_HEAD` for the rest of the head,
+    :data:`REGION_BODY` for the rest of the neck and the torso, 0 elsewhere (the background)."""
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
     near_head = cv2.dilate(head.astype(np.uint8), kernel) > 0
     near_neck = cv2.dilate(neck.astype(np.uint8), kernel) > 0
     out = np.where(head, REGION_HEAD, 0).astype(np.uint8)
     out[near_head & near_neck] = REGION_NECK_BAND
+    body = neck if torso is None else (neck | torso)
+    out[body & (out == 0)] = REGION_BODY
     return out
 
 
@@ -435,6 +443,7 @@ def _settings(config) -> dict:
     if full_frames(config):  # only then: the head-crop runs' caches keep their names
         out["frame"] = "full"
         out["neck_band"] = NECK_BAND  # the held-out split's regions
+        out["regions"] = REGIONS_VERSION
     out["crop"] = {
         "scale": config.crop.scale,
         "shift_y": config.crop.shift_y,

@@ -24,7 +24,7 @@ from PIL import Image
 
 from jaxhead.data.cache import save_npz
 from jaxhead.data.media import to_uint8
-from jaxhead.data.video_frames import REGION_HEAD, REGION_NECK_BAND
+from jaxhead.data.video_frames import REGION_BODY, REGION_HEAD, REGION_NECK_BAND
 from jaxhead.eval import image as image_lib
 from jaxhead.eval.lip import lip_region_frame, lip_region_summary
 from jaxhead.nerf.step import NeRFSetup, Renderer
@@ -247,7 +247,8 @@ def score_heldout(held: list[HeldOut], face_box=None, regions=None) -> dict:
     region a head-crop run is scored on. ``regions`` (full frames: the source's per-row
     ``[N, H, W]`` :func:`jaxhead.data.video_frames.neck_regions`): ``neck_band_psnr`` on the
     head/neck boundary band and ``head_rest_psnr`` on the rest of the head, where a seam between
-    head and torso would make the first far worse than the second. ``render_fps``: frames
+    head and torso would make the first far worse than the second; ``body_psnr`` on the rest of
+    the neck and the torso, ``background_psnr`` outside the person. ``render_fps``: frames
     rendered per second over the sequences (their compilation left out)."""
     pred = np.concatenate([h.pred[h.scored] for h in held])
     truth = np.concatenate([h.truth[h.scored] for h in held])
@@ -260,6 +261,8 @@ def score_heldout(held: list[HeldOut], face_box=None, regions=None) -> dict:
         where = np.concatenate([np.asarray(regions)[h.rows[h.scored]] for h in held])
         face["neck_band_psnr"] = region_psnr(pred, truth, where == REGION_NECK_BAND)
         face["head_rest_psnr"] = region_psnr(pred, truth, where == REGION_HEAD)
+        face["body_psnr"] = region_psnr(pred, truth, where == REGION_BODY)
+        face["background_psnr"] = region_psnr(pred, truth, where == 0)
     lips = [
         [
             lip_region_frame(
