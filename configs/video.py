@@ -27,7 +27,9 @@ Variants:
 * ``full``: the GPU-sized model (8x256 field, 64² features -> 512² crop, 64+64 samples).
 * ``frame=full``: the whole 512² frame, head and torso from one field over the static
   background, trained on patches (docs/video.md), with the hash-grid field (``field=frequency``:
-  NeRF's MLP; docs/fields.md compares them). What ``scripts/avatar.py`` trains.
+  NeRF's MLP; docs/fields.md compares them) and, on the CPU size, a grid of the blink's own with
+  the blink frames oversampled (the blink input shuts the eyes). What ``scripts/avatar.py``
+  trains.
 * ``field=hash`` / ``field=triplane`` / ``field=frequency``: the point encoding (docs/fields.md).
 
 Evaluation is the held-out end of the video (``val``: self-reconstruction with its true audio,

@@ -459,7 +459,9 @@ def video_config(arg: str | None = None) -> ml_collections.ConfigDict:
     composited over the video's static background at 512² (a 128² feature map on the CPU size,
     64² for ``full``; smoke: 32² -> 128²), trained on patches of a quarter of the map's side
     (``data.patch``; ``full`` renders whole frames), the sampling sphere widened to the frame's
-    corners at the head's depth; the hash-grid field unless ``field=`` says otherwise."""
+    corners at the head's depth; the hash-grid field unless ``field=`` says otherwise; on the
+    CPU size with a grid field, a grid of the blink's own and the blink frames (blink >= 0.5) 8
+    times per epoch, so that the blink input shuts the eyes (docs/video.md)."""
     size, field, frame = _variant(arg, field="", frame="crop")
     if frame not in ("crop", "full"):
         raise ValueError(f"frame={frame!r}: use frame=crop (the head crop) or frame=full")
