@@ -302,7 +302,8 @@ def model_block(size: str = "cpu", field: str = "frequency", **overrides):
         # empty: none.
         "grid_conditions": (),
         # The head pose as a condition of the field (HeadNeRFConfig pose_mean / pose_std,
-        # jaxhead.nerf.render.pose_features): lets the torso follow the head.
+        # jaxhead.nerf.render.pose_features), so the torso could follow the head; measured on
+        # french.mp4 without gain on the torso and at a cost to the mouth (docs/video.md).
         "pose_condition": False,
         "view_input": "none",
         "bound_radius": 0.2,
