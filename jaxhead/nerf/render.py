@@ -528,7 +528,7 @@ def pose_features(c2w: jax.Array) -> jax.Array:
     ``(R.ravel(), -R^T t / |t|)`` of the camera-to-head transform ``(R, t)``: the nine rotation
     entries and the direction of the head's centre seen from the camera (where in the image
     the head sits), both dimensionless, so they do not depend on a video's scene scale. A field
-    that takes them (``HeadNeRFConfig.pose_condition``) can let what the camera frame keeps
+    that takes them (``config.model.pose_condition``) can let what the camera frame keeps
     still (the torso) follow the head's turns and shifts, as AD-NeRF's torso NeRF does with the
     head pose.
     """

@@ -116,8 +116,9 @@ def make_setup(
     config: ml_collections.ConfigDict, run: RunConditions, lip: LipSource
 ) -> tuple[NeRFSetup, tuple]:
     """``(setup, graphdefs)`` of a NeRF config over its training data's counts (``run``) and
-    its F_lip source (``lip``); from the data only the blink frames' threshold (of the recorded
-    training frames' blink track, so a resumed run finds the same)."""
+    its F_lip source (``lip``); from the data only the blink frames' threshold and, with
+    ``config.model.pose_condition``, the pose statistics (of the recorded training frames'
+    blink track and cameras, so a resumed run finds the same)."""
     sync_dim = lip.dim if lip.kind == "sync" else 0
     model_config = model_config_from(config, run.audio_dim, sync_dim, run.tracks["c2w"])
     sizes = {"id": run.num_identities, "al": run.num_identities, "ill": run.num_sequences,
