@@ -55,6 +55,7 @@ ADDED_KEYS = {
     "model.encoding": "frequency",
     **{f"model.{k}": v for k, v in GRID.items()},
     "optim.grid_lr_scale": 1.0,
+    "loss.grid_tv": 0.0,
     "model.ex_dropout": 0.0,
     "model.space": "head",
     "model.region_attention": (),
@@ -331,6 +332,9 @@ def loss_block() -> ml_collections.ConfigDict:
             "background": 1.0,  # whole-image photometric term
             "mask": 0.1,  # accumulation vs head mask
             "code": 1e-3,  # L2 on the latent codes
+            # Sampled total variation of a grid field's encoding (HeadField.grid_smoothness);
+            # 0: off.
+            "grid_tv": 0.0,
             "vgg_weights": "",  # torchvision vgg16 state dict (.pth / .safetensors / .npz)
         }
     )

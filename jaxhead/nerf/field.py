@@ -313,6 +313,33 @@ class HeadField(nnx.Module):
         encode = grid_lib.hash_encode if self.encoding == "hash" else grid_lib.triplane_encode
         return encode(unit, tables, self.resolutions)
 
+    def grid_smoothness(self, key: jax.Array, num_points: int = 4096) -> jax.Array:
+        """Sampled total variation of the grid encoding (``loss.grid_tv``): the mean over
+        ``num_points`` points ``x`` drawn uniformly in ``[-1, 1]^3`` of
+        ``||E(x) - E(x + δ)||² / D``, with ``δ`` uniform in one cell of the finest level
+        (``[-2/N_max, 2/N_max]^3`` in these coordinates) and ``E`` each grid the field has (every
+        space's tables and every condition grid), ``D`` its channels; summed over the grids.
+
+        A hash table has no neighbour structure to take differences over (its rows are
+        hashed), so the difference is taken between encodings of nearby points, which for a
+        dense level is the squared total variation of its cells (K-Planes / TensoRF regularise
+        their planes this way) and for a hashed level that of the field the table stores. 0 for
+        the frequency encoding (no tables)."""
+        if self.tables is None:
+            return jnp.zeros((), jnp.float32)
+        point_key, step_key = jax.random.split(key)
+        points = jax.random.uniform(point_key, (num_points, 3), minval=-1.0, maxval=1.0)
+        cell = 2.0 / self.resolutions[-1]
+        moved = points + jax.random.uniform(step_key, points.shape, minval=-cell, maxval=cell)
+        tables = [self.tables[...]] if self.spaces == 1 else list(self.tables[...])
+        if self.modulated:
+            tables += list(self.modulated_tables[...])
+        total = jnp.zeros((), jnp.float32)
+        for table in tables:
+            difference = self._encode_space(points, table) - self._encode_space(moved, table)
+            total = total + jnp.mean(jnp.square(difference))
+        return total
+
     def embed(self, condition: jax.Array, view: jax.Array | None = None) -> FieldEmbedding:
         """The condition's (and view's) contributions to their layers, once per ray or frame.
 

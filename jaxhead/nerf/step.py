@@ -305,6 +305,10 @@ def make_train_step(
             target = frames["image"].reshape(pred.shape)
             terms["velocity"] = jnp.mean(jax.vmap(nerf_losses.velocity_loss)(pred, target))
             terms["code"] = sum(jnp.mean(jnp.square(v)) for v in code_values.values())
+            tv = 0.0
+            if weights.get("grid_tv", 0.0) > 0:
+                terms["grid_tv"] = nerf.field.grid_smoothness(jax.random.fold_in(key, 13))
+                tv = weights.grid_tv * terms["grid_tv"]
             dis = 0.0
             if setup.disentangle:
                 ref = {k: jnp.take(constants["ref"][k], indices[k], axis=0) for k in indices}
@@ -323,6 +327,7 @@ def make_train_step(
                 + weights.mask * terms["mask"]
                 + weights.code * terms["code"]
                 + dis
+                + tv
             )
             return total, (terms, out)
 
