@@ -4,7 +4,9 @@
   modules (:class:`jaxhead.nerf.model.HeadNeRF` and the latent code tables);
 * :func:`make_train_step`: ``train_step(state, batch[, constants]) -> (state, metrics)`` with
   ``L = λ_rec (L_per + L_pho) + λ_dis L_dis + λ_v L_v`` (paper 000 eq. 2; the terms are
-  :mod:`jaxhead.nerf.losses`), compiled by the shared loop with explicit shardings;
+  :mod:`jaxhead.nerf.losses`; a grid field may add ``loss.grid_tv`` times
+  :meth:`jaxhead.nerf.field.HeadField.grid_smoothness`), compiled by the shared loop with
+  explicit shardings;
 * :class:`Renderer`: the render function and the held-out illumination fit, each compiled once
   per run with the parameters as arguments (rendering any number of sequences or drives of the
   same batch shape traces once).
