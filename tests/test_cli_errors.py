@@ -106,6 +106,12 @@ def test_missing_checkpoint_of_render_is_one_line(tmp_path):
     assert "cannot schedule new futures" not in proc.stderr
 
 
+def _default_sigint():
+    # The child gets the default SIGINT disposition (Python then installs its own handler)
+    # even when the test runner was started with SIGINT ignored (a shell's background job).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_is_one_line_and_resumable(tmp_path):
     cmd = [
         sys.executable,
@@ -118,7 +124,10 @@ def test_ctrl_c_is_one_line_and_resumable(tmp_path):
         "--config.train.checkpoint_every=5",
         "--config.toy.step_delay_s=0.05",
     ]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=_default_sigint,
+    )  # fmt: skip
     deadline = time.time() + 240
     try:
         while not (tmp_path / "checkpoints" / "10").is_dir():

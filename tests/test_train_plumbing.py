@@ -206,7 +206,16 @@ def test_failing_data_setup_leaves_no_workdir(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_ctrl_c_inside_a_checkpoint_save_waits_for_the_save_to_finish(tmp_path):
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler during the test, whatever the runner inherited (a job put
+    in the background by a non-interactive shell starts with SIGINT ignored)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_ctrl_c_inside_a_checkpoint_save_waits_for_the_save_to_finish(tmp_path, python_sigint):
     # Orbax's async save hangs the interpreter's exit when a KeyboardInterrupt lands inside it
     # (its signalling threads wait forever): the interrupt is held until the block ends.
     steps = []
