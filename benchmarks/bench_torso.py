@@ -42,6 +42,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from jaxhead.data.video_frames import REGION_BODY, REGION_HEAD, REGION_NECK_BAND  # noqa: E402
+from jaxhead.eval.image import psnr_from_mse  # noqa: E402
 from jaxhead.nerf.heldout import renders_path  # noqa: E402
 
 REGIONS = (
@@ -75,7 +76,7 @@ def standardised(train: np.ndarray, held: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def psnr(sse: float, count: float) -> float:
-    return float(10 * np.log10(count / max(sse, 1e-12)))
+    return float(psnr_from_mse(sse / count))
 
 
 def main(argv=None) -> dict:
