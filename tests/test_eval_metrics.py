@@ -3,6 +3,7 @@
 import json
 import math
 
+import jax
 import numpy as np
 import pytest
 from hypothesis import given
@@ -59,6 +60,22 @@ def test_psnr_and_ssim_match_numpy_references():
     # 8-bit range: the same frames scaled by 255 score the same.
     np.testing.assert_allclose(image.psnr(pred * 255, target * 255, 255.0), got_psnr, rtol=1e-5)
     np.testing.assert_allclose(image.ssim(pred * 255, target * 255, 255.0), got_ssim, atol=1e-5)
+
+
+def test_ssim_gradient_matches_finite_differences_of_the_reference():
+    """SSIM is the perceptual term of the NeRF's training loss: its gradient (through the banded
+    filter matrices) against central differences of the float64 scipy reference."""
+    pred, target = _clip(1, shape=(1, 14, 17, 3))
+    grad = np.asarray(jax.grad(lambda p: image.ssim(p, target)[0])(pred))
+    rng = np.random.default_rng(0)
+    eps = 1e-4
+    for _ in range(6):
+        i, j, c = rng.integers(14), rng.integers(17), rng.integers(3)
+        up, down = pred[0].astype(np.float64), pred[0].astype(np.float64)
+        up[i, j, c] += eps
+        down[i, j, c] -= eps
+        numeric = (reference_ssim(up, target[0]) - reference_ssim(down, target[0])) / (2 * eps)
+        np.testing.assert_allclose(grad[0, i, j, c], numeric, rtol=2e-3, atol=2e-5)
 
 
 @given(st.floats(1e-3, 0.5))
