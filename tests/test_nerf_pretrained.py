@@ -140,6 +140,57 @@ def test_standardized_sync_features_through_the_learned_projection(pretrained, t
     assert np.isfinite(json.loads((tmp_path / "eval.json").read_text())["val"]["mouth_psnr"])
 
 
+def test_temporal_context_concatenates_neighbours_with_the_ends_repeated():
+    values = np.arange(12, dtype=np.float32).reshape(6, 2)  # 6 frames, 2 dims
+    got = cond.temporal_context(values, np.array([0, 3, 5]), 1)
+    expected = np.array(
+        [
+            [0, 1, 0, 1, 2, 3],  # frame 0: its left neighbour is the track's first frame
+            [4, 5, 6, 7, 8, 9],
+            [8, 9, 10, 11, 10, 11],  # frame 5: its right neighbour is the last frame
+        ],
+        np.float32,
+    )
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(
+        cond.temporal_context(values, np.array([2, 4]), 0), values[[2, 4]]
+    )
+
+
+def test_sync_context_gives_each_frame_its_neighbours_f_lip(pretrained, tmp_path):
+    """config.sync.context=k: F_lip of frames f-k..f+k of the frame's own track, standardised
+    per dimension, projected by one learned map (a temporal filter) into the field."""
+    config = with_pretrained(smoke_config(pretrained["cache"], steps=2), pretrained, dis=False)
+    with config.unlocked():
+        config.sync.context = 1
+    prepared = stage.prepare(config)
+    setup, frames, lip = prepared.setup, prepared.frames, prepared.lip
+    encoder = lip.encoder
+    assert lip.dim == 3 * encoder.embed_dim
+    assert setup.model_config.lip_input_dim == 3 * encoder.embed_dim
+    rows, samples, numbers = cond.frames_module(config.data).audio_tracks(config.data, frames)[0]
+    pre = np.asarray(encoder.audio_features(jnp.asarray(encoder.audio_windows(samples, 40))))
+    last = int(samples.shape[0] / 16000 * float(config.data.fps)) - 1
+    neighbours = [pre[np.clip(numbers + s, 0, max(last, int(numbers.max())))] for s in (-1, 0, 1)]
+    mean, std = lip.statistics
+    np.testing.assert_allclose(
+        frames.lip[rows], (np.concatenate(neighbours, 1) - mean) / std, rtol=1e-4, atol=1e-4
+    )
+    dim = encoder.embed_dim
+    stage.train(config, tmp_path)
+    trained = render_video.load_trained(tmp_path)
+    kernel = np.asarray(trained.params["nerf"]["lip_projection"]["kernel"])
+    assert kernel.shape == (3 * dim, config.model.lip_dim)
+    # New audio reads the same neighbours.
+    tone = 0.3 * np.sin(2 * np.pi * 200 * np.arange(16000) / 16000).astype(np.float32)
+    assert lip.audio_conditions(tone, 25)["lip"].shape == (25, 3 * dim)
+    for bad in (-1, True):
+        with config.unlocked():
+            config.sync.context = bad
+        with pytest.raises(ValueError, match="config.sync.context"):
+            cond.LipSource(config)
+
+
 def test_no_lip_condition_arm(pretrained, tmp_path):
     """config.model.lip_dim=0 without a sync stage: paper 000 table 2's "w/o sync module"."""
     config = smoke_config(pretrained["cache"], steps=2)

@@ -85,6 +85,30 @@ def _latest_step(workdir: pathlib.Path) -> int:
     return max(steps, default=-1)
 
 
+def sync_context(config: ml_collections.ConfigDict) -> int:
+    """``config.sync.context`` (0 when absent: runs made before it), checked."""
+    value = config.sync.get("context", 0) if "sync" in config else 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(
+            f"config.sync.context={value!r}: give the number of neighbouring frames on each side "
+            "whose F_lip a frame also reads, an integer >= 0 (0: the frame's own only)"
+        )
+    return value
+
+
+def temporal_context(values: np.ndarray, frame_numbers: np.ndarray, k: int) -> np.ndarray:
+    """``[len(frame_numbers), (2k+1)·D]``: for each frame ``f`` of a track whose per-frame
+    values are ``values`` ``[T, D]``, the rows ``f-k, …, f+k`` concatenated in time order, rows
+    outside ``[0, T)`` replaced by the track's first or last (AD-NeRF's audio window repeats the
+    edge frames the same way)."""
+    frame_numbers = np.asarray(frame_numbers, np.int64)
+    if k == 0:
+        return values[frame_numbers]
+    offsets = np.arange(-k, k + 1)
+    rows = np.clip(frame_numbers[:, None] + offsets[None, :], 0, len(values) - 1)
+    return values[rows].reshape(len(frame_numbers), -1)
+
+
 class LipFrames:
     """A frame source with each frame's precomputed F_lip (``"lip"``, ``[D]``) added."""
 
@@ -125,6 +149,7 @@ class LipSource:
             self.kind = "audio_net" if int(config.model.lip_dim) > 0 else "none"
             self.features = self.raw = ""
         self.statistics = statistics
+        self.context = sync_context(config)
         self._encoder: SyncEncoder | None = None
 
     # --- the encoder, loaded on first use -------------------------------------------------------
@@ -145,24 +170,28 @@ class LipSource:
 
     @property
     def dim(self) -> int:
-        """Size of the sync stage's F_lip (its embedding size; no encoder pass)."""
+        """Size of a frame's F_lip: the sync stage's embedding size times the ``2k+1`` frames of
+        ``config.sync.context`` (no encoder pass)."""
         workdir = pathlib.Path(self.sync_workdir).expanduser()
         try:
             config = json.loads((workdir / "config.json").read_text())
-            return int(config["model"]["embed_dim"])
+            embed_dim = int(config["model"]["embed_dim"])
         except (OSError, KeyError, ValueError):
-            return self.encoder.embed_dim  # raises the loader's "make it with" error
+            embed_dim = self.encoder.embed_dim  # raises the loader's "make it with" error
+        return embed_dim * (2 * self.context + 1)
 
     def outputs(self, samples: np.ndarray, frame_numbers: np.ndarray) -> np.ndarray:
         """``[len(frame_numbers), D]`` raw encoder outputs (:attr:`raw`) of one 16 kHz track at
-        its frames ``frame_numbers`` (at ``config.data.fps``)."""
+        its frames ``frame_numbers`` (at ``config.data.fps``); with ``config.sync.context`` k,
+        each row is the outputs of frames ``f-k … f+k`` concatenated (:func:`temporal_context`)."""
         encoder = self.encoder
         fps = float(self.config.data.fps)
         frame_numbers = np.asarray(frame_numbers, np.int64)
         num = max(int(frame_numbers.max(initial=-1)) + 1, int(len(samples) / SAMPLE_RATE * fps))
         windows = encoder.audio_windows(np.asarray(samples, np.float32), num)
         embed = encoder.embed_audio if self.raw == "embedding" else encoder.audio_features
-        return np.asarray(embed(jnp.asarray(windows)), np.float32)[frame_numbers]
+        values = np.asarray(embed(jnp.asarray(windows)), np.float32)
+        return temporal_context(values, frame_numbers, self.context)
 
     def read(self, outputs: np.ndarray) -> np.ndarray:
         """``config.sync.features`` applied to raw outputs ``[N, D]``."""
@@ -186,7 +215,7 @@ class LipSource:
         workdir = pathlib.Path(self.sync_workdir).expanduser().resolve()
         key = [
             _CACHE_VERSION, self.config.data.to_json(sort_keys=True), split, str(workdir),
-            _latest_step(workdir), self.raw,
+            _latest_step(workdir), self.raw, self.context,
         ]  # fmt: skip
         digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
         folder = cache_root(str(self.config.data.get("cache_dir", "")))
@@ -212,7 +241,7 @@ class LipSource:
                 raw = np.zeros((len(source), values.shape[1]), np.float32)
             raw[rows] = values
         if raw is None:
-            raw = np.zeros((0, self.encoder.embed_dim), np.float32)
+            raw = np.zeros((0, self.dim), np.float32)
         save_npz(path, {"outputs": raw})
         return raw
 

@@ -70,6 +70,7 @@ ADDED_KEYS = {
     "data.blink_repeat": 1,
     "sync.train": False,
     "sync.train_config": "",
+    "sync.context": 0,
 }
 
 VIEW_INPUTS = ("none", "ray", "pose")
@@ -354,7 +355,11 @@ def sync_block(init_from: str = "", train: bool = True) -> ml_collections.Config
     synthetic data), ``"pre_activation"`` (unstandardised; norms ~40 stall the fit) or
     ``"normalized"`` (standardised per frame). ``projection`` (default on): a learned,
     zero-initialised linear map of the features to ``config.model.lip_dim``; off: the field
-    reads the features as they are. Measured in docs/nerf_ablation.md.
+    reads the features as they are. Measured in docs/nerf_ablation.md. ``context``: k > 0 gives
+    each frame the features of its k neighbours on each side too, concatenated in time order
+    (frame f reads f-k … f+k of its own audio track, the track's ends repeated), so F_lip spans
+    (2k+1) frames: the temporal context AD-NeRF's and ER-NeRF's audio attention smooth over,
+    here as a learned linear filter inside ``projection`` (docs/video.md).
     """
     return ml_collections.ConfigDict(
         {
@@ -363,6 +368,7 @@ def sync_block(init_from: str = "", train: bool = True) -> ml_collections.Config
             "train_config": "",
             "features": "standardized",
             "projection": True,
+            "context": 0,
         }
     )
 
