@@ -24,7 +24,7 @@ from jaxhead.nerf.render import (
     sample_pdf,
     volume_weights,
 )
-from jaxhead.nerf.upsampler import Upsampler, depth_to_space, upsample2x
+from jaxhead.nerf.upsampler import Upsampler, depth_to_space, nearest_upsample_conv, upsample2x
 
 TINY = HeadNeRFConfig(
     condition_dims=(("id", 3), ("ex", 4), ("lip", 5)),
@@ -327,6 +327,33 @@ def test_upsampler_rgb_skip_at_init():
     x = np.arange(12.0).reshape(1, 2, 2, 3)
     nearest = np.asarray(upsample2x(jnp.asarray(x), "nearest"))
     np.testing.assert_array_equal(nearest, x.repeat(2, axis=1).repeat(2, axis=2))
+
+
+def test_nearest_upsample_conv_is_the_conv_of_the_repeated_pixels():
+    """The sub-pixel form of "nearest 2x, then a 3x3 'SAME' conv" (what the upsampler's blocks
+    run) against the plain composition: values (borders included, a non-square map) and the
+    gradients with respect to the input, kernel and bias."""
+    x = jax.random.normal(jax.random.key(0), (2, 5, 7, 4))
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, 4, 6))
+    bias = jax.random.normal(jax.random.key(2), (6,))
+
+    def plain(x, kernel, bias):
+        up = upsample2x(x, "nearest")
+        dims = ("NHWC", "HWIO", "NHWC")
+        return jax.lax.conv_general_dilated(
+            up, kernel, (1, 1), "SAME", dimension_numbers=dims
+        ) + bias.reshape(1, 1, 1, -1)
+
+    got = nearest_upsample_conv(x, kernel, bias)
+    assert got.shape == (2, 10, 14, 6)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(plain(x, kernel, bias)), atol=1e-4)
+    weights = jax.random.normal(jax.random.key(3), got.shape)
+    grads = [
+        jax.grad(lambda *a, f=f: jnp.sum(weights * f(*a)), argnums=(0, 1, 2))(x, kernel, bias)
+        for f in (nearest_upsample_conv, plain)
+    ]
+    for ours, reference in zip(*grads, strict=True):
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(reference), rtol=1e-4, atol=1e-3)
 
 
 def test_module_shapes():

@@ -25,6 +25,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 UPSAMPLE_MODES = ("nearest", "bilinear", "pixel_shuffle")
@@ -39,6 +40,42 @@ def upsample2x(x: jax.Array, mode: str) -> jax.Array:
     if mode == "bilinear":
         return jax.image.resize(x, (n, 2 * h, 2 * w, c), method="bilinear")
     raise ValueError(f"unknown upsample mode {mode!r}; use one of {UPSAMPLE_MODES}")
+
+
+# Row (and column) taps of the four output phases of "nearest 2x, then a 3x3 conv": output row
+# 2i + a reads input rows (i - 1, i) for a = 0 and (i, i + 1) for a = 1, with the 3x3 kernel's
+# rows summed into those two taps; the padding that keeps the 'SAME' borders for each phase.
+_PHASE_TAPS = (
+    np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], np.float32),
+    np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]], np.float32),
+)
+_PHASE_PAD = ((1, 0), (0, 1))
+
+
+def nearest_upsample_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
+    """``conv3x3_same(upsample2x(x, "nearest"))`` without the upsampled intermediate.
+
+    ``x`` ``[N, h, w, C_in]``, ``kernel`` ``[3, 3, C_in, C_out]`` (HWIO), ``bias`` ``[C_out]``
+    -> ``[N, 2h, 2w, C_out]``. Each of the four output phases ``(a, b)`` (``y[2i+a, 2j+b]``)
+    sees the repeated pixels of two input rows and two input columns, so it is a 2x2
+    convolution of ``x`` with the 3x3 kernel's taps summed (``_PHASE_TAPS``): 16 taps per output
+    pixel group instead of 36 at four times the pixels, the same sums (the sub-pixel form of a
+    resize-convolution)."""
+    n, h, w, _ = x.shape
+    phases = []
+    for a in range(2):
+        row = []
+        for b in range(2):
+            k = jnp.einsum("ry,yxio,cx->rcio", _PHASE_TAPS[a], kernel, _PHASE_TAPS[b])
+            y = jax.lax.conv_general_dilated(
+                x, k, (1, 1), (_PHASE_PAD[a], _PHASE_PAD[b]),
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            )  # fmt: skip
+            row.append(y)
+        phases.append(jnp.stack(row, axis=3))  # [N, h, w, 2(b), C]
+    y = jnp.stack(phases, axis=2)  # [N, h, 2(a), w, 2(b), C]
+    y = y.reshape(n, 2 * h, 2 * w, kernel.shape[-1])
+    return y if bias is None else y + bias.reshape(1, 1, 1, -1)
 
 
 def depth_to_space(x: jax.Array, factor: int) -> jax.Array:
@@ -69,10 +106,12 @@ class UpsampleBlock(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.expand is not None:
-            x = depth_to_space(self.expand(x), 2)
+            x = self.conv1(depth_to_space(self.expand(x), 2))
+        elif self.mode == "nearest":  # the same sums as conv1(upsample2x(x)), 2.25x fewer
+            x = nearest_upsample_conv(x, self.conv1.kernel[...], self.conv1.bias[...])
         else:
-            x = upsample2x(x, self.mode)
-        x = jax.nn.leaky_relu(self.conv1(x), LEAKY_SLOPE)
+            x = self.conv1(upsample2x(x, self.mode))
+        x = jax.nn.leaky_relu(x, LEAKY_SLOPE)
         return jax.nn.leaky_relu(self.conv2(x), LEAKY_SLOPE)
 
 
