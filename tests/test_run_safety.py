@@ -12,6 +12,7 @@ import sys
 import time
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 import toy_stage
@@ -207,6 +208,19 @@ def test_out_of_range_config_values_are_refused(tmp_path, key, value, match):
     with pytest.raises(ValueError, match=match.replace(".", r"\.")):
         loop.train(config, tmp_path / "run", toy_stage.build_task)
     assert not (tmp_path / "run").exists()
+
+
+def test_loss_weights_and_temperatures_are_range_checked():
+    config = ml_collections.ConfigDict(
+        {"loss": {"rec": -1.0, "mask": float("inf"), "velocity": 0.0, "temperature": 0.0}}
+    )
+    assert config_problems(config) == [
+        "loss.mask=inf (must be a finite number >= 0)",
+        "loss.rec=-1.0 (must be a finite number >= 0)",
+        "loss.temperature=0.0 (must be a finite number > 0)",
+    ]
+    with pytest.raises(ValueError, match=r"loss\.mask=inf .*--config\.loss\.mask=\.\.\."):
+        check_config(config)
 
 
 def test_shipped_configs_pass_validation():

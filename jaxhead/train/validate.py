@@ -3,8 +3,9 @@
 A config holds data only; its types are checked by ``ml_collections`` when a value is overridden,
 its ranges here. The shared blocks (``train``, ``optim``) are checked key by key; every other block
 by the conventions of its key names (``*_size`` and ``batch_size`` positive, ``*fraction`` and
-``*dropout`` within [0, 1], ``*learning_rate`` positive, ``*_steps`` not negative, no NaN
-anywhere), so a new stage's config is checked without a line of code.
+``*dropout`` within [0, 1], ``*learning_rate`` and ``*temperature`` positive, ``*_steps`` not
+negative, every other number of a ``loss`` block (a term's weight) not negative, no NaN anywhere),
+so a new stage's config is checked without a line of code.
 """
 
 from __future__ import annotations
@@ -54,17 +55,19 @@ def _is_number(value: Any) -> bool:
 
 
 def _by_name(key: str) -> Check | None:
-    name = key.rsplit(".", 1)[-1]
+    block, name = key.split(".", 1)[0], key.rsplit(".", 1)[-1]
     if name == "batch_size" or (name.endswith("_size") and name != "data_axis_size"):
         return _POSITIVE_INT
     if name.endswith("fraction") or name.endswith("dropout"):
         return _UNIT
-    if name.endswith("learning_rate"):
+    if name.endswith("learning_rate") or name.endswith("temperature"):
         return _POSITIVE
     if name.endswith("_steps"):
         return _NON_NEGATIVE_INT
     if name == "fps":
         return _POSITIVE
+    if block == "loss":  # the weights of the loss terms
+        return _NON_NEGATIVE
     return None
 
 
