@@ -38,6 +38,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not (pathlib.Path(args.code) / "jaxhead" / "__init__.py").is_file():
         parser.error(f"--code {args.code} is not a jaxhead checkout (no jaxhead/__init__.py)")
+    path = pathlib.Path(args.run) / "config.json"
+    if not path.is_file():
+        parser.error(f"{path} does not exist: --run must be a NeRF workdir with its config.json")
+    if args.steps < 1 or args.rounds < 1:
+        parser.error("--steps and --rounds must be >= 1")
     sys.path.insert(0, str(pathlib.Path(args.code).resolve()))
     import jax
     import ml_collections
@@ -46,11 +51,6 @@ def main(argv=None) -> int:
     from jaxhead.nerf import stage
     from jaxhead.train.mesh import make_mesh
 
-    path = pathlib.Path(args.run) / "config.json"
-    if not path.is_file():
-        parser.error(f"{path} does not exist: --run must be a NeRF workdir with its config.json")
-    if args.steps < 1 or args.rounds < 1:
-        parser.error("--steps and --rounds must be >= 1")
     config = ml_collections.ConfigDict(json.loads(path.read_text()))
     config.eval.splits = ()  # timing only: no held-out split is read
     task = stage.build_task(config, make_mesh(config.get("mesh")), None)
