@@ -12,6 +12,7 @@ import pytest
 
 from jaxhead.data.media import write_video
 from jaxhead.nerf import heldout, render_video, stage, step
+from jaxhead.nerf.config import GRID_TRUNK
 from jaxhead.train import loop
 from jaxhead.train.checkpoint import Checkpointer
 from jaxhead.train.metrics import read_metrics
@@ -118,12 +119,18 @@ def test_smoke_run_writes_the_workdir_and_resumes(cache, tmp_path):
         render_video.drive(trained, tone, pose_blink=(pose[:5], np.zeros(5)))
 
 
-def test_eight_devices_give_the_same_update_as_one(cache, tmp_path):
+@pytest.mark.parametrize("encoding", ["frequency", "hash", "triplane"])
+def test_eight_devices_give_the_same_update_as_one(cache, tmp_path, encoding):
+    """Every field choice: a grid's table gradients are scatters, summed across the devices."""
     one = smoke_config(cache, steps=2, log_every=1, checkpoint_every=2)
     eight = smoke_config(cache, steps=2, log_every=1, checkpoint_every=2)
     with one.unlocked(), eight.unlocked():
         eight.mesh.data = -1
         one.data.batch_size = eight.data.batch_size = 8
+        if encoding != "frequency":
+            for c in (one, eight):
+                c.model.update(encoding=encoding, grid_levels=4, grid_log2_table=10, **GRID_TRUNK)
+                c.model.grid_conditions = ("blink",)
 
     def builder(c, m):  # the update is what is compared: no evaluation, no samples
         return dataclasses.replace(stage.build_task(c, m), evaluate=None, write_samples=None)
