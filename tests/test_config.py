@@ -33,6 +33,8 @@ def test_whole_frames_default_to_the_hash_grid_and_the_crop_to_the_mlp():
     assert video_config("frame=full").model.encoding == "hash"
     full = video_config("frame=full").model
     assert (full.grid_levels, full.grid_max_resolution) == (8, 256)  # the measured CPU grid
+    planes = video_config("frame=full,field=triplane").model
+    assert (planes.encoding, planes.grid_levels, planes.grid_max_resolution) == ("triplane", 8, 256)
     assert video_config("frame=full,full").model.grid_levels == 16  # an accelerator: RAD-NeRF's
     assert video_config("frame=full,field=frequency").model.encoding == "frequency"
     assert video_config(None).model.encoding == "frequency"

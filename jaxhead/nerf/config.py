@@ -471,8 +471,9 @@ def video_config(arg: str | None = None) -> ml_collections.ConfigDict:
     64² for ``full``; smoke: 32² -> 128²), trained on patches of a quarter of the map's side
     (``data.patch``; ``full`` renders whole frames), the sampling sphere widened to the frame's
     corners at the head's depth; the hash-grid field unless ``field=`` says otherwise; on the
-    CPU size with a grid field, a grid of the blink's own and the blink frames (blink >= 0.5) 8
-    times per epoch, so that the blink input shuts the eyes (docs/video.md)."""
+    CPU size with a grid field, 8 levels of resolution 16 ... 256, a grid of the blink's own and
+    the blink frames (blink >= 0.5) 8 times per epoch, so that the blink input shuts the eyes
+    (docs/video.md)."""
     size, field, frame = _variant(arg, field="", frame="crop")
     if frame not in ("crop", "full"):
         raise ValueError(f"frame={frame!r}: use frame=crop (the head crop) or frame=full")
@@ -503,10 +504,11 @@ def video_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # The avatar's CPU budget (<= 60 min of training): 6000 steps took 57.8 min on 2 CPU
             # cores on french.mp4 and gave 1.8 dB more on the face than 2500 (docs/video.md).
             config.train.steps = 6000
-            if field == "hash":
+            if field in ("hash", "triplane"):
                 # A coarser grid (8 levels, 16 ... 256: the finest level about twice the 128 rays
                 # the feature map casts across the frame): the same held-out scores on french.mp4
-                # in 40.2 instead of 57.8 min of training (docs/video.md).
+                # in 40.2 instead of 57.8 min of training (docs/video.md); the tri-plane's planes
+                # are coarsened alike (docs/fields.md compares the three fields on french.mp4).
                 config.model.update(grid_levels=8, grid_max_resolution=256)
             if field in ("hash", "triplane"):
                 # Blinks that show: a grid of the blink's own, and the frames whose eyes are at
