@@ -34,6 +34,10 @@ def test_whole_frames_default_to_the_hash_grid_and_the_crop_to_the_mlp():
     full = video_config("frame=full").model
     assert (full.grid_levels, full.grid_max_resolution) == (8, 256)  # the measured CPU grid
     planes = video_config("frame=full,field=triplane").model
+    for field in ("hash", "triplane"):  # the synthetic set's 32² map: a grid up to 128
+        grid = voca_config(f"field={field}").model
+        assert (grid.encoding, grid.grid_levels, grid.grid_max_resolution) == (field, 8, 128)
+    assert voca_config("field=hash,full").model.grid_levels == 16
     assert (planes.encoding, planes.grid_levels, planes.grid_max_resolution) == ("triplane", 8, 256)
     assert video_config("frame=full,full").model.grid_levels == 16  # an accelerator: RAD-NeRF's
     assert video_config("frame=full,field=frequency").model.encoding == "frequency"
