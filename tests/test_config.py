@@ -34,6 +34,9 @@ def test_whole_frames_default_to_the_hash_grid_and_the_crop_to_the_mlp():
     full = video_config("frame=full").model
     assert (full.grid_levels, full.grid_max_resolution) == (8, 256)  # the measured CPU grid
     planes = video_config("frame=full,field=triplane").model
+    # The MLP over whole frames draws the person only with the mask term at weight 1.
+    assert video_config("frame=full,field=frequency").loss.mask == 1.0
+    assert video_config("frame=full").loss.mask == video_config(None).loss.mask == 0.1
     for field in ("hash", "triplane"):  # the synthetic set's 32² map: a grid up to 128
         grid = voca_config(f"field={field}").model
         assert (grid.encoding, grid.grid_levels, grid.grid_max_resolution) == (field, 8, 128)
