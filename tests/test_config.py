@@ -34,6 +34,7 @@ def test_whole_frames_default_to_the_hash_grid_and_the_crop_to_the_mlp():
     full = video_config("frame=full").model
     assert (full.grid_levels, full.grid_max_resolution) == (8, 256)  # the measured CPU grid
     planes = video_config("frame=full,field=triplane").model
+    assert (planes.encoding, planes.grid_levels, planes.grid_max_resolution) == ("triplane", 8, 256)
     # The MLP over whole frames draws the person only with the mask term at weight 1.
     assert video_config("frame=full,field=frequency").loss.mask == 1.0
     assert video_config("frame=full").loss.mask == video_config(None).loss.mask == 0.1
@@ -41,7 +42,6 @@ def test_whole_frames_default_to_the_hash_grid_and_the_crop_to_the_mlp():
         grid = voca_config(f"field={field}").model
         assert (grid.encoding, grid.grid_levels, grid.grid_max_resolution) == (field, 8, 128)
     assert voca_config("field=hash,full").model.grid_levels == 16
-    assert (planes.encoding, planes.grid_levels, planes.grid_max_resolution) == ("triplane", 8, 256)
     assert video_config("frame=full,full").model.grid_levels == 16  # an accelerator: RAD-NeRF's
     assert video_config("frame=full,field=frequency").model.encoding == "frequency"
     assert video_config(None).model.encoding == "frequency"

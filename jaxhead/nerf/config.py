@@ -515,7 +515,6 @@ def video_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 # in 40.2 instead of 57.8 min of training (docs/video.md); the tri-plane's planes
                 # are coarsened alike (docs/fields.md compares the three fields on french.mp4).
                 config.model.update(grid_levels=8, grid_max_resolution=256)
-            if field in ("hash", "triplane"):
                 # Blinks that show: a grid of the blink's own, and the frames whose eyes are at
                 # least half closed 8 times per epoch. On french.mp4 (6000 steps) the blink input
                 # shuts the rendered eyes (closure 0.69 vs the truth's 0.79, against 0.006
