@@ -65,6 +65,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # none named: the last held_out_fraction of every sequence is held out
             "heldout_groups": (),
             "held_out_fraction": 0.2,
+            # every training sequence also mirrored left-right (jaxhead.gpvae.data.mirrored):
+            # twice the motion for a few real clips
+            "mirror": False,
         }
     )
     config.model = ml_collections.ConfigDict(

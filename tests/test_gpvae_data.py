@@ -231,6 +231,30 @@ def test_added_config_keys_keep_old_runs_resumable():
     ]
 
 
+def test_mirrored_pose_is_the_head_reflected_left_right():
+    """The mirrored axis-angle and translation are those of (M R M, M t), M = diag(-1, 1, 1):
+    computed here from the rotation matrices, independently of the sign rule."""
+    pose = head_motion(50, seed=2)
+    blink = np.linspace(0, 1, 50).astype(np.float32)
+    audio = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    seq = readers.PoseSequence("s", pose.astype(np.float32), blink, audio, "ann")
+    flipped = data_lib.mirrored(seq)
+    mirror = np.diag([-1.0, 1.0, 1.0])
+    rot = mirror @ Rotation.from_rotvec(pose[:, :3]).as_matrix() @ mirror
+    np.testing.assert_allclose(
+        flipped.pose[:, :3], Rotation.from_matrix(rot).as_rotvec(), atol=1e-6
+    )
+    np.testing.assert_allclose(flipped.pose[:, 3:], pose[:, 3:] @ mirror, atol=1e-7)
+    np.testing.assert_array_equal(flipped.blink, blink)  # eyes and speech as they were
+    np.testing.assert_array_equal(flipped.audio, audio)
+    assert flipped.group == "ann" and flipped.name == "s[mirrored]"
+    np.testing.assert_array_equal(data_lib.mirrored(flipped).pose, seq.pose)  # an involution
+    # a head turned to its left, mirrored, turns to its right by the same angle
+    turned = readers.PoseSequence("t", np.array([[0, 0.3, 0, 0.05, 0, -1]], np.float32),
+                                  np.zeros(1, np.float32))  # fmt: skip
+    np.testing.assert_allclose(data_lib.mirrored(turned).pose, [[0, -0.3, 0, -0.05, 0, -1]])
+
+
 # --- the stage on video folders --------------------------------------------------------------
 
 
@@ -260,6 +284,36 @@ def test_stage_trains_on_video_folders_and_evaluates_the_heldout_speaker(tmp_pat
     assert results["blink_interval_cv_ground_truth"] is None  # one interval: no CV (NaN -> null)
     for key in ("blink_interval_mean_s_generated", "blink_closure_s_generated"):
         assert key in results
+
+
+def test_mirror_augmentation_and_the_validation_curve(tmp_path):
+    """``data.mirror`` trains on every sequence and its mirror image; ``train.eval_every`` logs
+    held-out and training-window D-Rot / D-Pos against steps (the memorisation gap)."""
+    config = load_config("smoke")
+    paths = [write_folder(tmp_path / "data", name, seed=i)[0] for i, name in enumerate("abc")]
+    with config.unlocked():
+        config.data.update(
+            source="videos", paths=tuple(str(p) for p in paths), heldout_groups=("c",),
+            window=16, bop=4, batch_size=8, mirror=True,
+        )  # fmt: skip
+        config.model.update(width=16, heads=2, relative_pose=True)
+        config.train.update(steps=4, checkpoint_every=4, log_every=2, progress=False, eval_every=2)
+        config.train.async_checkpoints = False
+        config.eval.update(num_samples=2, max_sequences=2, plot_sequences=1)
+    task = stage.build_task(config, None)
+    assert len(task.data._h) == 4  # a, b and their mirror images; c is held out
+    np.testing.assert_allclose(
+        task.data._h[2][:, :6], task.data._h[0][:, :6] * data_lib.MIRROR_SIGNS
+    )
+    stage.train(config, tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    curve = [r for r in records if "val_d_rot" in r]
+    assert [r["step"] for r in curve] == [2, 4]
+    for key in ("val_d_rot", "val_d_pos", "val_d_rot_hold", "val_train_d_rot", "val_train_d_pos",
+                "val_velocity_ratio"):  # fmt: skip
+        assert all(np.isfinite(r[key]) for r in curve), key
+    # the hold baseline does not depend on the model: the same at every step
+    assert curve[0]["val_d_rot_hold"] == curve[1]["val_d_rot_hold"]
 
 
 # --- pose files beside video folders (data.source=mixed) ---------------------------------------

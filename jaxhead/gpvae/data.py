@@ -62,6 +62,7 @@ __all__ = [
     "head_pose_from_c2w",
     "load_sequences",
     "load_synthetic",
+    "mirrored",
     "normalizer",
     "read_adnerf_transforms",
     "read_aniportrait_pose",
@@ -200,6 +201,26 @@ def split_by_group(
 def _slice(seq: PoseSequence, start: int, stop: int) -> PoseSequence:
     audio = None if seq.audio is None else seq.audio[start:stop]
     return PoseSequence(seq.name, seq.pose[start:stop], seq.blink[start:stop], audio, seq.group)
+
+
+# Left-right mirroring of the face-attribute channels (rotation 3, translation 3, blink): the
+# reflection M = diag(-1, 1, 1) of the camera's horizontal axis maps a head pose (R, t) to
+# (M R M, M t), whose axis-angle is (wx, -wy, -wz) (a reflection reverses the rotation's sense
+# and mirrors its axis) and whose translation is (-tx, ty, tz); the blink is unchanged.
+MIRROR_SIGNS = np.asarray([1, -1, -1, -1, 1, 1], np.float32)
+
+
+def mirrored(seq: PoseSequence) -> PoseSequence:
+    """``seq`` as seen in a mirror (the image flipped left-right): the head turns and tilts the
+    other way, moves the other way sideways, blinks and speaks the same.
+
+    A training augmentation (``config.data.mirror``): a face's motion mirrored is another
+    plausible motion of a (mirrored) face, so it doubles a small set of real sequences.
+    """
+    audio = None if seq.audio is None else seq.audio.copy()
+    return PoseSequence(
+        f"{seq.name}[mirrored]", seq.pose * MIRROR_SIGNS, seq.blink.copy(), audio, seq.group
+    )
 
 
 def normalizer(

@@ -16,7 +16,7 @@ import numpy as np
 
 from jaxhead.gpvae import data as data_lib
 from jaxhead.gpvae import models
-from jaxhead.gpvae.evaluate import evaluate_generation, plot_traces
+from jaxhead.gpvae.evaluate import evaluate_generation, plot_traces, window_distances
 from jaxhead.gpvae.generate import Generator, load_state
 from jaxhead.gpvae.step import (
     TRAIN_COMMAND,
@@ -39,6 +39,7 @@ ADDED_KEYS = {
     "model.relative_pose": False,
     "model.pose_anchor": "mean",
     "model.audio_dropout": 0.0,
+    "data.mirror": False,
 }
 
 
@@ -47,6 +48,8 @@ def build_task(config: ml_collections.ConfigDict, mesh) -> loop.Task:
     del mesh
     spec = model_spec(config)
     train_seqs, held_seqs = data_lib.load_sequences(config.data)
+    if bool(config.data.get("mirror", False)):  # every training sequence also mirrored
+        train_seqs = train_seqs + [data_lib.mirrored(seq) for seq in train_seqs]
     relative_pose = bool(config.model.get("relative_pose", False))
     anchor = str(config.model.get("pose_anchor", "mean"))
     if anchor not in models.POSE_ANCHORS:
@@ -105,13 +108,21 @@ def build_task(config: ml_collections.ConfigDict, mesh) -> loop.Task:
             results["init_from"] = str(config.finetune.init_from)
         return results
 
+    def validate(state):
+        # config.train.eval_every: D-Rot / D-Pos one window ahead on the held-out sequences and on
+        # as many training sequences (the gap between them is memorisation), against steps.
+        held = window_distances(generator, state, eval_seqs)
+        seen = window_distances(generator, state, train_seqs[: len(eval_seqs)])
+        keys = ("d_rot", "d_pos", "d_rot_hold", "d_pos_hold", "velocity_ratio")
+        return {**{k: held[k] for k in keys}, **{f"train_{k}": seen[k] for k in keys}}
+
     def write_samples(state, step, samples_dir):
         plot_traces(generator, state, eval_seqs[: int(config.eval.plot_sequences)], config,
                     pathlib.Path(samples_dir) / f"traces_{step:06d}.png")  # fmt: skip
 
     return loop.Task(
         init_fn=init_fn, train_step=train_step, data=data, evaluate=evaluate,
-        write_samples=write_samples,
+        write_samples=write_samples, validate=validate,
     )  # fmt: skip
 
 
