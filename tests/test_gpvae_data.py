@@ -274,7 +274,8 @@ def test_stage_trains_on_video_folders_and_evaluates_the_heldout_speaker(tmp_pat
     results = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert results["num_sequences"] == 1  # speaker c only
     for key in ("d_rot", "d_pos", "d_rot_hold", "velocity_ratio", "velocity_ratio_long",
-                "velocity_ratio_samples", "blinks_per_s_ground_truth"):  # fmt: skip
+                "velocity_ratio_samples", "blinks_per_s_ground_truth", "d_rot_linear",
+                "d_pos_linear"):  # fmt: skip
         assert np.isfinite(results[key]), key
     # The truth of c: onsets at frames 10 and 60 of 4 s, one interval of 2 s, closures of 4 and 3
     # frames.

@@ -420,6 +420,35 @@ def test_velocity_ratio_identical_frozen_scaled():
         metrics.velocity_ratio([rot[:5]], [rot])
 
 
+def test_linear_baseline_continues_steady_motion_and_cannot_predict_noise():
+    """On heads turning at a steady rate the fitted extrapolator continues the motion (D ≈ 0);
+    on white-noise poses, which no extrapolation can predict, it does not beat predicting the
+    mean and predicts a calm head (a low velocity ratio)."""
+    from jaxhead.gpvae.evaluate import linear_baseline
+
+    rng = np.random.default_rng(0)
+
+    def seq(pose):
+        return data_lib.PoseSequence("s", pose.astype(np.float32), np.zeros(len(pose), np.float32))
+
+    def ramp(n):
+        t = np.arange(n)[:, None]
+        return seq(rng.normal(size=6) + rng.normal(size=6) * 0.01 * t)
+
+    std = np.ones(7)
+    # one window per training ramp, so that the windows' velocities span every direction
+    steady = linear_baseline(
+        [ramp(16) for _ in range(100)], [ramp(64) for _ in range(2)], 16, 4, std
+    )
+    assert steady["d_rot_linear"] < 0.5 and steady["d_pos_linear"] < 0.5
+    noise = linear_baseline([seq(rng.normal(size=(200, 6))) for _ in range(6)],
+                            [seq(rng.normal(size=(200, 6)))], 16, 4, std)  # fmt: skip
+    assert noise["d_rot_linear"] > 95 and noise["d_pos_linear"] > 95
+    assert noise["velocity_ratio_linear"] < 0.5  # it predicts a calm head, not the noise
+    nothing = linear_baseline([ramp(80)], [ramp(10)], 16, 4, std)  # held out shorter than a window
+    assert np.isnan(nothing["d_rot_linear"])
+
+
 def test_diversity_and_motion_ratio():
     assert metrics.sample_diversity(np.ones((1, 5, 2))) == 0.0
     samples = np.stack([np.zeros((5, 2)), 2 * np.ones((5, 2))])

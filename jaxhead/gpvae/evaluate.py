@@ -71,6 +71,53 @@ def window_distances(generator: Generator, state, sequences) -> dict:
     }
 
 
+def linear_baseline(
+    train_sequences, held_sequences, window: int, bop: int, std: np.ndarray, ridge: float = 1e-3
+) -> dict:
+    """D-Rot / D-Pos of the best linear extrapolation of the BOP, a baseline a learned model
+    should beat beside holding the last frame (``*_linear``; docs/gpvae.md).
+
+    Ridge regression (closed form, float64; the penalty ``ridge`` times the mean diagonal of
+    ``XᵀX``, so it does not depend on the data's units) from the ``τ`` BOP poses to the
+    ``T−τ`` poses after it, both taken relative to the last BOP frame and divided by the
+    per-channel ``std``, fitted on every window of ``train_sequences`` (stride 1) and scored on
+    the held-out windows :func:`window_distances` scores, with their velocity ratio.
+    """
+    std = np.asarray(std[:6], np.float64)
+
+    def windows(sequences, stride):
+        x, y, last, target, center = [], [], [], [], []
+        for seq in sequences:
+            pose = np.asarray(seq.pose, np.float64)
+            for start in range(0, len(pose) - window + 1, stride):
+                w = pose[start : start + window]
+                x.append(((w[:bop] - w[bop - 1]) / std).ravel())
+                y.append(((w[bop:] - w[bop - 1]) / std).ravel())
+                last.append(w[bop - 1])
+                target.append(w[bop:])
+                center.append(pose.mean(0))
+        return np.asarray(x), np.asarray(y), last, target, center
+
+    x, y, *_ = windows(train_sequences, 1)
+    xh, _, last, targets, centers = windows(held_sequences, window - bop)
+    if not len(x) or not targets:
+        nan = float("nan")
+        return {"d_rot_linear": nan, "d_pos_linear": nan, "velocity_ratio_linear": nan}
+    gram = x.T @ x
+    penalty = ridge * np.trace(gram) / len(gram)
+    weights = np.linalg.solve(gram + penalty * np.eye(len(gram)), x.T @ y)
+    steps = (xh @ weights).reshape(len(xh), window - bop, 6) * std
+    preds = [lst + d for lst, d in zip(last, steps, strict=True)]
+    scores = metrics_lib.pose_distances(preds, targets, centers)
+    return {
+        "d_rot_linear": scores["d_rot"],
+        "d_pos_linear": scores["d_pos"],
+        "velocity_ratio_linear": metrics_lib.velocity_ratio(
+            [p[:, :3] for p in preds], [t[:, :3] for t in targets]
+        ),
+    }
+
+
 def evaluate_generation(generator: Generator, state, sequences, config) -> dict:
     """eval.json on held-out sequences (definitions in docs/gpvae.md).
 

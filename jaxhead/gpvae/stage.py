@@ -16,7 +16,12 @@ import numpy as np
 
 from jaxhead.gpvae import data as data_lib
 from jaxhead.gpvae import models
-from jaxhead.gpvae.evaluate import evaluate_generation, plot_traces, window_distances
+from jaxhead.gpvae.evaluate import (
+    evaluate_generation,
+    linear_baseline,
+    plot_traces,
+    window_distances,
+)
 from jaxhead.gpvae.generate import Generator, load_state
 from jaxhead.gpvae.step import (
     TRAIN_COMMAND,
@@ -100,6 +105,11 @@ def build_task(config: ml_collections.ConfigDict, mesh) -> loop.Task:
 
     def evaluate(state):
         results = evaluate_generation(generator, state, eval_seqs, config)
+        results.update(
+            linear_baseline(
+                train_seqs, eval_seqs, generator.window, generator.bop, np.asarray(state.std)
+            )
+        )
         if pretrained is not None:  # the same evaluation with the pre-trained E_ah, for comparison
             before = evaluate_generation(generator, init_fn(), eval_seqs, config)
             keys = ["d_rot", "d_pos", "d_rot_long", "d_pos_long", "velocity_ratio",
