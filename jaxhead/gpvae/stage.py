@@ -120,9 +120,9 @@ def build_task(config: ml_collections.ConfigDict, mesh) -> loop.Task:
 
     def validate(state):
         # config.train.eval_every: D-Rot / D-Pos one window ahead on the held-out sequences and on
-        # as many training sequences (the gap between them is memorisation), against steps.
+        # up to eval.max_sequences training sequences (the gap is memorisation), against steps.
         held = window_distances(generator, state, eval_seqs)
-        seen = window_distances(generator, state, train_seqs[: len(eval_seqs)])
+        seen = window_distances(generator, state, train_seqs[: int(config.eval.max_sequences)])
         keys = ("d_rot", "d_pos", "d_rot_hold", "d_pos_hold", "velocity_ratio")
         return {**{k: held[k] for k in keys}, **{f"train_{k}": seen[k] for k in keys}}
 
