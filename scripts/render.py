@@ -14,7 +14,6 @@ the video's own motion) unless --pose_from gpvae generates them from the audio.
 from absl import flags
 
 from jaxhead.data.media import check_output, write_video
-from jaxhead.gpvae.generate import generate_pose_blink
 from jaxhead.nerf import render_video
 from jaxhead.train import cli
 
@@ -53,8 +52,8 @@ def main(argv):
         pose_blink = None
         if _POSE_FROM.value == "gpvae":
             count = render_video.num_audio_frames(trained.config, audio)
-            pose_blink = generate_pose_blink(
-                _GPVAE.value, audio=audio, num_frames=count, fps=fps, seed=_SEED.value
+            pose_blink = render_video.generated_pose_blink(
+                trained, _GPVAE.value, audio, count, seed=_SEED.value
             )
         frames = render_video.drive(
             trained, audio, identity=_IDENTITY.value, yaw_sweep=_YAW.value, pose_blink=pose_blink

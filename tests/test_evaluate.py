@@ -14,8 +14,10 @@ import pytest
 from video_fixture import write_video_fixture
 
 from jaxhead.audio.io import save_wav
+from jaxhead.data import video_frames
 from jaxhead.eval import face_mesh as face_mesh_lib
 from jaxhead.face import mouth_opening
+from jaxhead.gpvae import readers
 from jaxhead.nerf import evaluate, poses, render_video
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -121,10 +123,29 @@ def test_video_smoke_run_trains_renders_and_evaluates(tmp_path, monkeypatch):
     table = (workdir / "eval.md").read_text()
     assert "not computed: weights not configured" in table and "val.psnr" in table
 
-    # A generated pose (what --pose_from gpvae scores): D-Rot / D-Pos vs the tracked pose.
-    def generated(workdir, audio=None, num_frames=None, fps=25.0, seed=0, bop=None):
-        pose = np.zeros((num_frames, 6), np.float32)
-        pose[:, 1] = np.linspace(-0.1, 0.1, num_frames)
+    # The run's cameras <-> head poses in the GP-VAE's frame (the tracker's camera, its units):
+    # the run keeps the scene scale it put on the tracker's translations.
+    trained = render_video.load_trained(workdir)
+    config = trained.config
+    assert trained.scene_scale == pytest.approx(video_frames.scene_scale_of(config.data))
+    raw = json.loads((fixture.root / "transforms_train.json").read_text())["frames"]
+    raw_c2w = np.asarray([f["transform_matrix"] for f in raw[:3]], np.float64)
+    track = trained.run.tracks["c2w"][:3]
+    np.testing.assert_allclose(
+        trained.poses_of_cameras(track), readers.head_pose_from_c2w(raw_c2w), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        trained.cameras_of_poses(trained.poses_of_cameras(track)), track, atol=1e-5
+    )
+
+    # A generated pose (what --pose_from gpvae scores): D-Rot / D-Pos vs the tracked pose; the
+    # held-out sequence's own first frames are the generator's BOP.
+    starts = []
+
+    def generated(workdir, audio=None, num_frames=None, fps=25.0, seed=0, bop=None, bop_fps=None):
+        starts.append((bop, bop_fps))
+        pose = np.repeat(bop[:1, :6], num_frames, 0)
+        pose[:, 1] += np.linspace(-0.1, 0.1, num_frames)
         return pose, np.zeros(num_frames, np.float32)
 
     monkeypatch.setattr(evaluate, "generate_pose_blink", generated)
@@ -132,8 +153,11 @@ def test_video_smoke_run_trains_renders_and_evaluates(tmp_path, monkeypatch):
     scores = gen["val_gpvae_pose"]
     assert np.isfinite(scores["d_rot"]) and np.isfinite(scores["d_pos"])
     assert gen["val"]["psnr"] == val["psnr"]  # merged into eval.json beside the first results
-
-    trained = render_video.load_trained(workdir)
+    ((bop, bop_fps),) = starts
+    assert bop.shape == (8, 7) and bop_fps == config.data.fps
+    source, (rows,) = render_video.heldout_sequences(trained, "val")
+    truth = trained.poses_of_cameras(np.stack([source[int(r)]["c2w"] for r in rows]))
+    np.testing.assert_allclose(bop[:, :6], truth, atol=1e-5)
     speech = (0.3 * np.sin(2 * np.pi * 220 * np.arange(8000) / 16000)).astype(np.float32)
     frames = render_video.drive(trained, speech)
     assert frames.shape == (12, 64, 64, 3) and np.isfinite(frames).all()

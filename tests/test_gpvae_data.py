@@ -231,6 +231,19 @@ def test_added_config_keys_keep_old_runs_resumable():
     ]
 
 
+def test_cameras_of_head_poses_invert_the_reader():
+    pose = head_motion(20, seed=4)
+    c2w = readers.c2w_from_head_pose(pose)
+    np.testing.assert_allclose(readers.head_pose_from_c2w(c2w), pose, atol=1e-9)
+    # the camera sits where the head's inverse puts it: the head's origin is t in front of it
+    head_origin_in_camera = pose[:, 3:]
+    camera_in_head = c2w[:, :3, 3]
+    rot = Rotation.from_rotvec(pose[:, :3]).as_matrix()
+    np.testing.assert_allclose(
+        np.einsum("nij,nj->ni", rot, camera_in_head) + head_origin_in_camera, 0.0, atol=1e-9
+    )
+
+
 def test_mirrored_pose_is_the_head_reflected_left_right():
     """The mirrored axis-angle and translation are those of (M R M, M t), M = diag(-1, 1, 1):
     computed here from the rotation matrices, independently of the sign rule."""

@@ -123,6 +123,21 @@ def test_smoke_run_resume_and_generation(voca_root, tmp_path, monkeypatch):
     assert prior_pose.shape == (50, 6) and np.all(np.isfinite(prior_pose))
     with pytest.raises(ValueError, match="give num_frames"):
         generate.generate_pose_blink(run, None)
+    # A person's own frames to start from: only the first τ (at the model's rate) are the BOP,
+    # and frames at another rate are resampled to it first.
+    tau = config.data.bop
+    history = np.random.default_rng(0).normal(0.0, 0.05, (3 * tau, 7)).astype(np.float32)
+    history[:, 6] = 0.0
+    first = generate.generate_pose_blink(run, wave, seed=3, bop=history[:tau])[0]
+    longer = generate.generate_pose_blink(run, wave, seed=3, bop=history)[0]
+    np.testing.assert_allclose(longer, first, atol=1e-6)
+    doubled = np.repeat(history, 2, 0)  # the same frames at 50 fps
+    resampled = generate.generate_pose_blink(run, wave, seed=3, bop=doubled, bop_fps=50.0)[0]
+    np.testing.assert_allclose(
+        resampled, generate.generate_pose_blink(run, wave, seed=3, bop=doubled[::2])[0], atol=1e-6
+    )
+    with pytest.raises(ValueError, match=f"bop must be \\[M >= {tau}"):
+        generate.generate_pose_blink(run, wave, bop=history[: tau - 1])
     chex.clear_trace_counter()
 
 

@@ -291,6 +291,13 @@ def _scene_scale(datasets: dict[str, VideoDataset], config, box) -> float:
     return float(config.scene_radius) / half_extent
 
 
+def scene_scale_of(config) -> float:
+    """The factor :func:`prepare_split` puts on the tracker's camera translations for
+    ``config`` (``config.data``), from the folder's transforms and landmarks, no image read."""
+    datasets = _datasets(_root(config), config)
+    return _scene_scale(datasets, config, _video_crop(datasets, config))
+
+
 def load_track(path: pathlib.Path) -> np.ndarray:
     """The 16 kHz mono waveform of a video's audio file."""
     if not path.is_file():

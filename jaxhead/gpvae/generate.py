@@ -128,6 +128,7 @@ def generate_pose_blink(
     fps: float = 25.0,
     seed: int = 0,
     bop: np.ndarray | None = None,
+    bop_fps: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Head pose and blink for ``num_frames`` video frames from a trained GP-VAE.
 
@@ -141,8 +142,10 @@ def generate_pose_blink(
       fps: frame rate of the output; generation runs at the model's rate (25) and is linearly
         resampled.
       seed: the sample drawn (the same seed gives the same sequence).
-      bop: ``[τ, 7]`` first frames (pose then blink, model frame rate); default: the first frames
-        of a prior sample drawn from ``seed``.
+      bop: ``[M, 7]`` frames to start from (pose then blink, at ``bop_fps``, default the model's
+        frame rate); the first ``τ`` frames at the model's rate are the BOP (``M`` must reach
+        them); default: the first frames of a prior sample drawn from ``seed``.
+      bop_fps: frame rate of ``bop`` (it is linearly resampled to the model's).
 
     Returns:
       ``(pose [N, 6], blink [N])`` float32: axis-angle rotation (rad) then translation, in the
@@ -182,9 +185,14 @@ def generate_pose_blink(
         bop_n = start[0, : gen.bop]
     else:
         bop = np.asarray(bop, np.float32)
-        if bop.shape != (gen.bop, data_lib.FEATURE_DIM):
-            raise ValueError(f"bop must be [{gen.bop}, {data_lib.FEATURE_DIM}], got {bop.shape}")
-        bop_n = (bop - mean) / std
+        if bop.ndim == 2 and bop_fps is not None and float(bop_fps) != model_fps:
+            bop = data_lib._resample_frames(bop, float(bop_fps), model_fps)
+        if bop.ndim != 2 or bop.shape[1] != data_lib.FEATURE_DIM or len(bop) < gen.bop:
+            raise ValueError(
+                f"bop must be [M >= {gen.bop}, {data_lib.FEATURE_DIM}] at the model's "
+                f"{model_fps:g} fps, got {bop.shape}"
+            )
+        bop_n = (bop[: gen.bop] - mean) / std
     if features is None:
         out = gen.from_prior(state.params, 1, n_model, jax.random.fold_in(key, 2))
     else:

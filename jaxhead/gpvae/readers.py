@@ -140,6 +140,17 @@ def head_pose_from_c2w(c2w: np.ndarray) -> np.ndarray:
     return np.concatenate([Rotation.from_matrix(rot_t).as_rotvec(), trans], -1)
 
 
+def c2w_from_head_pose(pose: np.ndarray) -> np.ndarray:
+    """Camera-to-head matrices ``[N, 4, 4]`` of head poses ``[N, 6]``: the inverse of
+    :func:`head_pose_from_c2w` (the camera of ``scripts/preprocess.py`` at the origin)."""
+    pose = np.asarray(pose, np.float64)
+    rot = Rotation.from_rotvec(pose[:, :3]).as_matrix()
+    c2w = np.tile(np.eye(4), (len(pose), 1, 1))
+    c2w[:, :3, :3] = np.swapaxes(rot, 1, 2)
+    c2w[:, :3, 3] = -np.einsum("nji,nj->ni", rot, pose[:, 3:6])
+    return c2w
+
+
 def read_deep3d_mat(path: str | os.PathLike, fps: float = 25.0) -> PoseSequence:
     """Deep3DFaceRecon coefficients ``coeff [N, 257]`` (25 fps): angles 224:227, trans 254:257.
 

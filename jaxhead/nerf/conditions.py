@@ -282,7 +282,9 @@ class RunConditions:
     ``tracks``: the training frames' :data:`TRACK_KEYS` arrays plus ``sequence_index`` (dense);
     ``num_identities`` / ``num_sequences``: the code tables' rows; ``audio_dim``: channels of the
     log-mel windows; ``statistics``: the sync standardisation ``(mean, std)`` or None;
-    ``background``: a full-frame video's static background ``[H, W, 3]`` uint8, else None.
+    ``background``: a full-frame video's static background ``[H, W, 3]`` uint8, else None;
+    ``scene_scale``: a video's factor on the tracker's camera translations, else None (runs made
+    before it was kept: None too).
     """
 
     tracks: dict[str, np.ndarray]
@@ -291,6 +293,7 @@ class RunConditions:
     audio_dim: int
     statistics: tuple[np.ndarray, np.ndarray] | None
     background: np.ndarray | None = None
+    scene_scale: float | None = None
 
     @property
     def num_frames(self) -> int:
@@ -306,9 +309,10 @@ class RunConditions:
             np.int32
         )
         audio_dim = int(np.shape(arrays["audio"])[-1]) if len(train_frames) else 0
+        scale = arrays.get("scene_scale")
         return cls(
             tracks, int(train_frames.num_identities), int(train_frames.num_sequences), audio_dim,
-            statistics, arrays.get("background"),
+            statistics, arrays.get("background"), None if scale is None else float(scale),
         )  # fmt: skip
 
 
@@ -322,6 +326,8 @@ def write_run_conditions(workdir: str | pathlib.Path, conditions: RunConditions)
         arrays["sync_mean"], arrays["sync_std"] = conditions.statistics
     if conditions.background is not None:
         arrays["background"] = np.asarray(conditions.background)
+    if conditions.scene_scale is not None:
+        arrays["scene_scale"] = np.asarray(conditions.scene_scale, np.float64)
     save_npz(pathlib.Path(workdir) / RUN_CONDITIONS, arrays)
 
 
@@ -337,7 +343,8 @@ def read_run_conditions(workdir: str | pathlib.Path) -> RunConditions | None:
         if "sync_mean" in data.files:
             statistics = (np.asarray(data["sync_mean"]), np.asarray(data["sync_std"]))
         background = np.asarray(data["background"]) if "background" in data.files else None
-    return RunConditions(tracks, counts[0], counts[1], counts[2], statistics, background)
+        scale = float(data["scene_scale"]) if "scene_scale" in data.files else None
+    return RunConditions(tracks, counts[0], counts[1], counts[2], statistics, background, scale)
 
 
 def sequence_audio(config, source, rows) -> np.ndarray | None:

@@ -33,7 +33,6 @@ from jaxhead.gpvae import metrics as gp_metrics
 from jaxhead.gpvae.generate import generate_pose_blink
 from jaxhead.nerf import conditions as cond
 from jaxhead.nerf.heldout import score_heldout
-from jaxhead.nerf.poses import head_poses, posed_cameras
 from jaxhead.nerf.render_video import Trained, heldout_sequences, load_trained, render_sequence
 from jaxhead.sync.data import clip_from_arrays
 from jaxhead.sync.stage import MODEL_FILE, load_sync_encoder
@@ -43,7 +42,7 @@ def _posed(trained: Trained, pose_blink) -> dict:
     """The ``c2w`` / ``blink`` a generated ``(pose [T, 6], blink [T])`` renders with."""
     pose, blink = pose_blink
     return {
-        "c2w": posed_cameras(np.asarray(pose, np.float32), trained.distance),
+        "c2w": trained.cameras_of_poses(pose),
         "blink": np.clip(np.asarray(blink, np.float32), 0.0, 1.0),
     }
 
@@ -106,9 +105,13 @@ def evaluate_split(trained: Trained, split: str, suite: Suite, traces: dict | No
             audio = cond.sequence_audio(config, source, rows)
             if audio is None:
                 raise ValueError(f"split {split!r}: no audio track to drive the GP-VAE with")
+            # The sequence's own first frames are the BOP: the head starts where it truly is.
+            c2w = np.stack([source[int(r)]["c2w"] for r in rows])
+            start = np.asarray([source[int(r)]["blink"] for r in rows], np.float32)[:, None]
             pose, blink = generate_pose_blink(
                 suite.gpvae_workdir, audio=audio, num_frames=len(rows), fps=fps,
-                seed=suite.seed + j,
+                seed=suite.seed + j, bop=np.concatenate([trained.poses_of_cameras(c2w), start], -1),
+                bop_fps=fps,
             )  # fmt: skip
             pose_blinks[j] = (pose, blink)
             generated.append(pose)
@@ -148,7 +151,7 @@ def evaluate_split(trained: Trained, split: str, suite: Suite, traces: dict | No
         result["frames"] = int(len(pred))
         result["render_fps"] = float(np.mean([h.render_fps for h in held]))
         truth_pose = [
-            head_poses(np.stack([source[int(r)]["c2w"] for r in h.rows]), trained.distance)
+            trained.poses_of_cameras(np.stack([source[int(r)]["c2w"] for r in h.rows]))
             for h in held
         ]
         result.update(gp_metrics.pose_distances(generated, truth_pose))
