@@ -5,14 +5,16 @@ python scripts/render.py --workdir runs/voca --sequence 0 --out heldout.mp4
 python scripts/render.py --workdir runs/voca --audio speech.wav --yaw_sweep 30 --out sweep.mp4
 python scripts/render.py --workdir runs/voca --swap_expression_from 1 --identity 0 --out swap.mp4
 python scripts/render.py --workdir runs/french --audio speech.wav --pose_from gpvae \\
-    --gpvae_workdir runs/gpvae --out generated_pose.mp4
+    --gpvae_workdir runs/gpvae --out generated_pose.mp4 [--pose_out generated_pose.npz]
 
 With --audio the head pose and blinks are replayed from the run's training frames (a video run:
 the video's own motion) unless --pose_from gpvae generates them from the audio.
 """
 
+import numpy as np
 from absl import flags
 
+from jaxhead.data.cache import save_npz
 from jaxhead.data.media import check_output, write_video
 from jaxhead.nerf import render_video
 from jaxhead.train import cli
@@ -34,6 +36,9 @@ _POSE_FROM = flags.DEFINE_enum(
 )
 _GPVAE = flags.DEFINE_string("gpvae_workdir", None, "GP-VAE run for --pose_from=gpvae.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sample of the generated pose/blink.")
+_POSE_OUT = flags.DEFINE_string(
+    "pose_out", None, "With --pose_from gpvae: also write the generated pose/blink (.npz)."
+)
 
 
 def main(argv):
@@ -43,6 +48,8 @@ def main(argv):
         raise SystemExit("error: give exactly one of --audio, --sequence, --swap_expression_from")
     if _POSE_FROM.value == "gpvae" and (_AUDIO.value is None or not _GPVAE.value):
         raise SystemExit("error: --pose_from gpvae needs --audio and --gpvae_workdir")
+    if _POSE_OUT.value and _POSE_FROM.value != "gpvae":
+        raise SystemExit("error: --pose_out writes a generated pose: give --pose_from gpvae")
     check_output(_OUT.value, overwrite=_OVERWRITE.value)  # before minutes of rendering
     trained = render_video.load_trained(_WORKDIR.value)
     fps = float(trained.config.data.fps)
@@ -55,6 +62,9 @@ def main(argv):
             pose_blink = render_video.generated_pose_blink(
                 trained, _GPVAE.value, audio, count, seed=_SEED.value
             )
+            if _POSE_OUT.value:  # the head pose (GP-VAE frame, docs/gpvae.md) and blink rendered
+                pose, blink = pose_blink
+                save_npz(_POSE_OUT.value, {"pose": pose, "blink": blink, "fps": np.float32(fps)})
         frames = render_video.drive(
             trained, audio, identity=_IDENTITY.value, yaw_sweep=_YAW.value, pose_blink=pose_blink
         )

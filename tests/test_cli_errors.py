@@ -106,6 +106,15 @@ def test_missing_checkpoint_of_render_is_one_line(tmp_path):
     assert "cannot schedule new futures" not in proc.stderr
 
 
+def test_pose_out_without_a_generated_pose_is_one_line(tmp_path):
+    proc = run(
+        SCRIPTS / "render.py", "--workdir", tmp_path, "--audio", tmp_path / "a.wav",
+        "--out", tmp_path / "o.mp4", "--pose_out", tmp_path / "p.npz",
+    )  # fmt: skip
+    assert "--pose_from gpvae" in one_line(proc)
+    assert not (tmp_path / "p.npz").exists()
+
+
 def _default_sigint():
     # The child gets the default SIGINT disposition (Python then installs its own handler)
     # even when the test runner was started with SIGINT ignored (a shell's background job).

@@ -161,6 +161,18 @@ def test_video_smoke_run_trains_renders_and_evaluates(tmp_path, monkeypatch):
     speech = (0.3 * np.sin(2 * np.pi * 220 * np.arange(8000) / 16000)).astype(np.float32)
     frames = render_video.drive(trained, speech)
     assert frames.shape == (12, 64, 64, 3) and np.isfinite(frames).all()
+    # New speech with a generated pose (render.py --pose_from gpvae): the run's first training
+    # frames are the BOP, and the pose renders through the run's own cameras.
+    monkeypatch.setattr(render_video, "generate_pose_blink", generated)
+    pose_blink = render_video.generated_pose_blink(trained, "gp", speech, 12)
+    bop, bop_fps = starts[-1]
+    first = render_video.identity_rows(trained, 0)[: len(bop)]
+    np.testing.assert_allclose(
+        bop[:, :6], trained.poses_of_cameras(trained.run.tracks["c2w"][first]), atol=1e-5
+    )
+    np.testing.assert_allclose(bop[:, 6], trained.run.tracks["blink"][first])
+    posed = render_video.drive(trained, speech, pose_blink=pose_blink)
+    assert posed.shape == frames.shape and np.isfinite(posed).all()
     side_by_side, audio = render_video.held_out_sequence(trained, 0)
     assert side_by_side.shape == (8, 64, 128, 3)
     assert audio is not None and len(audio) == 8 * 16000 // 25
