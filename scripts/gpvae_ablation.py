@@ -4,6 +4,9 @@
     python scripts/gpvae_ablation.py --workdir runs/gpvae_ablation --seeds=0,1 \\
         --variants=transformer_vae,transformer_gpvae                        # more seeds
     python scripts/gpvae_ablation.py --workdir runs/gpvae_ablation_smoke --smoke   # ~3 min
+    python scripts/gpvae_ablation.py --workdir runs/real --seeds=0,1 --set=data.source=videos \
+        --set="data.paths=('DIR/a','DIR/b','DIR/c')" --set="data.heldout_groups=('c',)" \
+        --set=model.relative_pose=True --set=model.pose_anchor=last --set=data.mirror=True
 
 Every run uses the ablation config (``configs/gpvae.py:ablation``, or ``:smoke``) with one
 variant and one seed; the synthetic data set is generated once into ``WORKDIR/data`` and shared.
@@ -13,6 +16,7 @@ and ``WORKDIR/ablation.md`` / ``ablation.json``.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import pathlib
 
@@ -26,11 +30,38 @@ _WORKDIR = cli.define_workdir_flag()
 _SMOKE = flags.DEFINE_bool("smoke", False, "Use the smoke config instead of the ablation one.")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds (config.seed) to run for every variant.")
 _VARIANTS = flags.DEFINE_list("variants", list(models.VARIANTS), "Variants to run.")
+_SET = flags.DEFINE_multi_string(
+    "set", [], "KEY=VALUE: a config field for every run (e.g. data.source=videos); repeatable."
+)
 _CONFIG = flags.DEFINE_string(
     "config_file",
     str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "gpvae.py"),
     "The GP-VAE config file.",
 )
+
+
+def apply_settings(config, settings) -> None:
+    """``KEY=VALUE`` strings onto ``config``; VALUE is a Python literal or else a string."""
+    for setting in settings:
+        key, sep, text = setting.partition("=")
+        if not sep:
+            raise ValueError(f"--set={setting!r}: write KEY=VALUE, e.g. --set=data.source=videos")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        try:
+            current = config
+            *parents, leaf = key.split(".")
+            for name in parents:
+                current = current[name]
+            current[leaf]  # an unknown field is an error, not a new one
+            with config.unlocked():
+                current[leaf] = value
+        except (KeyError, AttributeError):
+            raise ValueError(f"--set: {key!r} is not a field of the GP-VAE config") from None
+        except TypeError as err:
+            raise ValueError(f"--set={setting!r}: {err}") from None
 
 
 def main(argv):
@@ -48,6 +79,7 @@ def main(argv):
             config = module.get_config(f"{preset},variant={variant}")
             with config.unlocked():
                 config.seed = int(seed)
+            apply_settings(config, _SET.value)
             configs[f"{variant}_seed{seed}"] = config
     first = next(iter(configs.values()))
     if first.data.source == "synthetic" and not first.data.root:

@@ -235,3 +235,28 @@ def test_audio_dropout_hides_the_audio_from_the_cross_modal_encoder(voca_root, t
     with pytest.raises(ValueError, match="audio_dropout"):  # the shared range check, before work
         loop.train(config, tmp_path / "refused", stage.build_task)
     assert not (tmp_path / "refused").exists()
+
+
+def test_ablation_script_sets_config_fields_for_every_run():
+    """``scripts/gpvae_ablation.py --set=KEY=VALUE``: literals parsed, the field's type kept,
+    unknown fields and malformed settings refused with the fix."""
+    spec = importlib.util.spec_from_file_location(
+        "gpvae_ablation_script", CONFIG.parents[1] / "scripts" / "gpvae_ablation.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    config = load_config_module().get_config("ablation")
+    script.apply_settings(
+        config,
+        ["data.source=videos", "data.paths=('a', 'b')", "model.relative_pose=True",
+         "data.mirror=True", "model.pose_anchor=last", "model.width=32"],
+    )  # fmt: skip
+    assert config.data.source == "videos" and config.data.paths == ("a", "b")
+    assert config.model.relative_pose is True and config.data.mirror is True
+    assert config.model.pose_anchor == "last" and config.model.width == 32
+    with pytest.raises(ValueError, match="not a field"):
+        script.apply_settings(config, ["data.no_such_field=1"])
+    with pytest.raises(ValueError, match="width"):
+        script.apply_settings(config, ["model.width=wide"])
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        script.apply_settings(config, ["data.source"])
