@@ -36,6 +36,12 @@ _POSE_FROM = flags.DEFINE_enum(
 )
 _GPVAE = flags.DEFINE_string("gpvae_workdir", None, "GP-VAE run for --pose_from=gpvae.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sample of the generated pose/blink.")
+_RECENTER = flags.DEFINE_float(
+    "pose_recenter_s",
+    0.0,
+    "With --pose_from gpvae: replace the generated motion slower than this many seconds by the "
+    "person's rest pose (0: as generated).",
+)
 _POSE_OUT = flags.DEFINE_string(
     "pose_out", None, "With --pose_from gpvae: also write the generated pose/blink (.npz)."
 )
@@ -60,8 +66,9 @@ def main(argv):
         if _POSE_FROM.value == "gpvae":
             count = render_video.num_audio_frames(trained.config, audio)
             pose_blink = render_video.generated_pose_blink(
-                trained, _GPVAE.value, audio, count, seed=_SEED.value
-            )
+                trained, _GPVAE.value, audio, count, seed=_SEED.value,
+                recenter_s=_RECENTER.value,
+            )  # fmt: skip
             if _POSE_OUT.value:  # the head pose (GP-VAE frame, docs/gpvae.md) and blink rendered
                 pose, blink = pose_blink
                 save_npz(_POSE_OUT.value, {"pose": pose, "blink": blink, "fps": np.float32(fps)})

@@ -43,6 +43,20 @@ def test_generated_pose_round_trips_through_the_cameras():
     assert np.allclose(poses.head_poses(cameras, distance), pose, atol=1e-5)
 
 
+def test_recentered_removes_the_drift_and_keeps_the_fast_motion():
+    t = np.arange(250)[:, None] / 25.0  # 10 s at 25 fps
+    fast = 0.05 * np.sin(2 * np.pi * 1.5 * t)  # 1.5 Hz nodding
+    drift = 0.03 * t  # 0.3 rad over 10 s
+    pose = np.tile(fast + drift, (1, 6))
+    rest = np.full(6, 0.2)
+    out = poses.recentered(pose, rest, window=100)  # 4 s
+    inner = slice(50, 200)  # away from the edges, where the average is of real frames
+    np.testing.assert_allclose(out[inner].mean(0), rest, atol=5e-3)  # the drift is gone
+    kept = np.corrcoef(out[inner, 0] - rest[0], fast[inner, 0])[0, 1]
+    assert kept > 0.95 and np.std(out[inner, 0]) == pytest.approx(np.std(fast[inner]), rel=0.1)
+    np.testing.assert_allclose(poses.recentered(pose, rest, window=1), pose, atol=1e-6)
+
+
 def test_mouth_opening_gap_filling_and_trace_plot(tmp_path):
     points = np.zeros((4, 478, 3))
     points[:, 33, 0], points[:, 263, 0] = 0.0, 10.0  # eye corners 10 px apart
@@ -172,6 +186,12 @@ def test_video_smoke_run_trains_renders_and_evaluates(tmp_path, monkeypatch):
     )
     np.testing.assert_allclose(bop[:, 6], trained.run.tracks["blink"][first])
     posed = render_video.drive(trained, speech, pose_blink=pose_blink)
+    # --pose_recenter_s: the slow motion replaced by the identity's mean training pose
+    rest = trained.poses_of_cameras(
+        trained.run.tracks["c2w"][render_video.identity_rows(trained, 0)]
+    )
+    kept, _ = render_video.generated_pose_blink(trained, "gp", speech, 12, recenter_s=0.2)
+    np.testing.assert_allclose(kept, poses.recentered(pose_blink[0], rest.mean(0), 5), atol=1e-6)
     assert posed.shape == frames.shape and np.isfinite(posed).all()
     side_by_side, audio = render_video.held_out_sequence(trained, 0)
     assert side_by_side.shape == (8, 64, 128, 3)

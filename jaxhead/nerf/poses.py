@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from scipy.ndimage import uniform_filter1d
 
 from jaxhead.data import head_model, raster
 
@@ -46,3 +47,19 @@ def ping_pong(rows: np.ndarray, count: int) -> np.ndarray:
     its pose track so)."""
     cycle = np.concatenate([rows, rows[::-1]]) if len(rows) > 1 else rows
     return cycle[np.arange(count) % len(cycle)]
+
+
+def recentered(pose: np.ndarray, rest: np.ndarray, window: int) -> np.ndarray:
+    """``pose [T, 6]`` with its motion slower than ``window`` frames replaced by ``rest [6]``.
+
+    ``rest + pose − MA(pose)``, ``MA`` the centred moving average over ``window`` frames (the
+    edge frames repeated): a generated head that wanders off (an autoregressive generator with
+    no absolute anchor, docs/gpvae.md) is brought back around the person's rest pose, where the
+    NeRF was trained, while its motion faster than the window is kept. Per component (axis-angle
+    rotation, translation: fine at a head's small angles). ``window <= 1``: ``pose`` unchanged.
+    """
+    pose = np.asarray(pose, np.float64)
+    if window <= 1:
+        return pose.astype(np.float32)
+    slow = uniform_filter1d(pose, size=int(window), axis=0, mode="nearest")
+    return (np.asarray(rest, np.float64) + pose - slow).astype(np.float32)
