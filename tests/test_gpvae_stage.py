@@ -207,6 +207,11 @@ def test_ablation_table_rows_means_and_baseline():
     assert "| MLP VAE | 0 | 50.00% |" in table
     assert "| **Trans GP-VAE, mean ± std** | 2 seeds | 15.00 ± 5.00% |" in table
     assert "| hold last BOP frame | - | 97.00% | 96.00% |" in table
+    assert "linear extrapolation" not in table  # runs from before the baseline existed
+    rows = [{**row, "d_rot_linear": 70.0, "d_pos_linear": 80.0} for row in rows]
+    assert "| linear extrapolation of the BOP | - | 70.00% | 80.00% |" in (
+        gpvae_ablation.ablation_table(rows)
+    )
 
 
 def test_audio_dropout_hides_the_audio_from_the_cross_modal_encoder(voca_root, tmp_path):

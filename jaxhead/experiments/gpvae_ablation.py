@@ -28,7 +28,8 @@ def run_ablation(configs: dict[str, ml_collections.ConfigDict], root: str | os.P
     ``configs`` maps a run name (e.g. ``transformer_gpvae_seed0``) to its config; each run resumes
     if its workdir exists (its recorded wall time is then the one of the call that finished it).
     Returns the markdown table in the layout of paper 001 table 4 plus our extra columns: one row
-    per run, a mean row per variant with several seeds, and the hold-last-BOP-frame baseline.
+    per run, a mean row per variant with several seeds, the hold-last-BOP-frame baseline and
+    (runs that have it) the linear extrapolation baseline.
     """
     root = pathlib.Path(root)
     rows = []
@@ -99,5 +100,10 @@ def ablation_table(rows: list[dict]) -> str:
         lines.append(
             f"| hold last BOP frame | - | {r['d_rot_hold']:.2f}% | {r['d_pos_hold']:.2f}% | "
             f"{r['d_rot_long_hold']:.2f}% | {r['d_pos_long_hold']:.2f}% | - | - | - | - |"
+        )
+    if "d_rot_linear" in r:  # the runs share their training data, so their linear baseline
+        lines.append(
+            f"| linear extrapolation of the BOP | - | {r['d_rot_linear']:.2f}% | "
+            f"{r['d_pos_linear']:.2f}% | - | - | - | - | - | - |"
         )
     return "\n".join(lines) + "\n"
