@@ -49,6 +49,14 @@ def flat(params):
     return np.concatenate([np.ravel(x) for x in jax.tree.leaves(jax.device_get(params))])
 
 
+def test_a_field_stuck_transparent_is_named_with_the_fix():
+    assert stage.transparent_field_warning(100, {"person_alpha": 0.01}) is None  # too early
+    assert stage.transparent_field_warning(400, {"person_alpha": 0.9}) is None
+    assert stage.transparent_field_warning(400, {"loss": 1.0}) is None  # no such metric
+    message = stage.transparent_field_warning(400, {"person_alpha": 0.04})
+    assert "0.04" in message and "--config.loss.mask=1.0" in message
+
+
 def test_smoke_run_writes_the_workdir_and_resumes(cache, tmp_path):
     config = smoke_config(cache, steps=4, log_every=2, checkpoint_every=2, eval_every=4)
     with config.unlocked():
@@ -59,6 +67,7 @@ def test_smoke_run_writes_the_workdir_and_resumes(cache, tmp_path):
     train = [r for r in records if "loss" in r][-1]
     for key in ("loss", "psnr", "loss_pho", "loss_per", "loss_velocity", "l2_grads"):
         assert np.isfinite(train[key]), key
+    assert 0.0 <= train["person_alpha"] <= 1.0  # the field's opacity where the person is
     results = json.loads((tmp_path / "eval.json").read_text())
     for split in ("val", "val_views"):
         assert results[split]["frames"] > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pathlib
 import signal
@@ -139,6 +140,29 @@ def test_validation_every_k_steps_is_logged_and_left_out_of_the_training_time(tm
     loop.train(config, tmp_path, toy_stage.build_task)
     resumed = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["step"] > 6]
     assert resumed and resumed[0]["train_time_s"] >= steps[6]["train_time_s"]
+
+
+def test_watch_sees_the_logged_metrics_and_warns_once(tmp_path, caplog):
+    seen = []
+
+    def watched(config, mesh):
+        task = toy_stage.build_task(config, mesh)
+
+        def watch(step, metrics):
+            seen.append((step, sorted(metrics)))
+            return f"odd at step {step}" if step >= 2 else None
+
+        task.watch = watch
+        return task
+
+    config = toy_config(steps=4, log_every=1, checkpoint_every=4)
+    with caplog.at_level(logging.WARNING, logger=loop.__name__):
+        loop.train(config, tmp_path, watched)
+    assert [step for step, _ in seen] == [1, 2]  # not asked again once it has warned
+    assert "loss" in seen[0][1]
+    assert [r.getMessage() for r in caplog.records if "odd at" in r.getMessage()] == [
+        "odd at step 2"
+    ]
 
 
 def test_workdir_with_other_config_is_not_overwritten(tmp_path):

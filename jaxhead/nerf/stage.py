@@ -139,6 +139,25 @@ def evaluate_split(
     return score_heldout(held, getattr(source, "face_box", None), source.arrays.get("regions"))
 
 
+# A field that draws the person at a mean opacity below TRANSPARENT_ALPHA after TRANSPARENT_AFTER
+# steps is stuck transparent: the whole-frame MLP at mask weight 0.1 did (docs/fields.md), and
+# a healthy run is near 1 within a hundred steps.
+TRANSPARENT_ALPHA = 0.2
+TRANSPARENT_AFTER = 300
+
+
+def transparent_field_warning(step: int, metrics) -> str | None:
+    """The warning for a field stuck transparent (``Task.watch``), else None."""
+    alpha = metrics.get("person_alpha")
+    if alpha is None or step < TRANSPARENT_AFTER or alpha >= TRANSPARENT_ALPHA:
+        return None
+    return (
+        f"step {step}: the field draws the person at a mean opacity of {alpha:.2f} (1: drawn): "
+        "it is stuck transparent and will not learn the person. Stop it and train in a new "
+        "workdir with a stronger mask term, e.g. --config.loss.mask=1.0 (docs/fields.md)"
+    )
+
+
 def build_task(
     config: ml_collections.ConfigDict, mesh, workdir: str | pathlib.Path | None = None
 ) -> loop.Task:
@@ -250,6 +269,7 @@ def build_task(
         evaluate=evaluate,
         write_samples=write_samples if splits else None,
         validate=validate if splits else None,
+        watch=transparent_field_warning,
         constants=constants or None,
         write_run_files=None
         if recorded

@@ -336,9 +336,12 @@ def make_train_step(
         (loss, (terms, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         new_state, updates = state.apply_gradients(grads, tx)
         mse = jnp.mean(jnp.square(out["image"] - frames["image"]))
+        mask = frames["mask_lr"][..., 0]
         metrics = {
             "loss": loss,
             "psnr": psnr_from_mse(mse),
+            # the field's mean opacity where the person is (1: drawn; near 0: transparent)
+            "person_alpha": jnp.sum(out["accumulation"] * mask) / jnp.maximum(jnp.sum(mask), 1e-6),
             **{f"loss_{k}": v for k, v in terms.items()},
         }
         metrics.update(
