@@ -66,7 +66,7 @@ def main(argv):
         if _POSE_FROM.value == "gpvae":
             count = render_video.num_audio_frames(trained.config, audio)
             pose_blink = render_video.generated_pose_blink(
-                trained, _GPVAE.value, audio, count, seed=_SEED.value,
+                trained, _GPVAE.value, audio, count, seed=_SEED.value, identity=_IDENTITY.value,
                 recenter_s=_RECENTER.value,
             )  # fmt: skip
             if _POSE_OUT.value:  # the head pose (GP-VAE frame, docs/gpvae.md) and blink rendered
