@@ -74,6 +74,30 @@ def test_config_mistakes_are_one_line(tmp_path, args, expected):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("--config.data.no_such_field=1", "no_such_field"),
+        ("--config.model.width=wide", "width=wide"),
+        ("--config.data.source", "data.source"),
+    ],
+)
+def test_ablation_config_mistakes_are_one_line(tmp_path, override, expected):
+    proc = run(SCRIPTS / "gpvae_ablation.py", "--workdir", tmp_path / "abl", override)
+    assert expected in one_line(proc)
+    assert not (tmp_path / "abl").exists()
+
+
+def test_a_defaulted_config_flag_reports_a_bad_override_in_one_line(tmp_path):
+    """scripts/avatar.py's --config has a default: its overrides are checked like the others'
+    (they were parsed while the script was imported, a traceback)."""
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    proc = run(SCRIPTS / "avatar.py", clip, "--workdir", tmp_path / "av", "--config.data.nosuch=1")
+    assert "unknown config key 'nosuch'" in one_line(proc, cli.EXIT_USAGE)
+    assert not (tmp_path / "av").exists()
+
+
 def test_unknown_key_keeps_the_hint_and_names_the_key(tmp_path):
     proc = run(TOY, f"--config={TOY}", f"--workdir={tmp_path}", "--config.train.stepz=1")
     line = one_line(proc, cli.EXIT_USAGE)

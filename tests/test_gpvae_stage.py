@@ -242,26 +242,19 @@ def test_audio_dropout_hides_the_audio_from_the_cross_modal_encoder(voca_root, t
     assert not (tmp_path / "refused").exists()
 
 
-def test_ablation_script_sets_config_fields_for_every_run():
-    """``scripts/gpvae_ablation.py --set=KEY=VALUE``: literals parsed, the field's type kept,
-    unknown fields and malformed settings refused with the fix."""
-    spec = importlib.util.spec_from_file_location(
-        "gpvae_ablation_script", CONFIG.parents[1] / "scripts" / "gpvae_ablation.py"
-    )
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    config = load_config_module().get_config("ablation")
-    script.apply_settings(
-        config,
-        ["data.source=videos", "data.paths=('a', 'b')", "model.relative_pose=True",
-         "data.mirror=True", "model.pose_anchor=last", "model.width=32"],
-    )  # fmt: skip
-    assert config.data.source == "videos" and config.data.paths == ("a", "b")
-    assert config.model.relative_pose is True and config.data.mirror is True
-    assert config.model.pose_anchor == "last" and config.model.width == 32
-    with pytest.raises(ValueError, match="not a field"):
-        script.apply_settings(config, ["data.no_such_field=1"])
-    with pytest.raises(ValueError, match="width"):
-        script.apply_settings(config, ["model.width=wide"])
-    with pytest.raises(ValueError, match="KEY=VALUE"):
-        script.apply_settings(config, ["data.source"])
+def test_ablation_runs_keep_the_config_overrides_for_every_variant_and_seed():
+    """``scripts/gpvae_ablation.py --config.X=Y`` (the shared config flag): every run is a copy of
+    the overridden config with its own variant and seed."""
+    base = load_config_module().get_config("ablation")
+    with base.unlocked():
+        base.data.update(source="videos", paths=("a", "b"), mirror=True)
+        base.model.update(relative_pose=True, pose_anchor="last", width=32)
+    configs = gpvae_ablation.variant_configs(base, ["mlp_vae", "transformer_gpvae"], [0, 1])
+    assert sorted(configs) == ["mlp_vae_seed0", "mlp_vae_seed1", "transformer_gpvae_seed0",
+                               "transformer_gpvae_seed1"]  # fmt: skip
+    for name, config in configs.items():
+        assert config.data.source == "videos" and config.data.paths == ("a", "b")
+        assert config.model.relative_pose is True and config.data.mirror is True
+        assert config.model.pose_anchor == "last" and config.model.width == 32
+        assert name == f"{config.model.variant}_seed{config.seed}"
+    assert base.model.variant == "transformer_gpvae" and base.seed == 0  # the base untouched

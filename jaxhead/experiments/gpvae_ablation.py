@@ -51,6 +51,23 @@ def run_ablation(configs: dict[str, ml_collections.ConfigDict], root: str | os.P
     return table
 
 
+def variant_configs(
+    base: ml_collections.ConfigDict, variants, seeds
+) -> dict[str, ml_collections.ConfigDict]:
+    """``{"<variant>_seed<k>": config}``: a copy of ``base`` (with its overrides) per variant
+    and seed, ``model.variant`` and ``seed`` set."""
+    configs = {}
+    for variant in variants:
+        for seed in seeds:
+            config = base.copy_and_resolve_references()
+            with config.unlocked():
+                config.model.variant = str(variant)
+                config.seed = int(seed)
+            config.lock()
+            configs[f"{variant}_seed{seed}"] = config
+    return configs
+
+
 def shared_synthetic_data(data_config, folder: str | os.PathLike) -> pathlib.Path:
     """Generates (or reuses) ``data_config.synthetic`` under ``folder`` for several runs."""
     data = data_config.copy_and_resolve_references()

@@ -56,6 +56,7 @@ _OS_USER_ERRNOS = {
 
 # The config flags defined by this process; parse_flags loads them (ml_collections defers it).
 _CONFIG_FLAGS: list = []
+_CONFIG_DEFAULTS: dict[str, str] = {}  # name -> the config a command without --NAME uses
 _OS_USER_CLASSES = (
     FileNotFoundError,
     FileExistsError,
@@ -66,17 +67,35 @@ _OS_USER_CLASSES = (
 
 
 def define_config_flag(name: str = "config", default: str | None = None):
-    """``--config path/to/config.py[:variant]`` plus ``--config.a.b=value`` overrides."""
+    """``--config path/to/config.py[:variant]`` plus ``--config.a.b=value`` overrides.
+
+    A ``default`` is not given to ml_collections (which would load it, and parse the command
+    line's overrides against it, while the script is imported, outside :func:`parse_flags`'s
+    one-line errors): :func:`parse_flags` passes ``--NAME=default`` when the command has none.
+    """
     holder = config_flags.DEFINE_config_file(
         name,
-        default,
-        "Stage config file, e.g. configs/voca.py or configs/voca.py:smoke.",
+        None,
+        "Stage config file, e.g. configs/voca.py or configs/voca.py:smoke"
+        + (f" (default {default})." if default else "."),
         lock_config=True,
     )
     if default is None:
         flags.mark_flag_as_required(name)
+    else:
+        _CONFIG_DEFAULTS[name] = default
     _CONFIG_FLAGS.append(holder)
     return holder
+
+
+def _with_config_defaults(argv: list[str]) -> list[str]:
+    """``argv`` with ``--NAME=default`` for each defaulted config flag the command leaves out."""
+    added = [
+        f"--{name}={default}"
+        for name, default in _CONFIG_DEFAULTS.items()
+        if not any(a == f"--{name}" or a.startswith(f"--{name}=") for a in argv[1:])
+    ]
+    return argv[:1] + added + argv[1:]
 
 
 def define_workdir_flag(required: bool = True):
@@ -154,7 +173,7 @@ def _last_line(text: str) -> str:
 def parse_flags(argv: list[str]) -> list[str]:
     """absl flag parsing that reports every command-line error in one clear line."""
     try:
-        remaining = FLAGS(argv)
+        remaining = FLAGS(_with_config_defaults(argv))
         for holder in _CONFIG_FLAGS:
             # A file that failed to load is an object raising on first use: use it now, so its
             # error is a command-line error and not a traceback in the middle of a run.
