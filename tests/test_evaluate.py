@@ -162,7 +162,7 @@ def test_video_smoke_run_trains_renders_and_evaluates(tmp_path, monkeypatch):
         pose[:, 1] += np.linspace(-0.1, 0.1, num_frames)
         return pose, np.zeros(num_frames, np.float32)
 
-    monkeypatch.setattr(evaluate, "generate_pose_blink", generated)
+    monkeypatch.setattr(render_video, "generate_pose_blink", generated)
     gen = evaluate.evaluate_workdir(workdir, pose_from="gpvae", gpvae_workdir="gp")
     scores = gen["val_gpvae_pose"]
     assert np.isfinite(scores["d_rot"]) and np.isfinite(scores["d_pos"])
@@ -177,7 +177,6 @@ def test_video_smoke_run_trains_renders_and_evaluates(tmp_path, monkeypatch):
     assert frames.shape == (12, 64, 64, 3) and np.isfinite(frames).all()
     # New speech with a generated pose (render.py --pose_from gpvae): the run's first training
     # frames are the BOP, and the pose renders through the run's own cameras.
-    monkeypatch.setattr(render_video, "generate_pose_blink", generated)
     pose_blink = render_video.generated_pose_blink(trained, "gp", speech, 12)
     bop, bop_fps = starts[-1]
     first = render_video.identity_rows(trained, 0)[: len(bop)]

@@ -30,10 +30,15 @@ from jaxhead.eval.face_mesh import FaceMeshUnavailable, face_mesh, fill_gaps
 from jaxhead.eval.report import markdown_table, not_computed, write_report
 from jaxhead.face import MEDIAPIPE_MOUTH, blink_from_ear, eye_aspect_ratio, mouth_opening
 from jaxhead.gpvae import metrics as gp_metrics
-from jaxhead.gpvae.generate import generate_pose_blink
 from jaxhead.nerf import conditions as cond
 from jaxhead.nerf.heldout import score_heldout
-from jaxhead.nerf.render_video import Trained, heldout_sequences, load_trained, render_sequence
+from jaxhead.nerf.render_video import (
+    Trained,
+    generated_pose_blink,
+    heldout_sequences,
+    load_trained,
+    render_sequence,
+)
 from jaxhead.sync.data import clip_from_arrays
 from jaxhead.sync.stage import MODEL_FILE, load_sync_encoder
 
@@ -106,13 +111,13 @@ def evaluate_split(trained: Trained, split: str, suite: Suite, traces: dict | No
             if audio is None:
                 raise ValueError(f"split {split!r}: no audio track to drive the GP-VAE with")
             # The sequence's own first frames are the BOP: the head starts where it truly is.
-            c2w = np.stack([source[int(r)]["c2w"] for r in rows])
-            start = np.asarray([source[int(r)]["blink"] for r in rows], np.float32)[:, None]
-            pose, blink = generate_pose_blink(
-                suite.gpvae_workdir, audio=audio, num_frames=len(rows), fps=fps,
-                seed=suite.seed + j, bop=np.concatenate([trained.poses_of_cameras(c2w), start], -1),
-                bop_fps=fps,
-            )  # fmt: skip
+            start = (
+                np.stack([source[int(r)]["c2w"] for r in rows]),
+                np.asarray([source[int(r)]["blink"] for r in rows], np.float32),
+            )
+            pose, blink = generated_pose_blink(
+                trained, suite.gpvae_workdir, audio, len(rows), seed=suite.seed + j, start=start
+            )
             pose_blinks[j] = (pose, blink)
             generated.append(pose)
 
