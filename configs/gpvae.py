@@ -65,6 +65,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # none named: the last held_out_fraction of every sequence is held out
             "heldout_groups": (),
             "held_out_fraction": 0.2,
+            # "fraction": the last held_out_fraction of every sequence; "video": each video
+            # folder's own held-out end (its transforms_val.json frames, as the NeRF splits it)
+            "held_out_split": "fraction",
             # every training sequence also mirrored left-right (jaxhead.gpvae.data.mirrored):
             # twice the motion for a few real clips
             "mirror": False,

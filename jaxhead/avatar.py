@@ -15,8 +15,16 @@ one line per step and the final scores table printed:
 3. ``evaluate``: the metric suite on the held-out end (:func:`jaxhead.nerf.evaluate.
    evaluate_workdir`): ``W/nerf/eval.json`` and ``W/nerf/eval.md``.
 4. ``demo``: the held-out end rendered beside the truth, with its audio: ``W/heldout.mp4``.
-5. ``drive`` (with ``audio``): each new recording rendered with the video's own head motion and
-   blinks: ``W/speech_<name>.mp4``.
+5. ``gpvae`` (with ``gpvae_workdir`` and ``gpvae_finetune_steps > 0``): the GP-VAE of
+   ``gpvae_workdir`` (pre-trained on other people's videos, docs/gpvae.md) with its cross-modal
+   encoder ``E_ah`` fine-tuned on this video's training part into ``W/gpvae``
+   (:func:`jaxhead.gpvae.stage.finetune_config`: the held-out end stays held out, and its
+   ``eval.json`` scores the generated motion and blinks there).
+6. ``drive`` (with ``audio``): each new recording rendered with the video's own head motion and
+   blinks replayed (``pose_from="source"``: ``W/speech_<name>.mp4``), or with pose and blinks
+   generated from the recording by the GP-VAE (``pose_from="gpvae"``: ``W/gpvae`` when
+   fine-tuned, else ``gpvae_workdir``; the head starts from the person's first frames):
+   ``W/speech_<name>_gpvae.mp4`` and the generated pose / blink in ``.npz`` beside it.
 
 ``W/avatar.json`` records the inputs (the video's path, size and a digest of its first MiB, the
 held-out seconds) and each finished step; a different video or split in the same workdir is
@@ -34,13 +42,15 @@ import time
 from collections.abc import Callable, Sequence
 
 import ml_collections
+import numpy as np
 
 from jaxhead import files
 from jaxhead.train.errors import UserError, WorkdirConflictError
 from jaxhead.train.workdir import check_workdir_path, lock_workdir, write_json_atomic
 
 STATE_FILE = "avatar.json"
-STEPS = ("preprocess", "nerf", "evaluate", "demo", "drive")
+STEPS = ("preprocess", "nerf", "evaluate", "demo", "gpvae", "drive")
+POSE_FROM = ("source", "gpvae")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,8 +71,13 @@ class Layout:
     def heldout(self) -> pathlib.Path:
         return self.root / "heldout.mp4"
 
-    def speech(self, audio: str | os.PathLike) -> pathlib.Path:
-        return self.root / f"speech_{pathlib.Path(audio).stem}.mp4"
+    @property
+    def gpvae(self) -> pathlib.Path:
+        return self.root / "gpvae"
+
+    def speech(self, audio: str | os.PathLike, pose_from: str = "source") -> pathlib.Path:
+        suffix = "" if pose_from == "source" else f"_{pose_from}"
+        return self.root / f"speech_{pathlib.Path(audio).stem}{suffix}.mp4"
 
 
 def video_identity(video: str | os.PathLike) -> dict:
@@ -132,6 +147,9 @@ def _finished_nerf(run: pathlib.Path, steps: int) -> bool:
         return False
 
 
+_finished_gpvae = _finished_nerf  # both stages write eval.json with its step at the end
+
+
 @dataclasses.dataclass
 class Pipeline:
     """One avatar's pipeline over ``layout`` (see the module docstring)."""
@@ -142,6 +160,9 @@ class Pipeline:
     val_seconds: float | None = None
     mediapipe_python: str | None = None
     audio: Sequence[str] = ()
+    pose_from: str = "source"
+    gpvae_workdir: str | None = None
+    gpvae_finetune_steps: int = 0
     progress: bool = True
     say: Callable[[str], None] = print
 
@@ -150,8 +171,36 @@ class Pipeline:
         for path in self.audio:
             if not pathlib.Path(path).expanduser().is_file():
                 raise UserError(f"--audio {path}: no such file; give a recording (wav/mp3/flac)")
+        self._check_gpvae()
         self.nerf = nerf_config(self.config, self.layout)
         self._trained = None
+
+    def _check_gpvae(self) -> None:
+        if self.pose_from not in POSE_FROM:
+            raise UserError(f"--pose_from {self.pose_from}: use one of {', '.join(POSE_FROM)}")
+        if self.gpvae_finetune_steps < 0:
+            raise UserError(f"--gpvae_finetune_steps {self.gpvae_finetune_steps}: use 0 or more")
+        needs = self.pose_from == "gpvae" or self.gpvae_finetune_steps > 0
+        if needs and not self.gpvae_workdir:
+            raise UserError(
+                "--pose_from gpvae / --gpvae_finetune_steps need --gpvae_workdir, a GP-VAE "
+                "trained on video folders (docs/gpvae.md)"
+            )
+        if self.gpvae_workdir:
+            run = pathlib.Path(self.gpvae_workdir).expanduser()
+            if not (run / "config.json").is_file() or not (run / "checkpoints").is_dir():
+                raise UserError(
+                    f"--gpvae_workdir {self.gpvae_workdir}: not a trained GP-VAE run (no "
+                    "config.json and checkpoints/); train one with scripts/train_gpvae.py "
+                    "(docs/gpvae.md)"
+                )
+
+    @property
+    def pose_model(self) -> str:
+        """The GP-VAE that generates pose and blinks: the fine-tuned one when there is one."""
+        if self.gpvae_finetune_steps > 0:
+            return str(self.layout.gpvae)
+        return str(self.gpvae_workdir)
 
     # --- state ------------------------------------------------------------------------------
 
@@ -202,20 +251,44 @@ class Pipeline:
         path = render_video.write_heldout_video(self._trained_run(), 0, self.layout.heldout)
         return f"{path} (render | truth, with the held-out audio)"
 
+    def finetune_gpvae(self) -> str:
+        from jaxhead.gpvae import stage
+
+        steps = self.gpvae_finetune_steps
+        if not _finished_gpvae(self.layout.gpvae, steps):
+            config = stage.finetune_config(self.gpvae_workdir, (str(self.layout.data),), steps)
+            stage.train(config, self.layout.gpvae)
+        scores = json.loads((self.layout.gpvae / "eval.json").read_text())
+        shown = ("d_rot", "d_rot_hold", "d_pos", "d_pos_hold", "velocity_ratio_samples",
+                 "blinks_per_s_generated", "blinks_per_s_ground_truth")  # fmt: skip
+        held = ", ".join(f"{k} {scores[k]:.3g}" for k in shown if scores.get(k) is not None)
+        return f"{steps} steps in {self.layout.gpvae}; held-out end: {held}"
+
     def drive(self) -> str:
+        from jaxhead.data.cache import save_npz
         from jaxhead.data.media import write_video
         from jaxhead.nerf import render_video
 
         written = []
         trained = self._trained_run()
+        fps = float(trained.config.data.fps)
         for audio_path in self.audio:
-            out = self.layout.speech(audio_path)
+            out = self.layout.speech(audio_path, self.pose_from)
             if out.exists():
                 written.append(str(out))
                 continue
             audio = render_video.load_driving_audio(audio_path)
-            frames = render_video.drive(trained, audio, identity=0)
-            written.append(str(write_video(out, frames, float(trained.config.data.fps), audio)))
+            pose_blink = None
+            if self.pose_from == "gpvae":
+                count = render_video.num_audio_frames(trained.config, audio)
+                pose_blink = render_video.generated_pose_blink(
+                    trained, self.pose_model, audio, count
+                )
+                pose, blink = pose_blink
+                arrays = {"pose": pose, "blink": blink, "fps": np.float32(fps)}
+                save_npz(out.with_suffix(".npz"), arrays)
+            frames = render_video.drive(trained, audio, identity=0, pose_blink=pose_blink)
+            written.append(str(write_video(out, frames, fps, audio)))
         return ", ".join(written)
 
     # --- the whole run ----------------------------------------------------------------------
@@ -238,7 +311,30 @@ class Pipeline:
             ) == state["steps"].get("nerf", {}).get("step")
         if name == "demo":
             return self.layout.heldout.exists()
-        return all(self.layout.speech(a).exists() for a in self.audio)
+        if name == "gpvae":
+            before = state["steps"][name].get("init_from")
+            if before != self.gpvae_workdir_resolved:
+                raise WorkdirConflictError(
+                    f"{self.layout.gpvae} was fine-tuned from {before}, not "
+                    f"{self.gpvae_workdir_resolved}; choose a new --workdir or move "
+                    f"{self.layout.gpvae} away"
+                )
+            return _finished_gpvae(self.layout.gpvae, self.gpvae_finetune_steps)
+        return all(self.layout.speech(a, self.pose_from).exists() for a in self.audio)
+
+    @property
+    def gpvae_workdir_resolved(self) -> str | None:
+        if not self.gpvae_workdir:
+            return None
+        return str(pathlib.Path(self.gpvae_workdir).expanduser().resolve())
+
+    def wanted(self, name: str) -> bool:
+        """Whether the step is part of this run (the optional ones need their inputs)."""
+        if name == "gpvae":
+            return self.gpvae_finetune_steps > 0
+        if name == "drive":
+            return bool(self.audio)
+        return True
 
     def run(self) -> dict:
         root = check_workdir_path(self.layout.root)
@@ -252,9 +348,10 @@ class Pipeline:
             self._save(state)
             actions = {
                 "preprocess": self.preprocess, "nerf": self.train_nerf,
-                "evaluate": self.evaluate, "demo": self.demo, "drive": self.drive,
+                "evaluate": self.evaluate, "demo": self.demo, "gpvae": self.finetune_gpvae,
+                "drive": self.drive,
             }  # fmt: skip
-            names = [s for s in STEPS if s != "drive" or self.audio]
+            names = [s for s in STEPS if self.wanted(s)]
             for number, name in enumerate(names, 1):
                 head = f"[{number}/{len(names)}] {name}:"
                 if self.done(state, name):
@@ -269,6 +366,8 @@ class Pipeline:
                     record["step"] = int(self.nerf.train.steps)
                 if name == "evaluate":
                     record["nerf_step"] = state["steps"].get("nerf", {}).get("step")
+                if name == "gpvae":
+                    record["init_from"] = self.gpvae_workdir_resolved
                 state["steps"][name] = record
                 self._save(state)
                 self.say(f"{head} done in {seconds:.0f} s ({summary})")

@@ -6,8 +6,10 @@ on a small generated clip); the NeRF is the ``smoke`` variant of ``configs/video
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import pathlib
 import shutil
 
 import numpy as np
@@ -16,6 +18,7 @@ from preprocess_fixture import FakeFace, fake_mediapipe, write_clip
 
 from jaxhead.audio.io import save_wav
 from jaxhead.avatar import STATE_FILE, Layout, Pipeline
+from jaxhead.gpvae import stage as gpvae_stage
 from jaxhead.nerf.config import video_config
 from jaxhead.preprocess import pipeline as preprocess_pipeline
 from jaxhead.train.errors import UserError, WorkdirConflictError
@@ -34,6 +37,27 @@ def _config(cache):
         config.train.progress = False
         config.mesh.data = 1  # the smoke batch (2 pairs) does not split over 8 test devices
     return config
+
+
+def _pretrained_gpvae(folder, workdir):
+    """A tiny GP-VAE trained on the avatar's own data folder (its training part), standing in for
+    one pre-trained on other people's videos."""
+    path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "gpvae.py"
+    spec = importlib.util.spec_from_file_location("gpvae_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("smoke")
+    with config.unlocked():
+        config.data.update(
+            source="videos", paths=(str(folder),), held_out_split="video", window=16, bop=4,
+            batch_size=8,
+        )  # fmt: skip
+        config.model.update(width=16, heads=2, relative_pose=True, pose_anchor="last")
+        config.train.update(steps=4, checkpoint_every=4, log_every=2, progress=False)
+        config.train.async_checkpoints = False
+        config.eval.update(num_samples=2, max_sequences=2, plot_sequences=1)
+    gpvae_stage.train(config, workdir)
+    return workdir
 
 
 def test_one_command_from_video_to_avatar_resumes_and_refuses_other_inputs(tmp_path, fake_face):
@@ -78,6 +102,45 @@ def test_one_command_from_video_to_avatar_resumes_and_refuses_other_inputs(tmp_p
     assert len(lines) == 5 and all(": done (" in line for line in lines)
     assert stamps == {p: (layout.root / p).stat().st_mtime_ns for p in stamps}
 
+    # Pose and blinks generated from the new speech by a GP-VAE fine-tuned on this video first:
+    # two more steps, the finished ones untouched.
+    pretrained = _pretrained_gpvae(layout.data, tmp_path / "gpvae")
+
+    def generated(gpvae=pretrained):
+        return Pipeline(
+            str(clip), layout, _config(tmp_path / "cache"), val_seconds=1.0, audio=[str(speech)],
+            pose_from="gpvae", gpvae_workdir=str(gpvae), gpvae_finetune_steps=3, progress=False,
+            say=lines.append,
+        )  # fmt: skip
+
+    lines.clear()
+    generated().run()
+    assert [line.split(":")[0] for line in lines if "running" not in line] == [
+        "[1/6] preprocess", "[2/6] nerf", "[3/6] evaluate", "[4/6] demo", "[5/6] gpvae",
+        "[6/6] drive",
+    ]  # fmt: skip
+    assert sum(": done (" in line for line in lines) == 4  # the first four were done
+    assert stamps == {p: (layout.root / p).stat().st_mtime_ns for p in stamps}
+    tuned = json.loads((layout.root / "gpvae" / "eval.json").read_text())
+    assert tuned["step"] == 3 and tuned["init_from"] == str(pretrained.resolve())
+    assert tuned["num_sequences"] == 1 and np.isfinite(tuned["d_rot"])
+    tuned_config = json.loads((layout.root / "gpvae" / "config.json").read_text())
+    assert tuned_config["data"]["held_out_split"] == "video"  # the video's own held-out end
+    assert tuned_config["data"]["paths"] == [str(layout.data)]
+    with np.load(layout.root / "speech_new_gpvae.npz") as motion:
+        assert motion["pose"].shape == (25, 6) and motion["blink"].shape == (25,)  # 1 s, 25 fps
+        assert np.isfinite(motion["pose"]).all()
+    assert (layout.root / "speech_new_gpvae.mp4").is_file()
+    assert (layout.root / "speech_new.mp4").is_file()  # the replayed render stays
+    lines.clear()
+    generated().run()
+    assert len(lines) == 6 and all(": done (" in line for line in lines)
+    # Another pre-trained GP-VAE for the same workdir's fine-tuned one: refused.
+    other_gpvae = tmp_path / "gpvae_other"
+    shutil.copytree(pretrained, other_gpvae)
+    with pytest.raises(WorkdirConflictError, match="fine-tuned from"):
+        generated(other_gpvae).run()
+
     # Another video, or another held-out split, in the same workdir: refused, nothing touched.
     other = write_clip(tmp_path / "other.mp4", num_frames=75, size=128, seed=1, noise=True)
     with pytest.raises(WorkdirConflictError, match="choose a new --workdir"):
@@ -95,6 +158,12 @@ def test_user_mistakes_are_one_line_before_any_work(tmp_path):
     clip = write_clip(tmp_path / "me.mp4", num_frames=10, size=64)
     with pytest.raises(UserError, match="--audio .*no such file"):
         Pipeline(str(clip), layout, config, audio=[str(tmp_path / "none.wav")])
+    with pytest.raises(UserError, match="need --gpvae_workdir"):
+        Pipeline(str(clip), layout, config, pose_from="gpvae")
+    with pytest.raises(UserError, match="not a trained GP-VAE run"):
+        Pipeline(str(clip), layout, config, pose_from="gpvae", gpvae_workdir=str(tmp_path))
+    with pytest.raises(UserError, match="--pose_from sideways"):
+        Pipeline(str(clip), layout, config, pose_from="sideways")
     with config.unlocked():
         config.data.root = str(tmp_path / "elsewhere")
     with pytest.raises(UserError, match="scripts/train_nerf.py"):

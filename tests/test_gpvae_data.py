@@ -186,6 +186,47 @@ def test_heldout_speakers_are_never_trained_on(tmp_path):
     assert [s.group for s in held] == ["a", "b", "c"]
 
 
+def _held_out_end(folder: pathlib.Path, first: int, num: int) -> None:
+    """transforms_val.json of a preprocessed folder whose frames ``first`` … ``num - 1`` are held
+    out (what scripts/preprocess.py --val_seconds writes)."""
+    frames = [{"img_id": i, "aud_id": i} for i in range(first, num)]
+    (folder / "transforms_val.json").write_text(json.dumps({"fps": FPS, "frames": frames}))
+
+
+def test_video_split_holds_out_each_folders_own_heldout_end(tmp_path):
+    valid = np.ones(100, bool)
+    valid[20:30] = False  # split into parts [0:20] and [30:100]; the cut falls in the second
+    a, pose_a, _ = write_folder(tmp_path, "a", valid=valid)
+    b, pose_b, _ = write_folder(tmp_path, "b", num=60, seed=1)
+    _held_out_end(a, 85, 100)
+    _held_out_end(b, 45, 60)
+    train, held = data_lib.load_sequences(videos_config([a, b], held_out_split="video"))
+    assert [(s.group, s.start, len(s)) for s in train] == [
+        ("a", 0, 20),
+        ("a", 30, 55),
+        ("b", 0, 45),
+    ]
+    assert [(s.group, s.start, len(s)) for s in held] == [("a", 85, 15), ("b", 45, 15)]
+    np.testing.assert_allclose(held[0].pose, pose_a[85:], atol=2e-5)  # exactly those frames
+    np.testing.assert_allclose(train[2].pose, pose_b[:45], atol=2e-5)
+    # A part wholly inside the held-out end is held out whole.
+    _held_out_end(a, 10, 100)
+    train, held = data_lib.load_sequences(videos_config([a], held_out_split="video"))
+    assert [(s.start, len(s)) for s in train] == [(0, 10)]
+    assert [(s.start, len(s)) for s in held] == [(10, 10), (30, 70)]
+    # The split needs the folder's transforms_val.json, video folders and no held-out speakers.
+    (b / "transforms_val.json").unlink()
+    with pytest.raises(MissingFileError, match="transforms_val.json"):
+        data_lib.load_sequences(videos_config([b], held_out_split="video"))
+    with pytest.raises(ValueError, match="no config.data.heldout_groups"):
+        data_lib.load_sequences(videos_config([a], held_out_split="video", heldout_groups=("a",)))
+    with pytest.raises(ValueError, match="held_out_split='halves'"):
+        data_lib.load_sequences(videos_config([a], held_out_split="halves"))
+    _held_out_end(a, 0, 100)  # nothing left to train on
+    with pytest.raises(ValueError, match="0 training"):
+        data_lib.load_sequences(videos_config([a], held_out_split="video"))
+
+
 def test_heldout_speaker_errors(tmp_path):
     paths = [write_folder(tmp_path, name, seed=i)[0] for i, name in enumerate("ab")]
     with pytest.raises(ValueError, match=r"\['zed'\].*speakers are \['a', 'b'\]"):

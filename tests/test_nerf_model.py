@@ -637,6 +637,47 @@ def test_lip_projection_starts_at_zero_and_learns():
         dataclasses.replace(TINY, condition_dims=(("id", 3),), lip_input_dim=7)
 
 
+def test_mouth_grids_are_a_second_projection_of_the_lip_features_with_grids_of_their_own():
+    """mouth_grids: F_lip's precomputed features also pass a projection of their own (not zero)
+    to a "mouth" condition whose channels each scale a zero-initialised grid: at first the
+    features change the image only through the trunk's columns; once the grids are not zero,
+    a change of the features moves the point encoding of the head."""
+    config = dataclasses.replace(
+        TINY, condition_dims=TINY.condition_dims + (("mouth", 2),), lip_input_dim=7,
+        mouth_grids=2, encoding="hash", grid_levels=2, grid_log2_table=8,
+        grid_conditions=("mouth",),
+    )  # fmt: skip
+    model = build(config)
+    lip = jax.random.normal(jax.random.key(3), (2, 7))
+    conds = {**conditions(TINY, 2), "lip": lip}
+    condition = np.asarray(model.condition(conds))
+    assert condition.shape == (2, 3 + 4 + 5 + 2)
+    np.testing.assert_allclose(
+        condition[:, -2:], np.asarray(model.mouth_projection(lip)), rtol=1e-6
+    )  # fmt: skip
+    assert np.abs(condition[:, -2:]).min() > 0  # the projection is not zero
+    np.testing.assert_array_equal(condition[:, 7:12], 0.0)  # the trunk's F_lip map still is
+    field = model.field
+    assert field.modulated == (12, 13) and not np.asarray(field.modulated_tables[...]).any()
+    points = jax.random.uniform(jax.random.key(4), (2, 5, 3), minval=-0.5, maxval=0.5)
+    embed = model.field.embed(jnp.asarray(condition))
+    other = model.field.embed(jnp.asarray(model.condition({**conds, "lip": 2.0 * lip})))
+    before = np.asarray(field.encode(points, embed.modulation[:, None]))
+    np.testing.assert_array_equal(
+        before, np.asarray(field.encode(points, other.modulation[:, None]))
+    )
+    field.modulated_tables[...] = jnp.ones_like(field.modulated_tables[...])
+    after = np.asarray(field.encode(points, embed.modulation[:, None]))
+    moved = np.asarray(field.encode(points, other.modulation[:, None]))
+    assert np.abs(after - moved).max() > 1e-3
+    with pytest.raises(ValueError, match="mouth_grids projects the precomputed 'lip' features"):
+        dataclasses.replace(config, lip_input_dim=0)
+    with pytest.raises(ValueError, match="mouth_grids projects the precomputed 'lip' features"):
+        dataclasses.replace(config, grid_conditions=())
+    with pytest.raises(ValueError, match="mouth_grids must be >= 0"):
+        dataclasses.replace(TINY, mouth_grids=-1)
+
+
 def test_head_nerf_input_errors():
     model = build(TINY)
     cams = cameras(2, 6, upsample=2)

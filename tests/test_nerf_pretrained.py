@@ -20,6 +20,7 @@ from jaxhead.experiments import lip_probe, swap
 from jaxhead.nerf import conditions as cond
 from jaxhead.nerf import losses as nerf_losses
 from jaxhead.nerf import render_video, stage, step
+from jaxhead.nerf.config import GRID_TRUNK
 from jaxhead.sync import stage as sync_stage
 from jaxhead.train import loop
 from jaxhead.train.metrics import read_metrics
@@ -138,6 +139,37 @@ def test_standardized_sync_features_through_the_learned_projection(pretrained, t
     assert kernel.shape == (encoder.embed_dim, config.model.lip_dim)
     assert np.abs(kernel).max() > 0.0  # left its zero initialisation
     assert np.isfinite(json.loads((tmp_path / "eval.json").read_text())["val"]["mouth_psnr"])
+
+
+def test_mouth_grids_train_from_the_projected_sync_features(pretrained, tmp_path):
+    """config.model.mouth_grids=k: k channels projected from F_lip's sync features, each with a
+    grid of its own beside the blink's; trained, both the projection and the grids move."""
+    config = with_pretrained(smoke_config(pretrained["cache"], steps=2), pretrained, dis=False)
+    with config.unlocked():
+        config.sync.features = "standardized"
+        config.sync.projection = True
+        config.model.update(encoding="hash", grid_levels=4, grid_log2_table=10, **GRID_TRUNK)
+        config.model.grid_conditions = ("blink",)
+        config.model.mouth_grids = 2
+    prepared = stage.prepare(config)
+    model_config = prepared.setup.model_config
+    assert dict(model_config.condition_dims)["mouth"] == 2
+    assert model_config.grid_conditions == ("blink", "mouth") and model_config.mouth_grids == 2
+    assert len(model_config.grid_channels) == 3
+    stage.train(config, tmp_path)
+    trained = render_video.load_trained(tmp_path)
+    nerf = trained.params["nerf"]
+    assert np.asarray(nerf["mouth_projection"]["kernel"]).shape == (prepared.lip.dim, 2)
+    grids = np.asarray(nerf["field"]["modulated_tables"])
+    assert grids.shape[0] == 3 and np.abs(grids[1:]).max() > 0  # the mouth grids learned
+    assert np.isfinite(json.loads((tmp_path / "eval.json").read_text())["val"]["mouth_psnr"])
+    tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(4000) / 16000).astype(np.float32)
+    assert np.isfinite(render_video.drive(trained, tone, identity=0)).all()
+    # Without the projection there is nothing to project: one clear error.
+    with config.unlocked():
+        config.sync.projection = False
+    with pytest.raises(ValueError, match="mouth_grids=2 .* config.sync.projection=True"):
+        stage.prepare(config)
 
 
 def test_temporal_context_concatenates_neighbours_with_the_ends_repeated():

@@ -20,7 +20,9 @@ Sources (``config.data.source``), each a list of :class:`PoseSequence`
 
 Held-out split (:func:`load_sequences`): synthetic, each subject's last sentences; files and
 videos, the speakers named in ``data.heldout_groups`` whole, or (none named) the last
-``data.held_out_fraction`` of every sequence.
+``data.held_out_fraction`` of every sequence, or with ``data.held_out_split="video"`` each video
+folder's own held-out end (the frames of its ``transforms_val.json``, which the NeRF of the same
+folder holds out: what ``scripts/avatar.py`` fine-tunes on).
 """
 
 from __future__ import annotations
@@ -48,7 +50,12 @@ from jaxhead.gpvae.readers import (
     read_deep3d_mat,
     read_pose_file,
     read_video_folder,
+    video_heldout_start,
 )
+
+# config.data.held_out_split (files / videos without heldout_groups): the last held_out_fraction of
+# every sequence, or each video folder's own transforms_val.json frames.
+HELD_OUT_SPLITS = ("fraction", "video")
 
 # The readers' names stay importable from here (callers use ``data_lib.AUDIO_DIM`` & co.).
 __all__ = [
@@ -152,22 +159,42 @@ def load_sequences(data) -> tuple[list[PoseSequence], list[PoseSequence]]:
     max_gap = int(data.get("max_gap_frames", 5))
     if max_gap < 0:
         raise ValueError(f"config.data.max_gap_frames={max_gap}; use 0 or more")
-    sequences = []
+    how = str(data.get("held_out_split", "fraction"))
+    if how not in HELD_OUT_SPLITS:
+        raise ValueError(f"config.data.held_out_split={how!r}; use one of {HELD_OUT_SPLITS}")
+    if how == "video" and (heldout_groups or data.source != "videos"):
+        raise ValueError(
+            "config.data.held_out_split='video' holds out each video folder's transforms_val.json "
+            "frames: it needs config.data.source='videos' and no config.data.heldout_groups"
+        )
+    sequences, cuts = [], []
     for path in data.paths:
         folder = data.source == "videos" or (
             data.source == "mixed" and pathlib.Path(path).expanduser().is_dir()
         )
         if folder:
-            sequences += read_video_folder(path, fps, max_gap)
+            parts = read_video_folder(path, fps, max_gap)
+            sequences += parts
+            if how == "video":
+                first = video_heldout_start(path)
+                cuts += [int(np.clip(first - p.start, 0, len(p))) for p in parts]
         else:
             sequences.append(read_pose_file(path, fps))
     if heldout_groups:
         return split_by_group(sequences, heldout_groups)
+    if how == "fraction":
+        cuts = [int(round(len(seq) * (1.0 - data.held_out_fraction))) for seq in sequences]
     train, held = [], []
-    for seq in sequences:
-        cut = int(round(len(seq) * (1.0 - data.held_out_fraction)))
-        train.append(_slice(seq, 0, cut))
-        held.append(_slice(seq, cut, len(seq)))
+    for seq, cut in zip(sequences, cuts, strict=True):
+        if cut > 0:
+            train.append(_slice(seq, 0, cut))
+        if cut < len(seq):
+            held.append(_slice(seq, cut, len(seq)))
+    if not train or not held:
+        raise ValueError(
+            f"config.data.held_out_split={how!r} leaves {len(train)} training and {len(held)} "
+            "held-out sequences; each needs at least one (preprocess with --val_seconds)"
+        )
     return train, held
 
 
@@ -200,7 +227,9 @@ def split_by_group(
 
 def _slice(seq: PoseSequence, start: int, stop: int) -> PoseSequence:
     audio = None if seq.audio is None else seq.audio[start:stop]
-    return PoseSequence(seq.name, seq.pose[start:stop], seq.blink[start:stop], audio, seq.group)
+    return PoseSequence(
+        seq.name, seq.pose[start:stop], seq.blink[start:stop], audio, seq.group, seq.start + start
+    )
 
 
 # Left-right mirroring of the face-attribute channels (rotation 3, translation 3, blink): the

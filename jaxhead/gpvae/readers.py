@@ -59,6 +59,8 @@ class PoseSequence:
         files carry no blink signal): the losses and the blink metrics leave those frames out.
       audio: ``[N, A]`` float32 per-frame audio features, or None.
       group: identity (subject / file) the sequence belongs to.
+      start: index of the first frame in its source (a video folder's frame number), so that a
+        part of a clip can be matched with the clip's own train / held-out split.
     """
 
     name: str
@@ -66,6 +68,7 @@ class PoseSequence:
     blink: np.ndarray
     audio: np.ndarray | None = None
     group: str = ""
+    start: int = 0
 
     @property
     def features(self) -> np.ndarray:
@@ -283,6 +286,7 @@ def read_video_folder(
                 seg_blink.astype(np.float32),
                 features[start:stop],
                 folder.name,
+                start,
             )
         )
     filled = sum(int((~valid[a:b]).sum()) for a, b in parts)
@@ -292,6 +296,25 @@ def read_video_folder(
             folder, int((~valid).sum()), filled, len(parts),
         )  # fmt: skip
     return out
+
+
+def video_heldout_start(folder: str | os.PathLike) -> int:
+    """The first held-out frame of a ``scripts/preprocess.py`` folder: the smallest ``img_id`` of
+    its ``transforms_val.json`` (the video's held-out end, which the NeRF never trains on).
+
+    Raises:
+      MissingFileError / CorruptFileError: no readable ``transforms_val.json`` with frames.
+    """
+    folder = pathlib.Path(folder).expanduser()
+    produced_by = PREPROCESS_COMMAND.replace("DIR", str(folder))
+    path = folder / "transforms_val.json"
+    if not path.is_file():
+        raise MissingFileError(path, produced_by)
+    try:
+        frames = json.loads(path.read_text())["frames"]
+        return min(int(frame["img_id"]) for frame in frames)
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise CorruptFileError(path, f"no frames with an img_id ({err})", produced_by) from None
 
 
 def _folder_fps(folder: pathlib.Path, produced_by: str) -> float:

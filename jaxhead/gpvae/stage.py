@@ -45,6 +45,7 @@ ADDED_KEYS = {
     "model.pose_anchor": "mean",
     "model.audio_dropout": 0.0,
     "data.mirror": False,
+    "data.held_out_split": "fraction",
 }
 
 
@@ -201,6 +202,43 @@ def _pretrained(config: ml_collections.ConfigDict) -> Pretrained | None:
         mean=np.asarray(pre_state.mean),
         std=np.asarray(pre_state.std),
     )
+
+
+def finetune_config(
+    init_from: str | os.PathLike, folders: tuple[str, ...], steps: int
+) -> ml_collections.ConfigDict:
+    """The config that fine-tunes ``E_ah`` of the pre-trained run ``init_from`` on the video
+    folders ``folders`` (``scripts/preprocess.py``'s), each holding out its own held-out end
+    (``data.held_out_split="video"``: the frames its NeRF never sees), for ``steps`` steps.
+
+    Everything else (architecture, window, BOP, pose frame, mirroring, optimiser) is the
+    pre-trained run's, so the two fit by construction; what ``scripts/avatar.py`` runs.
+
+    Raises:
+      FileNotFoundError: ``init_from`` is not a trained GP-VAE run.
+    """
+    if steps < 1:
+        raise ValueError(f"fine-tuning needs at least one step, got {steps}")
+    try:
+        pre_config, _, _ = load_state(init_from)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"{init_from}: {err}. Pre-train a GP-VAE on video folders first (docs/gpvae.md)"
+        ) from None
+    config = ml_collections.ConfigDict(pre_config.to_dict())
+    for key, meant in ADDED_KEYS.items():  # an older pre-trained run: the values it meant
+        block, name = key.split(".")
+        if name not in config[block]:
+            config[block][name] = meant
+    config.finetune.init_from = str(pathlib.Path(init_from).expanduser().resolve())
+    config.data.update(
+        source="videos", paths=tuple(str(f) for f in folders), heldout_groups=(),
+        held_out_split="video",
+    )  # fmt: skip
+    config.train.steps = int(steps)
+    config.train.checkpoint_every = min(int(config.train.checkpoint_every), int(steps))
+    config.lock()
+    return config
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike):

@@ -61,6 +61,7 @@ ADDED_KEYS = {
     "model.region_attention": (),
     "model.grid_conditions": (),
     "model.pose_condition": False,
+    "model.mouth_grids": 0,
     "data.frame": "crop",
     "data.patch": 0,
     "data.patch_mouth": 0.0,
@@ -149,6 +150,10 @@ class HeadNeRFConfig:
     # encoding (jaxhead.nerf.field: expression-weighted grids, e.g. ("blink",) gives the blink a
     # per-position effect learned at the grid's rate); empty: none. Grid fields only.
     grid_conditions: tuple[str, ...] = ()
+    # > 0: a "mouth" condition of this many channels, projected from the precomputed "lip"
+    # features (lip_input_dim) by a learned linear map of its own (not zero: its grids start at
+    # zero instead), each channel scaling a grid of its own ("mouth" is among grid_conditions).
+    mouth_grids: int = 0
     # The frame's head pose as a condition (a "pose" entry of condition_dims, POSE_FEATURES
     # wide): jaxhead.nerf.render.pose_features of the camera, standardised by the training
     # frames' pose_mean / pose_std (set from the data by the stage), computed by the model
@@ -193,6 +198,18 @@ class HeadNeRFConfig:
                 )
             if any(not s > 0 for s in self.pose_std):
                 raise ValueError(f"pose_std must be > 0, got {self.pose_std}")
+        if self.mouth_grids < 0:
+            raise ValueError(f"mouth_grids must be >= 0, got {self.mouth_grids}")
+        if self.mouth_grids and (
+            not self.lip_input_dim
+            or dict(self.condition_dims).get("mouth") != self.mouth_grids
+            or "mouth" not in self.grid_conditions
+        ):
+            raise ValueError(
+                "mouth_grids projects the precomputed 'lip' features (lip_input_dim > 0: a sync "
+                "stage with config.sync.projection) to a 'mouth' condition of that many channels "
+                "with grids of their own (in grid_conditions)"
+            )
         unknown = sorted(set(self.grid_conditions) - set(names))
         if unknown:
             raise ValueError(
@@ -303,6 +320,11 @@ def model_block(size: str = "cpu", field: str = "frequency", **overrides):
         # Conditions with a grid of their own (HeadNeRFConfig.grid_conditions), e.g. ("blink",);
         # empty: none.
         "grid_conditions": (),
+        # > 0: that many channels projected from F_lip's sync features (a learned linear map,
+        # HeadNeRFConfig.mouth_grids) each scale a grid of their own, like the blink grid: the
+        # speech gets a per-position effect on the face, NeRFBlendShape's expression grids with
+        # the coefficients read from the audio. Needs a grid field and config.sync.projection.
+        "mouth_grids": 0,
         # The head pose as a condition of the field (HeadNeRFConfig pose_mean / pose_std,
         # jaxhead.nerf.render.pose_features), so the torso could follow the head; measured on
         # french.mp4 without gain on the torso and at a cost to the mouth (docs/video.md).

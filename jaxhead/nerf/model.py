@@ -123,6 +123,10 @@ class HeadNeRF(nnx.Module):
             )
         else:
             self.lip_projection = None
+        if config.mouth_grids:  # default init: the mouth grids start at zero instead
+            self.mouth_projection = nnx.Linear(config.lip_input_dim, config.mouth_grids, rngs=rngs)
+        else:
+            self.mouth_projection = None
         # NumPy, not jnp: the constant must stay concrete when the module is built under jit.
         background = np.zeros((config.feature_dim,), np.float32)
         background[:3] = [_logit(c) for c in config.background_color]
@@ -156,18 +160,20 @@ class HeadNeRF(nnx.Module):
 
         ``lip`` comes from ``AudioNet(conditions["audio"])`` when the model has an audio network
         and ``conditions`` has no ``lip`` entry; with ``lip_input_dim`` the given ``lip``
-        features ``[B, lip_input_dim]`` pass through the learned projection first.
+        features ``[B, lip_input_dim]`` pass through the learned projection first, and
+        ``mouth`` (``mouth_grids``) is their other projection.
         """
         parts = []
         for name, dim in self.config.condition_dims:
-            if name == "lip" and self.lip_projection is not None and name in conditions:
-                value = jnp.asarray(conditions[name])
+            projection = {"lip": self.lip_projection, "mouth": self.mouth_projection}.get(name)
+            if projection is not None and "lip" in conditions:
+                value = jnp.asarray(conditions["lip"])
                 if value.ndim != 2 or value.shape[-1] != self.config.lip_input_dim:
                     raise ValueError(
                         f"condition 'lip' has shape {value.shape}, expected "
                         f"[B, {self.config.lip_input_dim}] features to project"
                     )
-                value = self.lip_projection(value)
+                value = projection(value)
             elif name in conditions:
                 value = jnp.asarray(conditions[name])
             elif name == "lip" and self.audio_net is not None and "audio" in conditions:

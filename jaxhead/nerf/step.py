@@ -92,6 +92,15 @@ def model_config_from(
     if sync_dim or lip_dim > 0:
         condition_dims.append(("lip", lip_dim if project or not sync_dim else sync_dim))
     condition_dims.append(("blink", 1))
+    mouth = int(values.pop("mouth_grids", 0))
+    if mouth:
+        if not project:
+            raise ValueError(
+                f"config.model.mouth_grids={mouth} projects F_lip's sync features: it needs a "
+                "sync stage with config.sync.projection=True (configs/video.py)"
+            )
+        condition_dims.append(("mouth", mouth))
+        values.update(mouth_grids=mouth, grid_conditions=(*values["grid_conditions"], "mouth"))
     if with_pose:
         condition_dims.append(("pose", POSE_FEATURES))
         if c2w is not None:
