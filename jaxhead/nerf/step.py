@@ -97,7 +97,8 @@ def model_config_from(
         if not project:
             raise ValueError(
                 f"config.model.mouth_grids={mouth} projects F_lip's sync features: it needs a "
-                "sync stage with config.sync.projection=True (configs/video.py)"
+                "sync stage with config.sync.projection=True (configs/video.py); without one, "
+                "set --config.model.mouth_grids=0"
             )
         condition_dims.append(("mouth", mouth))
         values.update(mouth_grids=mouth, grid_conditions=(*values["grid_conditions"], "mouth"))
