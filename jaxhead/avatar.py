@@ -140,14 +140,13 @@ def nerf_config(config: ml_collections.ConfigDict, layout: Layout) -> ml_collect
     return out
 
 
-def _finished_nerf(run: pathlib.Path, steps: int) -> bool:
+def _finished(run: pathlib.Path, steps: int) -> bool:
+    """Whether a stage's run (NeRF or GP-VAE: both write eval.json with its step at the end)
+    finished ``steps`` steps."""
     try:
         return int(json.loads((run / "eval.json").read_text()).get("step", -1)) >= steps
     except (OSError, ValueError):
         return False
-
-
-_finished_gpvae = _finished_nerf  # both stages write eval.json with its step at the end
 
 
 @dataclasses.dataclass
@@ -231,7 +230,7 @@ class Pipeline:
         from jaxhead.nerf import stage
 
         steps = int(self.nerf.train.steps)
-        if _finished_nerf(self.layout.nerf, steps):
+        if _finished(self.layout.nerf, steps):
             return f"trained ({steps} steps)"
         stage.train(self.nerf, self.layout.nerf)
         return f"{steps} steps in {self.layout.nerf}"
@@ -255,7 +254,7 @@ class Pipeline:
         from jaxhead.gpvae import stage
 
         steps = self.gpvae_finetune_steps
-        if not _finished_gpvae(self.layout.gpvae, steps):
+        if not _finished(self.layout.gpvae, steps):
             config = stage.finetune_config(self.gpvae_workdir, (str(self.layout.data),), steps)
             stage.train(config, self.layout.gpvae)
         scores = json.loads((self.layout.gpvae / "eval.json").read_text())
@@ -304,7 +303,7 @@ class Pipeline:
                 return False
             return bool(info.get("complete"))
         if name == "nerf":
-            return _finished_nerf(self.layout.nerf, int(self.nerf.train.steps))
+            return _finished(self.layout.nerf, int(self.nerf.train.steps))
         if name == "evaluate":
             return (self.layout.nerf / "eval.md").exists() and state["steps"][name].get(
                 "nerf_step"
@@ -319,7 +318,7 @@ class Pipeline:
                     f"{self.gpvae_workdir_resolved}; choose a new --workdir or move "
                     f"{self.layout.gpvae} away"
                 )
-            return _finished_gpvae(self.layout.gpvae, self.gpvae_finetune_steps)
+            return _finished(self.layout.gpvae, self.gpvae_finetune_steps)
         return all(self.layout.speech(a, self.pose_from).exists() for a in self.audio)
 
     @property
