@@ -273,6 +273,12 @@ def test_condition_grids_add_their_channel_times_a_grid_to_the_head_encoding(
             np.asarray(apply(field, points, cond)[1]),
             np.asarray(apply(plain, points, cond)[1]), rtol=1e-5, atol=1e-5,
         )  # fmt: skip
+        # One condition for all the points (a ray's samples, a frame's rays): the summed
+        # tables, built once.
+        np.testing.assert_allclose(
+            np.asarray(apply(field, points[1], cond[1])[1]),
+            np.asarray(apply(plain, points[1], cond[1])[1]), rtol=1e-5, atol=1e-5,
+        )  # fmt: skip
 
     # The grid's tables learn only from frames whose channel is not zero.
     graphdef, params = nnx.split(field)
@@ -286,6 +292,17 @@ def test_condition_grids_add_their_channel_times_a_grid_to_the_head_encoding(
 
     zero, some = grid_grad(0.0), grid_grad(1.0)
     assert not np.asarray(zero).any() and np.abs(np.asarray(some)).sum() > 0
+
+    # The same gradients when a ray's condition is given once for all its points.
+    def ray_loss(params, ray, cond):
+        return jnp.sum(nnx.merge(graphdef, params)(ray, cond)[1] ** 2)
+
+    for row in range(points.shape[0]):
+        cond = condition.at[:, list(channels)].set(0.5)[row]
+        per_row = jax.grad(ray_loss)(params, points[row : row + 1], cond[None])
+        one = jax.grad(ray_loss)(params, points[row], cond)
+        for a, b in zip(jax.tree.leaves(per_row), jax.tree.leaves(one), strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="need a grid encoding"):
         nnx.eval_shape(lambda: HeadField(4, modulated=(1,), rngs=nnx.Rngs(0)))
 

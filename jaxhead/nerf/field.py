@@ -50,8 +50,11 @@ Personalized Semantic Facial NeRF Models From Monocular Video"). A channel that 
 part of the face in a few frames (a blink: 1-3 % of a talking head's frames) then has a
 per-position effect stored in tables trained at the grid's rate, instead of one shared
 direction of the MLP's first layer that must learn where the eyes are. ``H_k`` start at zero:
-the field is exactly the one without them at initialisation. Each costs one more grid lookup per
-sample (of the head-space grid's shape); the channel also enters the MLP as before.
+the field is exactly the one without them at initialisation. The ``H_k`` have the head grid's
+shape and are read at the same points, and the encodings are linear in their tables, so for a
+frame's one condition ``enc(x)`` is a single lookup of ``T + Σ_k c_k T_k``, built once per frame
+(``HeadField._encode_head``): the grids cost dense passes over their tables, not lookups per
+sample. The channel also enters the MLP as before.
 
 **Deferred output projection.** The last layer is affine, and volume rendering is a weighted sum,
 so ``Σᵢ wᵢ (W_o gᵢ + b_o) = W_o (Σᵢ wᵢ gᵢ) + b_o Σᵢ wᵢ`` exactly. The renderer therefore
@@ -282,28 +285,41 @@ class HeadField(nnx.Module):
 
     def encode(self, points: jax.Array, modulation: jax.Array | None = None) -> jax.Array:
         """``[..., 3 * spaces]`` points in the unit-sphere frame(s) -> ``[..., point_dim]``;
-        ``modulation`` ``[..., n_mod]`` (broadcast against the points' leading axes): the
-        condition grids' channels, whose grids add to the head space's encoding."""
+        ``modulation`` ``[n_mod]`` (one for all the points) or ``[..., n_mod]`` (broadcast
+        against the points' leading axes): the condition grids' channels, whose grids add to
+        the head space's encoding (:meth:`_encode_head`)."""
+        if self.modulated and modulation is None:
+            raise ValueError("this field has condition grids: give their channels")
         if self.spaces == 1:
-            parts = [self._encode_space(points, None if self.tables is None else self.tables[...])]
+            parts = [self._encode_head(points, modulation)]
         else:
-            parts = [
-                self._encode_space(
-                    points[..., 3 * k : 3 * k + 3],
-                    None if self.tables is None else self.tables[k],
-                )
-                for k in range(self.spaces)
+            parts = [self._encode_head(points[..., :3], modulation)] + [
+                self._encode_space(points[..., 3 * k : 3 * k + 3], self.tables[k])
+                for k in range(1, self.spaces)
             ]
-        if self.modulated:
-            if modulation is None:
-                raise ValueError("this field has condition grids: give their channels")
-            head = points[..., :3]
-            tables = self.modulated_tables[...]
-            for k in range(len(self.modulated)):
-                parts[0] = parts[0] + modulation[..., k : k + 1] * self._encode_space(
-                    head, tables[k]
-                )
         return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
+
+    def _encode_head(self, points: jax.Array, modulation: jax.Array | None) -> jax.Array:
+        """``[..., 3]`` head-space points -> ``H(x) + Σ_k c_k H_k(x)`` (module docstring).
+
+        ``modulation``: ``[n_mod]``, one for all the points (a frame's rays), or
+        ``[..., n_mod]`` broadcast against the points' leading axes. The encodings are linear
+        in their tables, so for one ``c`` the sum is one lookup of the tables
+        ``T + Σ_k c_k T_k``, built once (a frame's rendering or training step): the grids cost
+        ``K`` dense passes over their tables instead of ``K`` more lookups per sample. Per-point
+        channels take the ``K`` lookups."""
+        tables = None if self.tables is None else self.tables[...]
+        if self.spaces > 1 and tables is not None:
+            tables = tables[0]
+        if not self.modulated:
+            return self._encode_space(points, tables)
+        grids = self.modulated_tables[...]  # [K, (planes,) L, T, F]
+        if modulation.ndim == 1:
+            return self._encode_space(points, tables + jnp.tensordot(modulation, grids, axes=1))
+        encoded = self._encode_space(points, tables)
+        for k in range(len(self.modulated)):
+            encoded = encoded + modulation[..., k : k + 1] * self._encode_space(points, grids[k])
+        return encoded
 
     def _encode_space(self, points: jax.Array, tables: jax.Array | None) -> jax.Array:
         """``[..., 3]`` points of one frame -> their encoding (``encoding``)."""
@@ -416,7 +432,10 @@ class HeadField(nnx.Module):
 
         if self.modulated and embedding.modulation is None:
             raise ValueError("this field has condition grids: embed() gives their channels")
-        encoded = self.encode(points, per_ray(embedding.modulation))
+        modulation = embedding.modulation
+        if modulation is not None and modulation.ndim > 1:
+            modulation = per_ray(modulation)  # one per ray; [n_mod]: one for all the points
+        encoded = self.encode(points, modulation)
         p = self.point_dim
 
         gated = None
