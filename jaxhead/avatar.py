@@ -172,6 +172,8 @@ class Pipeline:
                 raise UserError(f"--audio {path}: no such file; give a recording (wav/mp3/flac)")
         self._check_gpvae()
         self.nerf = nerf_config(self.config, self.layout)
+        if not self.progress:  # a resumable key: an earlier run's setting does not matter
+            self.nerf.train.progress = False
         self._trained = None
 
     def _check_gpvae(self) -> None:
@@ -256,6 +258,7 @@ class Pipeline:
         steps = self.gpvae_finetune_steps
         if not _finished(self.layout.gpvae, steps):
             config = stage.finetune_config(self.gpvae_workdir, (str(self.layout.data),), steps)
+            config.train.progress = config.train.progress and self.progress
             stage.train(config, self.layout.gpvae)
         scores = json.loads((self.layout.gpvae / "eval.json").read_text())
         shown = ("d_rot", "d_rot_hold", "d_pos", "d_pos_hold", "velocity_ratio_samples",

@@ -173,3 +173,15 @@ def test_user_mistakes_are_one_line_before_any_work(tmp_path):
     with pytest.raises(UserError, match="--val_seconds"):
         Pipeline(str(clip), layout, config)
     assert not layout.root.exists()
+
+
+def test_no_progress_reaches_the_training_steps(tmp_path):
+    # --noprogress silences the sync stage's and the NeRF's bars too (train.progress may differ
+    # on resume), not only the preprocessing's.
+    config = _config(tmp_path / "cache")
+    with config.unlocked():
+        config.train.progress = True
+    clip = write_clip(tmp_path / "me.mp4", num_frames=10, size=64)
+    layout = Layout(tmp_path / "w")
+    assert Pipeline(str(clip), layout, config).nerf.train.progress
+    assert not Pipeline(str(clip), layout, config, progress=False).nerf.train.progress
