@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import pathlib
+from types import SimpleNamespace
 
 import av
 import numpy as np
@@ -16,7 +17,7 @@ from video_fixture import write_video_fixture
 from jaxhead.audio.io import save_wav
 from jaxhead.data import video_frames
 from jaxhead.eval import face_mesh as face_mesh_lib
-from jaxhead.face import mouth_opening
+from jaxhead.face import blink_from_ear, mouth_opening
 from jaxhead.gpvae import readers
 from jaxhead.nerf import evaluate, poses, render_video
 
@@ -72,6 +73,28 @@ def test_mouth_opening_gap_filling_and_trace_plot(tmp_path):
     }
     path = evaluate.plot_traces(tmp_path / "t.png", traces, "test")
     assert path.stat().st_size > 1000
+    with np.load(path.with_suffix(".npz")) as saved:  # the traces beside the plot
+        assert sorted(saved.files) == sorted(traces)
+        np.testing.assert_array_equal(saved["mouth_pred"], traces["mouth_pred"])
+
+
+def test_ear_blinks_keep_the_eye_closure_the_detector_reads(monkeypatch):
+    # The EAR of each sequence, normalised by its own open level (blink_from_ear), is what the
+    # detector thresholds: a render whose eyes shut to only ~0.4 of the way is not a blink.
+    fps = 25.0
+    truth_ear = np.full(50, 0.3)
+    truth_ear[20:23] = [0.15, 0.09, 0.15]
+    pred_ear = np.full(50, 0.3)
+    pred_ear[20:23] = [0.24, 0.2, 0.24]
+    monkeypatch.setattr(evaluate, "eye_aspect_ratio", lambda points: points)
+    held = [SimpleNamespace(rows=np.arange(50))]
+    traces = {}
+    out = evaluate._ear_blinks(held, [pred_ear], [truth_ear], fps, traces)
+    assert out["truth_ear"] == pytest.approx(fps / 50) and out["rendered_ear"] == 0
+    np.testing.assert_allclose(traces["eyes_truth"], blink_from_ear(truth_ear)[0])
+    np.testing.assert_allclose(traces["eyes_pred"], blink_from_ear(pred_ear)[0])
+    assert traces["eyes_truth"].max() == pytest.approx(1.0)
+    assert 0.3 < traces["eyes_pred"].max() < 0.5
 
 
 def test_face_mesh_finds_the_face_of_a_real_frame(shared_data):

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from jaxhead.audio.frontend import COMPUTED
+from jaxhead.data.cache import save_npz
 from jaxhead.eval import fid as fid_lib
 from jaxhead.eval import image as image_lib
 from jaxhead.eval import landmarks as landmarks_lib
@@ -192,7 +193,7 @@ def evaluate_split(trained: Trained, split: str, suite: Suite, traces: dict | No
         result["sync"] = not_computed("confidence", reason)
     else:
         result["lmd"] = _lmd(held, pred_points, truth_points, suite.pose_from)
-        blinks.update(_ear_blinks(held, pred_points, truth_points, fps))
+        blinks.update(_ear_blinks(held, pred_points, truth_points, fps, traces))
         result["blink_control"] = _blink_control(
             trained, source, held[0], truth_points, suite.mediapipe_python
         )
@@ -229,18 +230,28 @@ def _lmd(held, pred_points, truth_points, pose_from) -> dict:
     return out
 
 
-def _ear_blinks(held, pred_points, truth_points, fps) -> dict:
+def _ear_blinks(held, pred_points, truth_points, fps, traces: dict | None = None) -> dict:
+    """Blinks per second the EAR detector finds in the rendered and in the true frames; with
+    ``traces``, the eye closure it reads (``blink_from_ear`` of each sequence's own EAR, what
+    the detector thresholds) as ``eyes_pred`` / ``eyes_truth``."""
     duration = sum(len(h.rows) for h in held) / fps
     out = {}
     for name, points in (("rendered_ear", pred_points), ("truth_ear", truth_points)):
         try:
             count = 0
+            closure = []
             for p in points:
                 blink, _ = blink_from_ear(eye_aspect_ratio(p))
+                closure.append(blink)
                 count += len(gp_metrics.detect_blinks(blink, fps))
             out[name] = count / duration
         except ValueError as error:
             out[name] = not_computed("blinks_per_second", str(error))
+        else:
+            if traces is not None:
+                traces["eyes_pred" if name == "rendered_ear" else "eyes_truth"] = np.concatenate(
+                    closure
+                )
     return out
 
 
@@ -322,17 +333,19 @@ _PANELS = {
     "psnr": ("PSNR (dB)", (("psnr", None),)),
     "mouth": ("mouth opening / IOD", (("mouth_truth", "truth"), ("mouth_pred", "rendered"))),
     "blink": ("blink", (("blink_truth", "truth (data)"), ("blink_driving", "driving"))),
+    "eyes": ("eye closure (EAR)", (("eyes_truth", "truth"), ("eyes_pred", "rendered"))),
 }
 
 
 def plot_traces(path: pathlib.Path, traces: dict, title: str) -> pathlib.Path | None:
-    """Per-frame PSNR, mouth opening (rendered vs truth) and blink traces as one PNG."""
+    """Per-frame PSNR, mouth opening (rendered vs truth), blink and eye-closure traces as one
+    PNG; the traces themselves beside it (``.npz``, same name)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [k for k in ("psnr", "mouth", "blink") if any(x.startswith(k) for x in traces)]
+    panels = [k for k in _PANELS if any(x.startswith(k) for x in traces)]
     if not panels:
         return None
     fps = traces.get("fps", 25.0)
@@ -352,6 +365,7 @@ def plot_traces(path: pathlib.Path, traces: dict, title: str) -> pathlib.Path | 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
+    save_npz(path.with_suffix(".npz"), {k: np.asarray(v) for k, v in traces.items()})
     return path
 
 
