@@ -142,7 +142,7 @@ def test_validation_every_k_steps_is_logged_and_left_out_of_the_training_time(tm
     assert resumed and resumed[0]["train_time_s"] >= steps[6]["train_time_s"]
 
 
-def test_watch_sees_the_logged_metrics_and_warns_once(tmp_path, caplog):
+def test_watch_sees_every_logged_step_and_can_stop_the_run(tmp_path, caplog):
     seen = []
 
     def watched(config, mesh):
@@ -150,19 +150,25 @@ def test_watch_sees_the_logged_metrics_and_warns_once(tmp_path, caplog):
 
         def watch(step, metrics):
             seen.append((step, sorted(metrics)))
-            return f"odd at step {step}" if step >= 2 else None
+            if step == 4:
+                raise loop.StoppedByWatchError("hopeless at step 4")
+            return f"odd at step {step}" if step == 2 else None
 
         task.watch = watch
         return task
 
-    config = toy_config(steps=4, log_every=1, checkpoint_every=4)
+    config = toy_config(steps=6, log_every=1, checkpoint_every=2)
     with caplog.at_level(logging.WARNING, logger=loop.__name__):
-        loop.train(config, tmp_path, watched)
-    assert [step for step, _ in seen] == [1, 2]  # not asked again once it has warned
+        with pytest.raises(loop.StoppedByWatchError, match="hopeless"):
+            loop.train(config, tmp_path, watched)
+    assert [step for step, _ in seen] == [1, 2, 3, 4]  # asked at every logged step
     assert "loss" in seen[0][1]
     assert [r.getMessage() for r in caplog.records if "odd at" in r.getMessage()] == [
         "odd at step 2"
     ]
+    # Stopped, not broken: the checkpoints written so far are there.
+    assert max(r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")) == 4
+    assert (tmp_path / "checkpoints" / "2").exists()
 
 
 def test_workdir_with_other_config_is_not_overwritten(tmp_path):

@@ -140,22 +140,61 @@ def evaluate_split(
 
 
 # A field that draws the person at a mean opacity below TRANSPARENT_ALPHA after TRANSPARENT_AFTER
-# steps is stuck transparent: the whole-frame MLP at mask weight 0.1 did (docs/fields.md), and
-# a healthy run is near 1 within a hundred steps.
+# steps is stuck transparent: the whole-frame MLP at mask weight 0.1 did (docs/fields.md), and so
+# did a run with six mouth grids (docs/video.md); a healthy run is near 1 within a hundred steps.
+# Still there TRANSPARENT_STOP steps later, it has not recovered: the run is stopped.
 TRANSPARENT_ALPHA = 0.2
 TRANSPARENT_AFTER = 300
+TRANSPARENT_STOP = 200
+
+_TRANSPARENT_FIX = (
+    "train again in a new workdir (or move this one away) with another --config.seed or a "
+    "stronger mask term, e.g. --config.loss.mask=1.0 (docs/fields.md)"
+)
 
 
 def transparent_field_warning(step: int, metrics) -> str | None:
-    """The warning for a field stuck transparent (``Task.watch``), else None."""
+    """The warning for a field stuck transparent, else None."""
     alpha = metrics.get("person_alpha")
     if alpha is None or step < TRANSPARENT_AFTER or alpha >= TRANSPARENT_ALPHA:
         return None
     return (
         f"step {step}: the field draws the person at a mean opacity of {alpha:.2f} (1: drawn): "
-        "it is stuck transparent and will not learn the person. Stop it and train in a new "
-        "workdir with a stronger mask term, e.g. --config.loss.mask=1.0 (docs/fields.md)"
+        f"it is stuck transparent and will not learn the person; {_TRANSPARENT_FIX}"
     )
+
+
+class TransparentFieldWatch:
+    """``Task.watch`` of the NeRF stage: warns once when the field is stuck transparent
+    (:func:`transparent_field_warning`) and stops the run with
+    :class:`jaxhead.train.loop.StoppedByWatchError` when every logged step since has been too,
+    for :data:`TRANSPARENT_STOP` steps (a stuck run does not come back: hours of training would
+    give a frame of background). A logged step that draws the person again starts over."""
+
+    def __init__(self, workdir: str | pathlib.Path | None = None):
+        self.workdir = workdir
+        self.since: int | None = None
+        self.warned = False
+
+    def __call__(self, step: int, metrics) -> str | None:
+        message = transparent_field_warning(step, metrics)
+        if message is None:
+            if metrics.get("person_alpha") is not None:
+                self.since = None
+            return None
+        if self.since is None:
+            self.since = step
+        if step - self.since >= TRANSPARENT_STOP:
+            where = f" (its checkpoints are kept in {self.workdir})" if self.workdir else ""
+            raise loop.StoppedByWatchError(
+                f"training stopped at step {step}{where}: the field has drawn the person at a "
+                f"mean opacity below {TRANSPARENT_ALPHA} since step {self.since} (now "
+                f"{metrics['person_alpha']:.2f}; 1: drawn), stuck transparent; {_TRANSPARENT_FIX}"
+            )
+        if self.warned:
+            return None
+        self.warned = True
+        return message
 
 
 def build_task(
@@ -269,7 +308,7 @@ def build_task(
         evaluate=evaluate,
         write_samples=write_samples if splits else None,
         validate=validate if splits else None,
-        watch=transparent_field_warning,
+        watch=TransparentFieldWatch(workdir),
         constants=constants or None,
         write_run_files=None
         if recorded

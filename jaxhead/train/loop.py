@@ -45,6 +45,10 @@ class NonFiniteError(UserError, FloatingPointError):
     """A training metric became NaN or infinite."""
 
 
+class StoppedByWatchError(UserError, RuntimeError):
+    """A stage's ``Task.watch`` recognised a run that will not recover and stopped it."""
+
+
 class DataIterator(Protocol):
     """A resumable iterator of host batches (grain's ``DatasetIterator`` is one)."""
 
@@ -78,8 +82,10 @@ class Task:
         passed to ``train_step(state, batch, constants)`` as a replicated argument: it is not
         trained, not checkpointed, and not baked into the compiled program.
       watch: optional ``(step, {name: float}) -> str | None``, called with the metrics of every
-        logged step (on every process): a returned message is logged once as a warning — a run
-        that trains without error but has gone wrong in a way the stage can recognise.
+        logged step (on every process): a returned message is logged as a warning — a run that
+        trains without error but has gone wrong in a way the stage can recognise (the watch
+        returns a message when it has news, not at every step); a run that cannot recover is
+        stopped by raising :class:`StoppedByWatchError` (its checkpoints are kept).
       write_run_files: optional ``workdir -> None``, run by the primary process once the
         workdir holds the run's config (before the first step): files a later process reads to
         use the run (e.g. statistics of the training data), written once, not per checkpoint.
@@ -264,7 +270,6 @@ def _train_locked(config, workdir, task, mesh, primary, stack, added) -> PyTree:
         hang_dump_s = 0.0
     if hang_dump_s > 0:
         faulthandler.dump_traceback_later(hang_dump_s, repeat=True, file=hang_stream)
-    warned = False  # Task.watch's message is logged once per call
     try:
         for step in range(start + 1, total + 1):
             batch = sharding_lib.shard_batch(next(task.data), mesh)
@@ -287,11 +292,10 @@ def _train_locked(config, workdir, task, mesh, primary, stack, added) -> PyTree:
                     )
                 if step % log_every == 0 or step == total:
                     writer.write(step, host[-1][1])
-                    if task.watch is not None and not warned:
+                    if task.watch is not None:
                         message = task.watch(step, {k: float(v) for k, v in host[-1][1].items()})
                         if message:
                             log.warning("%s", message)
-                            warned = True
             if is_ckpt:
                 data_state = task.data.get_state() if hasattr(task.data, "get_state") else {}
                 ckpt.save(step, state, data_state)
