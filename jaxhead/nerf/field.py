@@ -294,7 +294,9 @@ class HeadField(nnx.Module):
             parts = [self._encode_head(points, modulation)]
         else:
             parts = [self._encode_head(points[..., :3], modulation)] + [
-                self._encode_space(points[..., 3 * k : 3 * k + 3], self.tables[k])
+                self._encode_space(
+                    points[..., 3 * k : 3 * k + 3], None if self.tables is None else self.tables[k]
+                )
                 for k in range(1, self.spaces)
             ]
         return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
