@@ -51,11 +51,12 @@ def test_whole_frames_default_to_the_hash_grid_and_the_crop_to_the_mlp():
     # the eyes at least half closed oversampled (docs/video.md); off elsewhere.
     for arg in ("frame=full", "frame=full,field=triplane"):
         config = video_config(arg)
-        assert config.model.grid_conditions == ("blink",) and config.model.mouth_grids == 3
+        assert config.model.grid_conditions == ("blink",)
+        assert (config.model.mouth_grids, config.model.mouth_scale) == (6, 0.5)
         assert (config.data.blink_min, config.data.blink_repeat, config.data.blink_share) == (
             0.5, 8, 0.0,
         )  # fmt: skip
     for arg in ("frame=full,field=frequency", "frame=full,full", "frame=full,smoke", None):
         config = video_config(arg)
         assert config.model.grid_conditions == () and config.data.blink_min == 0.0
-        assert config.model.mouth_grids == 0
+        assert (config.model.mouth_grids, config.model.mouth_scale) == (0, 1.0)

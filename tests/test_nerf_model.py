@@ -693,6 +693,16 @@ def test_mouth_grids_are_a_second_projection_of_the_lip_features_with_grids_of_t
         dataclasses.replace(config, grid_conditions=())
     with pytest.raises(ValueError, match="mouth_grids must be >= 0"):
         dataclasses.replace(TINY, mouth_grids=-1)
+    # mouth_scale multiplies the projection's output (the same weights: nnx builds the same
+    # parameters from the same seed), and must be positive.
+    scaled = build(dataclasses.replace(config, mouth_scale=0.25))
+    np.testing.assert_allclose(
+        np.asarray(scaled.condition(conds))[:, -2:], 0.25 * condition[:, -2:], rtol=1e-5
+    )  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(scaled.condition(conds))[:, :-2], condition[:, :-2])
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="mouth_scale must be > 0"):
+            dataclasses.replace(config, mouth_scale=bad)
 
 
 def test_head_nerf_input_errors():

@@ -62,6 +62,7 @@ ADDED_KEYS = {
     "model.grid_conditions": (),
     "model.pose_condition": False,
     "model.mouth_grids": 0,
+    "model.mouth_scale": 1.0,
     "data.frame": "crop",
     "data.patch": 0,
     "data.patch_mouth": 0.0,
@@ -154,6 +155,10 @@ class HeadNeRFConfig:
     # features (lip_input_dim) by a learned linear map of its own (not zero: its grids start at
     # zero instead), each channel scaling a grid of its own ("mouth" is among grid_conditions).
     mouth_grids: int = 0
+    # A constant factor on the mouth projection's output (its channels' scale, and with Adam
+    # the step they and the grids they scale take together): the summed grids move the head
+    # encoding by about (1 + Σ_k |c_k|) grid steps per step, so more grids want a smaller one.
+    mouth_scale: float = 1.0
     # The frame's head pose as a condition (a "pose" entry of condition_dims, POSE_FEATURES
     # wide): jaxhead.nerf.render.pose_features of the camera, standardised by the training
     # frames' pose_mean / pose_std (set from the data by the stage), computed by the model
@@ -198,6 +203,8 @@ class HeadNeRFConfig:
                 )
             if any(not s > 0 for s in self.pose_std):
                 raise ValueError(f"pose_std must be > 0, got {self.pose_std}")
+        if not self.mouth_scale > 0:
+            raise ValueError(f"mouth_scale must be > 0, got {self.mouth_scale}")
         if self.mouth_grids < 0:
             raise ValueError(f"mouth_grids must be >= 0, got {self.mouth_grids}")
         if self.mouth_grids and (
@@ -325,6 +332,9 @@ def model_block(size: str = "cpu", field: str = "frequency", **overrides):
         # speech gets a per-position effect on the face, NeRFBlendShape's expression grids with
         # the coefficients read from the audio. Needs a grid field and config.sync.projection.
         "mouth_grids": 0,
+        # A factor on those channels (HeadNeRFConfig.mouth_scale): with more grids, a smaller
+        # one keeps the summed grids' step at that of fewer (docs/video.md).
+        "mouth_scale": 1.0,
         # The head pose as a condition of the field (HeadNeRFConfig pose_mean / pose_std,
         # jaxhead.nerf.render.pose_features), so the torso could follow the head; measured on
         # french.mp4 without gain on the torso and at a cost to the mouth (docs/video.md).
@@ -500,8 +510,8 @@ def video_config(arg: str | None = None) -> ml_collections.ConfigDict:
     corners at the head's depth; the hash-grid field unless ``field=`` says otherwise; on the
     CPU size with a grid field, 8 levels of resolution 16 ... 256, a grid of the blink's own and
     the blink frames (blink >= 0.5) 8 times per epoch, so that the blink input shuts the eyes, and
-    three grids of the speech's own (``model.mouth_grids``), so that the mouth opens and shuts
-    with it (docs/video.md)."""
+    six grids of the speech's own at half scale (``model.mouth_grids``, ``model.mouth_scale``),
+    so that the mouth opens and shuts with it (docs/video.md)."""
     size, field, frame = _variant(arg, field="", frame="crop")
     if frame not in ("crop", "full"):
         raise ValueError(f"frame={frame!r}: use frame=crop (the head crop) or frame=full")
@@ -544,10 +554,13 @@ def video_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 # without), the other scores within 0.2 dB, in 45.3 instead of 40.2 min.
                 config.model.grid_conditions = ("blink",)
                 config.data.update(blink_min=0.5, blink_repeat=8)
-                # A mouth that follows the speech: F_lip projected to 3 channels with grids of
-                # their own. On french.mp4 the renders' sync confidence rose from 0.022 to
-                # 0.069 / 0.062 (two seeds; truth 0.113), in ~1.4x the step time (docs/video.md).
-                config.model.mouth_grids = 3
+                # A mouth that follows the speech: F_lip projected to 6 channels with grids of
+                # their own, the channels at half scale (the summed grids' step of 3 at scale 1;
+                # 6 at scale 1 went transparent once). On french.mp4 the renders' sync
+                # confidence is 0.086 / 0.076 (two seeds; truth 0.113; 3 grids at scale 1:
+                # 0.062-0.076 in three runs; none: 0.022), in 1.17x the step time of 3 grids
+                # (docs/video.md).
+                config.model.update(mouth_grids=6, mouth_scale=0.5)
         if field == "frequency":
             # NeRF's MLP over whole frames can stay transparent from its first steps (the
             # background shows through; its held-out PSNR stuck at 14.6 dB after 1500 steps on

@@ -174,6 +174,8 @@ class HeadNeRF(nnx.Module):
                         f"[B, {self.config.lip_input_dim}] features to project"
                     )
                 value = projection(value)
+                if name == "mouth" and self.config.mouth_scale != 1.0:
+                    value = value * self.config.mouth_scale
             elif name in conditions:
                 value = jnp.asarray(conditions[name])
             elif name == "lip" and self.audio_net is not None and "audio" in conditions:
