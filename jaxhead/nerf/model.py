@@ -164,8 +164,13 @@ class HeadNeRF(nnx.Module):
         ``mouth`` (``mouth_grids``) is their other projection.
         """
         parts = []
+        # The conditions projected from the given "lip" features, with the factor on each.
+        projections = {
+            "lip": (self.lip_projection, 1.0),
+            "mouth": (self.mouth_projection, self.config.mouth_scale),
+        }
         for name, dim in self.config.condition_dims:
-            projection = {"lip": self.lip_projection, "mouth": self.mouth_projection}.get(name)
+            projection, scale = projections.get(name, (None, 1.0))
             if projection is not None and "lip" in conditions:
                 value = jnp.asarray(conditions["lip"])
                 if value.ndim != 2 or value.shape[-1] != self.config.lip_input_dim:
@@ -173,9 +178,7 @@ class HeadNeRF(nnx.Module):
                         f"condition 'lip' has shape {value.shape}, expected "
                         f"[B, {self.config.lip_input_dim}] features to project"
                     )
-                value = projection(value)
-                if name == "mouth" and self.config.mouth_scale != 1.0:
-                    value = value * self.config.mouth_scale
+                value = scale * projection(value)
             elif name in conditions:
                 value = jnp.asarray(conditions[name])
             elif name == "lip" and self.audio_net is not None and "audio" in conditions:
