@@ -153,6 +153,7 @@ def test_video_smoke_run_trains_renders_and_evaluates(tmp_path, monkeypatch):
     assert "weights not configured" in val["lpips"]["reason"]
     assert val["fid"]["fid"] is None and "InceptionV3" in val["fid"]["reason"]
     assert val["lmd"]["lmd"] is None and face_mesh_lib.NO_FACE_MESH in val["lmd"]["reason"]
+    assert val["mouth_opening"]["r"] is None
     assert val["sync"]["confidence"] is None
     assert val["syncnet"] == {"syncnet_confidence": None, "reason": "weights not configured"}
     assert val["blinks_per_second"]["truth_signal"] >= 0

@@ -333,6 +333,26 @@ def test_mouth_motion_correlation():
     assert lip_metrics._correlation(np.sin(t), np.ones_like(t)) == 0.0  # a mouth that never moves
 
 
+def test_opening_agreement_tells_a_calibrated_damped_mouth_from_an_exaggerated_one():
+    rng = np.random.default_rng(0)
+    signal = rng.normal(size=4000)  # what the inputs say about the opening
+    truth = 0.04 + 0.01 * (signal + rng.normal(size=4000))  # plus what they cannot say
+    calibrated = 0.04 + 0.01 * signal  # the truth's mean given the inputs
+    out = lip_metrics.opening_agreement(calibrated, truth)
+    assert out["r"] == pytest.approx(np.sqrt(0.5), abs=0.02) and out["frames"] == 4000
+    assert out["slope"] == pytest.approx(1.0, abs=0.05)  # opens less wide, as it should
+    assert out["std_ratio"] == pytest.approx(out["r"], abs=0.03)
+    wide = lip_metrics.opening_agreement(0.04 + 0.02 * signal, truth)  # the same r, twice as wide
+    assert wide["r"] == pytest.approx(out["r"]) and wide["slope"] == pytest.approx(0.5, abs=0.03)
+    gaps = calibrated.copy()
+    gaps[:10] = np.nan  # frames without a face are left out
+    assert lip_metrics.opening_agreement(gaps, truth)["frames"] == 3990
+    still = lip_metrics.opening_agreement(np.full(4000, 0.03), truth)  # a mouth that never moves
+    assert np.isnan(still["r"]) and np.isnan(still["slope"])
+    with pytest.raises(ValueError, match="differ in length"):
+        lip_metrics.opening_agreement(calibrated[:-1], truth)
+
+
 def test_mouth_box_covers_the_lips_with_a_margin():
     landmarks = np.zeros((68, 2))
     landmarks[48:68] = [[40, 50], [60, 50], [50, 45], [50, 58]] * 5

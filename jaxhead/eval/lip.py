@@ -5,7 +5,9 @@
 * :func:`motion_box` + :func:`mouth_darkness`: how open a mouth looks, in a box fixed to the head
   (not to the lips, which move with the jaw), for ``mouth_motion_r``: does the rendered mouth open
   and close with the true one;
-* :func:`lip_region_frame` scores one frame, :func:`lip_region_summary` held-out sequences.
+* :func:`lip_region_frame` scores one frame, :func:`lip_region_summary` held-out sequences;
+* :func:`opening_agreement`: how far a rendered mouth-opening trace follows the true one, and
+  whether its amplitude is what its correlation warrants.
 
 Definitions and measurements: docs/video.md, docs/nerf_ablation.md.
 """
@@ -132,4 +134,32 @@ def lip_region_summary(sequences) -> dict[str, float]:
         if opened:
             out["mouth_psnr_open"] = _mean_psnr(opened)
             out["open_frames"] = len(opened)
+    return out
+
+
+def opening_agreement(pred, truth) -> dict[str, float | int]:
+    """How a rendered mouth-opening trace ``[T]`` follows the true one ``[T]`` (e.g. Face Mesh's
+    inner-lip gap over the eye distance, :func:`jaxhead.face.mouth_opening`); frames where
+    either is not finite are left out.
+
+    ``r``: their Pearson correlation; ``std_ratio``: the rendered trace's standard deviation
+    over the truth's (how wide the render opens and closes); ``slope``: the least-squares slope
+    of the truth on the render. A render that predicts the opening as well as its inputs allow
+    (the truth's mean given the render) has ``slope`` 1 and so ``std_ratio`` = ``r``: with
+    ``r`` < 1 it opens less wide than the truth, and opening it wider without raising ``r``
+    would make it worse. ``slope`` < 1 means the render moves more than its correlation
+    warrants, > 1 less. NaN (and ``frames``) when fewer than 3 frames or a constant trace.
+    """
+    pred = np.asarray(pred, np.float64).ravel()
+    truth = np.asarray(truth, np.float64).ravel()
+    if pred.shape != truth.shape:
+        raise ValueError(f"opening traces differ in length: {pred.shape} vs {truth.shape}")
+    ok = np.isfinite(pred) & np.isfinite(truth)
+    pred, truth = pred[ok], truth[ok]
+    out = {"r": float("nan"), "std_ratio": float("nan"), "slope": float("nan")}
+    if pred.size >= 3 and np.ptp(pred) > 0 and np.ptp(truth) > 0:
+        r = _correlation(pred, truth)
+        ratio = float(pred.std() / truth.std())
+        out.update(r=r, std_ratio=ratio, slope=r / ratio)
+    out["frames"] = int(pred.size)
     return out

@@ -6,10 +6,12 @@ PSNR / SSIM (:mod:`jaxhead.eval.image`) and the lip region (:mod:`jaxhead.eval.l
 stage's own evaluation scores them; LPIPS and SyncNet (syncnet_python) when their published
 weights are given; FID is not computed (InceptionV3 is not ported); MediaPipe Face Mesh landmarks
 of rendered and true frames (:mod:`jaxhead.eval.face_mesh`, when a face-mesh environment exists)
-give the mouth LMD, the mouth-opening traces, blinks per second from the eye-aspect ratio, and
-the AV offset / confidence of our sync stage (SyncNet protocol). With a generated pose
-(``pose_from="gpvae"``) the held-out audio drives the GP-VAE and D-Rot / D-Pos compare its pose
-with the truth. A metric that cannot be computed is recorded with its reason, never as a number.
+give the mouth LMD, the mouth opening's agreement with the truth (r, amplitude, calibration
+slope: :func:`jaxhead.eval.lip.opening_agreement`) and its traces, blinks per second from the
+eye-aspect ratio, and the AV offset / confidence of our sync stage (SyncNet protocol). With a
+generated pose (``pose_from="gpvae"``) the held-out audio drives the GP-VAE and D-Rot / D-Pos
+compare its pose with the truth. A metric that cannot be computed is recorded with its reason,
+never as a number.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from jaxhead.eval import image as image_lib
 from jaxhead.eval import landmarks as landmarks_lib
 from jaxhead.eval import lpips as lpips_lib
 from jaxhead.eval.face_mesh import FaceMeshUnavailable, face_mesh, fill_gaps
+from jaxhead.eval.lip import opening_agreement
 from jaxhead.eval.report import markdown_table, not_computed, write_report
 from jaxhead.face import MEDIAPIPE_MOUTH, blink_from_ear, eye_aspect_ratio, mouth_opening
 from jaxhead.gpvae import metrics as gp_metrics
@@ -188,11 +191,15 @@ def evaluate_split(trained: Trained, split: str, suite: Suite, traces: dict | No
     except FaceMeshUnavailable as error:
         reason = str(error)
         result["lmd"] = not_computed("lmd", reason)
+        result["mouth_opening"] = not_computed("r", reason)
         blinks["rendered_ear"] = not_computed("blinks_per_second", reason)
         result["blink_control"] = not_computed("closure", reason)
         result["sync"] = not_computed("confidence", reason)
     else:
         result["lmd"] = _lmd(held, pred_points, truth_points, suite.pose_from)
+        result["mouth_opening"] = opening_agreement(
+            *(_scored_openings(held, points) for points in (pred_points, truth_points))
+        )
         blinks.update(_ear_blinks(held, pred_points, truth_points, fps, traces))
         result["blink_control"] = _blink_control(
             trained, source, held[0], truth_points, suite.mediapipe_python
@@ -214,6 +221,11 @@ def evaluate_split(trained: Trained, split: str, suite: Suite, traces: dict | No
         else not_computed("syncnet_confidence", "weights not configured")
     )
     return result
+
+
+def _scored_openings(held, points) -> np.ndarray:
+    """The Face Mesh mouth opening of every held-out sequence's scored frames, concatenated."""
+    return np.concatenate([mouth_opening(p[h.scored]) for p, h in zip(points, held, strict=True)])
 
 
 def _lmd(held, pred_points, truth_points, pose_from) -> dict:
