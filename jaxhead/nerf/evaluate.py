@@ -197,9 +197,13 @@ def evaluate_split(trained: Trained, split: str, suite: Suite, traces: dict | No
         result["sync"] = not_computed("confidence", reason)
     else:
         result["lmd"] = _lmd(held, pred_points, truth_points, suite.pose_from)
+        # Each sequence's mouth opening, once: its scored frames are scored, all are traced.
+        pred_open = [mouth_opening(p) for p in pred_points]
+        truth_open = [mouth_opening(p) for p in truth_points]
         result["mouth_opening"] = opening_agreement(
-            *(_scored_openings(held, points) for points in (pred_points, truth_points))
-        )
+            *(np.concatenate([o[h.scored] for o, h in zip(x, held, strict=True)])
+              for x in (pred_open, truth_open))
+        )  # fmt: skip
         blinks.update(_ear_blinks(held, pred_points, truth_points, fps, traces))
         result["blink_control"] = _blink_control(
             trained, source, held[0], truth_points, suite.mediapipe_python
@@ -208,8 +212,8 @@ def evaluate_split(trained: Trained, split: str, suite: Suite, traces: dict | No
             config, held, audios, pred_points, truth_points, suite.sync_workdir, fps, split
         )
         if traces is not None:
-            traces["mouth_pred"] = np.concatenate([mouth_opening(p) for p in pred_points])
-            traces["mouth_truth"] = np.concatenate([mouth_opening(p) for p in truth_points])
+            traces["mouth_pred"] = np.concatenate(pred_open)
+            traces["mouth_truth"] = np.concatenate(truth_open)
     result["blinks_per_second"] = blinks
     result["syncnet"] = (
         not_computed(
@@ -221,11 +225,6 @@ def evaluate_split(trained: Trained, split: str, suite: Suite, traces: dict | No
         else not_computed("syncnet_confidence", "weights not configured")
     )
     return result
-
-
-def _scored_openings(held, points) -> np.ndarray:
-    """The Face Mesh mouth opening of every held-out sequence's scored frames, concatenated."""
-    return np.concatenate([mouth_opening(p[h.scored]) for p, h in zip(points, held, strict=True)])
 
 
 def _lmd(held, pred_points, truth_points, pose_from) -> dict:
